@@ -1,0 +1,136 @@
+"""Command line: `sentinel-sidecar run | demo | report`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app import config, log, report
+from app.config import ConfigError, Settings
+from app.runner import Runner, RunOutcome
+from app.spool import EXIT_CODE_FILE, SpoolError
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentinel-sidecar",
+        description="Record what a workload uses; deliver it to Sentinel, S3 or a directory.",
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    run = commands.add_parser("run", help="track the pod's workload until SIGTERM or its exit")
+    config.add_flags(run)
+    demo = commands.add_parser("demo", help="track a small built-in workload for ~15 s")
+    config.add_flags(demo)
+    demo.add_argument("--seconds", type=float, default=15.0, help="workload duration")
+    demo.add_argument(
+        "--dir", type=Path, help="where spool and output go (default: a new temp dir)"
+    )
+    summary = commands.add_parser("report", help="summarize the chunks in a local output dir")
+    summary.add_argument("directory", type=Path)
+    return parser
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: object) -> None:
+        structlog.get_logger("app.cli").info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _execute(settings: Settings, stop: threading.Event) -> RunOutcome | None:
+    try:
+        return Runner(settings, stop).run()
+    except SpoolError as exc:
+        structlog.get_logger("app.cli").error("spool_unusable", error=str(exc))
+        return None
+
+
+def _run(settings: Settings) -> int:
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    return 0 if _execute(settings, stop) is not None else 1
+
+
+def _demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    base: Path = args.dir or Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
+    defaults: dict[str, Any] = {
+        "spool_dir": base / "spool",
+        "output_dir": base / "output",
+        "upload_interval": 5.0,
+        "log_format": "console",
+    }
+    settings = config.load(args, environ, defaults)
+    log.configure(settings.log_level, settings.log_format)
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    workload = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.demo_workload",
+            "--seconds",
+            str(args.seconds),
+            "--dir",
+            str(base),
+        ],
+        start_new_session=True,
+    )
+
+    def reap() -> None:
+        # The exit-code file convention, as a workload's one-line wrapper would do it.
+        code = workload.wait()
+        (settings.spool_dir / EXIT_CODE_FILE).write_text(f"{code}\n")
+
+    threading.Thread(target=reap, name="demo-reaper", daemon=True).start()
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    print(f"demo: tracking workload pid {workload.pid} for ~{args.seconds:.0f} s ...", flush=True)
+    try:
+        outcome = _execute(dataclasses.replace(settings, pid=workload.pid), stop)
+    finally:
+        if workload.poll() is None:
+            os.killpg(workload.pid, signal.SIGTERM)
+            workload.wait(10)
+    if outcome is None:
+        return 1
+    output = settings.local_output_dir
+    print(f"\nchunks: {output}/NNNN.csv.gz   summary: {outcome.summary_uri}")
+    print(f"spool:  {settings.spool_dir / 'metrics.csv'}\n")
+    print(report.render(report.summarize(output)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sentinel-sidecar` console script."""
+    args = _parser().parse_args(argv)
+    environ = dict(os.environ)
+    try:
+        if args.action == "report":
+            print(report.render(report.summarize(args.directory)))
+            return 0
+        if args.action == "demo":
+            return _demo(args, environ)
+        settings = config.load(args, environ)
+    except ConfigError as exc:
+        print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.configure(settings.log_level, settings.log_format)
+    return _run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Settings: defaults < YAML file < environment variables < CLI flags, validated in one place."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_ENV = "TRACKER_CONFIG"
+
+
+class ConfigError(Exception):
+    """A setting has a value the agent cannot use; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the agent; see README "Configuration" for each one."""
+
+    interval: float = 1.0
+    upload_interval: float = 60.0
+    upload_threshold_bytes: int = 4 * 1024 * 1024
+    max_chunk_bytes: int = 8 * 1024 * 1024
+    inline_max_bytes: int = 1024 * 1024
+    shutdown_timeout: float = 20.0
+    workload_wait: float = 30.0
+    spool_dir: Path = Path("/var/lib/sentinel-sidecar")
+    output_dir: Path | None = None
+    schema: str = "sentinel"
+    proc_root: Path = Path("/proc")
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    pid: int | None = None
+    cgroup: str | None = None
+    log_level: str = "info"
+    log_format: str = "json"
+    health_port: int = 8080
+    sentinel_api_url: str = "https://api.sentinel.sparecores.net"
+    sentinel_api_token: str | None = dataclasses.field(default=None, repr=False)
+    sentinel_api_token_file: Path | None = None
+    s3_uri: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    project_name: str | None = None
+    job_name: str | None = None
+    stage_name: str | None = None
+    task_name: str | None = None
+    team: str | None = None
+    env: str | None = None
+    language: str | None = None
+    orchestrator: str | None = None
+    executor: str | None = None
+    external_run_id: str | None = None
+    container_image: str | None = None
+    command: str | None = None
+    tags: str | None = None
+
+    @property
+    def local_output_dir(self) -> Path:
+        """Where local mode writes chunks: `output_dir`, else `<spool_dir>/output`."""
+        return self.output_dir if self.output_dir is not None else self.spool_dir / "output"
+
+    def metadata(self) -> dict[str, str]:
+        """The run metadata fields of the Sentinel API that are set."""
+        values = {name: getattr(self, name) for name in METADATA_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+METADATA_FIELDS = (
+    "project_name",
+    "job_name",
+    "stage_name",
+    "task_name",
+    "team",
+    "env",
+    "language",
+    "orchestrator",
+    "executor",
+    "external_run_id",
+    "container_image",
+    "command",
+    "tags",
+)
+
+SECRET_FIELDS = frozenset({"sentinel_api_token"})
+
+# Names taken from the environment as-is; every other setting is TRACKER_<NAME>.
+_ENV_OVERRIDES = {
+    "sentinel_api_url": "SENTINEL_API_URL",
+    "sentinel_api_token": "SENTINEL_API_TOKEN",
+    "sentinel_api_token_file": "SENTINEL_API_TOKEN_FILE",
+    "s3_endpoint_url": "S3_ENDPOINT_URL",
+    "aws_region": "AWS_REGION",
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return _ENV_OVERRIDES.get(field, "TRACKER_" + field.upper())
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag that sets `field`."""
+    return "--" + field.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str
+    parse: Callable[[Any], Any]
+    allowed: str
+
+
+def _number(
+    kind: type[int] | type[float], minimum: float, allowed: str, maximum: float = math.inf
+) -> _Rule:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            value = kind(value.strip())
+        elif kind is float and isinstance(value, int):
+            value = float(value)
+        if (
+            not isinstance(value, kind)
+            or not math.isfinite(value)
+            or not minimum <= value <= maximum
+        ):
+            raise ValueError
+        return value
+
+    return _Rule(kind.__name__, parse, allowed)
+
+
+def _choice(*choices: str) -> _Rule:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError
+        return value.lower()
+
+    return _Rule("str", parse, "one of " + ", ".join(choices))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError
+    return str(value)
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return Path(value)
+
+
+_TEXT = _Rule("str", _text, "a string")
+_PATH = _Rule("path", _path, "a non-empty path")
+_SECONDS_POSITIVE = _number(float, 0.001, "a number of seconds >= 0.001")
+_SECONDS = _number(float, 0, "a number of seconds >= 0")
+_BYTES = _number(int, 1, "a whole number of bytes >= 1")
+
+_RULES: dict[str, _Rule] = {
+    "interval": _SECONDS_POSITIVE,
+    "upload_interval": _SECONDS_POSITIVE,
+    "upload_threshold_bytes": _BYTES,
+    "max_chunk_bytes": _BYTES,
+    "inline_max_bytes": _number(int, 0, "a whole number of bytes >= 0"),
+    "shutdown_timeout": _SECONDS_POSITIVE,
+    "workload_wait": _SECONDS,
+    "spool_dir": _PATH,
+    "output_dir": _PATH,
+    "schema": _choice("sentinel", "extended"),
+    "proc_root": _PATH,
+    "cgroup_root": _PATH,
+    "pid": _number(int, 1, "a process id >= 1"),
+    "cgroup": _TEXT,
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "log_format": _choice("json", "console"),
+    "health_port": _number(int, 0, "a port number 0-65535 (0 = off)", 65535),
+    "sentinel_api_url": _TEXT,
+    "sentinel_api_token": _TEXT,
+    "sentinel_api_token_file": _PATH,
+    "s3_uri": _TEXT,
+    "s3_endpoint_url": _TEXT,
+    "aws_region": _TEXT,
+    **dict.fromkeys(METADATA_FIELDS, _TEXT),
+}
+
+FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
+assert set(_RULES) == set(FIELDS), "every setting needs a validation rule"
+
+
+def _validate(field: str, value: Any, source: str) -> Any:
+    rule = _RULES[field]
+    try:
+        parsed = rule.parse(value)
+    except (ValueError, TypeError):
+        shown = "<redacted>" if field in SECRET_FIELDS else repr(value)
+        raise ConfigError(
+            f"{field} ({source}): {shown} is not allowed; expected {rule.allowed}"
+        ) from None
+    return parsed
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Settings from a YAML mapping file, validated key by key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({_one_line(exc)})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: must be a mapping of setting: value, got {type(data).__name__}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _RULES:
+            raise ConfigError(
+                f"config file {path}: unknown setting {key!r}; allowed: {', '.join(FIELDS)}"
+            )
+        if value is not None:
+            values[key] = _validate(key, value, f"config file {path}")
+    return values
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from environment variables (empty values count as unset)."""
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        name = env_name(field)
+        raw = environ.get(name)
+        if raw:
+            values[field] = _validate(field, raw, f"env {name}")
+    return values
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one `--flag` per setting, plus `--config`; flags default to unset."""
+    parser.add_argument("--config", metavar="PATH", help=f"YAML settings file (or ${CONFIG_ENV})")
+    for field in FIELDS:
+        if field in SECRET_FIELDS:
+            continue  # secrets on a command line leak into `ps`; env or file only
+        parser.add_argument(flag_name(field), dest=field, metavar=field.upper(), default=None)
+
+
+def load(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The effective settings for parsed CLI `args` and `environ`, or ConfigError.
+
+    `defaults` replace the built-in defaults (the demo uses its own directories).
+    """
+    values: dict[str, Any] = dict(defaults or {})
+    config_path = getattr(args, "config", None) or environ.get(CONFIG_ENV)
+    if config_path:
+        values.update(read_yaml(Path(config_path)))
+    values.update(read_env(environ))
+    for field in FIELDS:
+        raw = getattr(args, field, None)
+        if raw is not None:
+            values[field] = _validate(field, raw, f"flag {flag_name(field)}")
+    return Settings(**values)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())

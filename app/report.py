@@ -1,0 +1,47 @@
+"""Summaries of delivered chunks: what the workload used, read back from the gzipped CSVs."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def chunk_paths(directory: Path) -> list[Path]:
+    """The chunk files of a local output directory, in sequence order."""
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]*.csv.gz"))
+
+
+def read_rows(directory: Path) -> Iterator[dict[str, str]]:
+    """Every row of every chunk, in order."""
+    for path in chunk_paths(directory):
+        text = gzip.decompress(path.read_bytes()).decode()
+        yield from csv.DictReader(io.StringIO(text))
+
+
+def _floats(rows: list[dict[str, str]], column: str) -> list[float]:
+    return [float(row[column]) for row in rows if row.get(column)]
+
+
+def summarize(directory: Path) -> dict[str, float | int]:
+    """Rows, peak memory, mean/peak CPU cores and bytes read/written of the workload."""
+    rows = list(read_rows(directory))
+    cpu = _floats(rows, "process_cpu_usage")
+    memory = _floats(rows, "process_memory_mib")
+    return {
+        "chunks": len(chunk_paths(directory)),
+        "rows": len(rows),
+        "peak_memory_mib": round(max(memory, default=0.0), 1),
+        "mean_cpu_cores": round(sum(cpu) / len(cpu), 3) if cpu else 0.0,
+        "peak_cpu_cores": round(max(cpu, default=0.0), 3),
+        "read_bytes": int(sum(_floats(rows, "process_disk_read_bytes"))),
+        "written_bytes": int(sum(_floats(rows, "process_disk_write_bytes"))),
+    }
+
+
+def render(summary: dict[str, float | int]) -> str:
+    """The summary as aligned `name: value` lines."""
+    width = max(len(name) for name in summary)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in summary.items())

@@ -1,0 +1,386 @@
+"""Readings of the workload and the node, and the CSV row made from two consecutive readings."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from app.cgroup import CgroupDirs, CgroupFormatError, CgroupReader, CgroupReading
+from app.procfs import (
+    ProcessInfo,
+    ProcReader,
+    SystemReading,
+    main_pid,
+    select_tree,
+    select_workload,
+)
+
+log = structlog.get_logger("app.sampler")
+
+_MIB = 1024 * 1024
+
+SENTINEL_COLUMNS = (
+    "timestamp",
+    "system_processes",
+    "system_utime",
+    "system_stime",
+    "system_cpu_usage",
+    "system_memory_free_mib",
+    "system_memory_used_mib",
+    "system_memory_buffers_mib",
+    "system_memory_cached_mib",
+    "system_memory_active_mib",
+    "system_memory_inactive_mib",
+    "system_disk_read_bytes",
+    "system_disk_write_bytes",
+    "system_disk_space_total_gb",
+    "system_disk_space_used_gb",
+    "system_disk_space_free_gb",
+    "system_net_recv_bytes",
+    "system_net_sent_bytes",
+    "system_gpu_usage",
+    "system_gpu_vram_mib",
+    "system_gpu_utilized",
+    "process_pid",
+    "process_children",
+    "process_utime",
+    "process_stime",
+    "process_cpu_usage",
+    "process_memory_mib",
+    "process_disk_read_bytes",
+    "process_disk_write_bytes",
+    "process_gpu_usage",
+    "process_gpu_vram_mib",
+    "process_gpu_utilized",
+)
+
+EXTENDED_COLUMNS = (
+    "cgroup_memory_working_set_mib",
+    "cgroup_memory_peak_mib",
+    "cgroup_memory_limit_mib",
+    "cgroup_cpu_limit_cores",
+    "cgroup_cpu_throttled_seconds",
+    "cgroup_oom_kills",
+    "cgroup_pids",
+)
+
+
+def columns(schema: str) -> tuple[str, ...]:
+    """The CSV columns of `schema` (`sentinel` or `extended`)."""
+    return SENTINEL_COLUMNS + (EXTENDED_COLUMNS if schema == "extended" else ())
+
+
+def header_line(schema: str) -> str:
+    """The CSV header line, newline included."""
+    return ",".join(columns(schema)) + "\n"
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative counters of one source of workload usage (a cgroup or a process)."""
+
+    cpu_user_s: float
+    cpu_system_s: float
+    read_bytes: int | None
+    write_bytes: int | None
+
+
+@dataclass(frozen=True)
+class WorkloadReading:
+    """The workload at one instant: counters per source, gauges summed over sources."""
+
+    main_pid: int | None
+    process_count: int
+    counters: Mapping[str, Counters] = field(default_factory=dict)
+    memory_bytes: int | None = None
+    cgroups: Sequence[CgroupReading] = ()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Everything sampled at one tick."""
+
+    timestamp: float
+    monotonic: float
+    system: SystemReading
+    workload: WorkloadReading
+
+
+class Collector:
+    """Takes readings: discovers the workload, reads its cgroups where exposed, else /proc."""
+
+    def __init__(
+        self,
+        procs: ProcReader,
+        cgroups: CgroupReader,
+        *,
+        pid: int | None = None,
+        cgroup: str | None = None,
+        own_pid: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._procs = procs
+        self._cgroups = cgroups
+        self._pid = pid
+        self._cgroup_dirs = cgroups.dirs_for_path(cgroup) if cgroup is not None else None
+        self._own_pid = own_pid if own_pid is not None else os.getpid()
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._reported_errors: set[str] = set()
+
+    def read(self) -> Reading:
+        """One reading of the node and the workload."""
+        processes = self._procs.processes()
+        if self._cgroup_dirs is not None:
+            workload = self._read_cgroup(self._cgroup_dirs, processes)
+        elif self._pid is not None:
+            workload = self._read_processes(select_tree(processes, self._pid), processes, False)
+        else:
+            workload = self._read_processes(select_workload(processes, self._own_pid), processes)
+        system = self._procs.system(len(processes))
+        return Reading(self._wall_clock(), self._monotonic(), system, workload)
+
+    def _read_cgroup(self, dirs: CgroupDirs, processes: list[ProcessInfo]) -> WorkloadReading:
+        members = set(self._cgroups.pids(dirs))
+        workload = [process for process in processes if process.pid in members]
+        reading = self._read_one_cgroup(dirs)
+        counters, memory = ({}, None) if reading is None else _cgroup_counters(dirs, reading)
+        return WorkloadReading(
+            main_pid=main_pid(workload),
+            process_count=len(workload),
+            counters=counters,
+            memory_bytes=memory,
+            cgroups=(reading,) if reading is not None else (),
+        )
+
+    def _read_processes(
+        self, workload: list[ProcessInfo], processes: list[ProcessInfo], use_cgroups: bool = True
+    ) -> WorkloadReading:
+        by_cgroup: dict[CgroupDirs, list[ProcessInfo]] = {}
+        per_process: list[ProcessInfo] = []
+        if use_cgroups:
+            sidecar = self._sidecar_cgroups(processes)
+            for process in workload:
+                dirs = self._exclusive_cgroup(process, sidecar)
+                if dirs is None:
+                    per_process.append(process)
+                else:
+                    by_cgroup.setdefault(dirs, []).append(process)
+        else:
+            per_process = workload
+        counters: dict[str, Counters] = {}
+        memory = 0
+        readings: list[CgroupReading] = []
+        for dirs, members in by_cgroup.items():
+            reading = self._read_one_cgroup(dirs)
+            if reading is None:
+                per_process.extend(members)
+                continue
+            group_counters, group_memory = _cgroup_counters(dirs, reading)
+            counters.update(group_counters)
+            memory += group_memory or 0
+            readings.append(reading)
+        for process in per_process:
+            usage = self._procs.usage(process.pid)
+            if usage is None:
+                continue  # vanished between listing and reading
+            counters[process.key] = Counters(
+                usage.cpu_user_s, usage.cpu_system_s, usage.read_bytes, usage.write_bytes
+            )
+            memory += usage.memory_bytes
+        return WorkloadReading(
+            main_pid=self._pid if self._pid is not None else main_pid(workload),
+            process_count=len(workload),
+            counters=counters,
+            memory_bytes=memory if workload else None,
+            cgroups=tuple(readings),
+        )
+
+    def _sidecar_cgroups(self, processes: list[ProcessInfo]) -> set[CgroupDirs]:
+        own = [process for process in processes if process.pid == self._own_pid]
+        found: set[CgroupDirs] = set()
+        for process in own:
+            membership = self._procs.membership(process)
+            if membership is not None:
+                found.add(self._cgroups.locate(membership))
+        return found
+
+    def _exclusive_cgroup(
+        self, process: ProcessInfo, sidecar: set[CgroupDirs]
+    ) -> CgroupDirs | None:
+        """The process's cgroup if readable and holding neither the sidecar nor the whole node."""
+        membership = self._procs.membership(process)
+        if membership is None or all(path == "/" for path in membership.values()):
+            return None
+        dirs = self._cgroups.locate(membership)
+        if dirs in sidecar or (dirs.unified is None and dirs.cpuacct is None):
+            return None
+        return dirs
+
+    def _read_one_cgroup(self, dirs: CgroupDirs) -> CgroupReading | None:
+        try:
+            return self._cgroups.read(dirs)
+        except CgroupFormatError as exc:
+            key = str(exc.path)
+            if key not in self._reported_errors:
+                self._reported_errors.add(key)
+                log.warning("cgroup_file_malformed", path=key, reason=exc.reason)
+            return None
+
+
+def _cgroup_counters(
+    dirs: CgroupDirs, reading: CgroupReading
+) -> tuple[dict[str, Counters], int | None]:
+    if reading.cpu_user_s is not None and reading.cpu_system_s is not None:
+        user, system = reading.cpu_user_s, reading.cpu_system_s
+    else:
+        user, system = reading.cpu_usage_s or 0.0, 0.0
+    key = "cgroup:" + ":".join(str(path) for path in (dirs.unified, dirs.cpuacct, dirs.memory))
+    counters = Counters(user, system, reading.io_read_bytes, reading.io_write_bytes)
+    return {key: counters}, reading.memory_working_set_bytes
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return max(0.0, after - before)
+
+
+def _workload_deltas(before: WorkloadReading, after: WorkloadReading) -> dict[str, float | None]:
+    """Sum of per-source increases; a source new since `before` counts from zero."""
+    totals: dict[str, float | None] = {"user": 0.0, "system": 0.0, "read": 0.0, "write": 0.0}
+    for key, now in after.counters.items():
+        then = before.counters.get(key, Counters(0.0, 0.0, 0, 0))
+        pairs = {
+            "user": (then.cpu_user_s, now.cpu_user_s),
+            "system": (then.cpu_system_s, now.cpu_system_s),
+            "read": (then.read_bytes, now.read_bytes),
+            "write": (then.write_bytes, now.write_bytes),
+        }
+        for name, (start, end) in pairs.items():
+            step = _delta(start, end)
+            current = totals[name]
+            totals[name] = None if step is None or current is None else current + step
+    return totals
+
+
+def _fmt(value: float | int | None, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _mib(value: int | None) -> float | None:
+    return value / _MIB if value is not None else None
+
+
+def _sum(values: Sequence[float | int | None]) -> float | int | None:
+    """Sum, or None when any value is unknown (e.g. one container has no limit)."""
+    if not values or any(value is None for value in values):
+        return None
+    return sum(value for value in values if value is not None)
+
+
+def make_row(before: Reading, after: Reading, schema: str) -> list[str]:
+    """One CSV row (as cells) for the interval between two readings."""
+    elapsed = after.monotonic - before.monotonic
+    s0, s1 = before.system, after.system
+    work = _workload_deltas(before.workload, after.workload)
+    system_busy = _delta(s0.cpu_busy_s, s1.cpu_busy_s)
+    user, system = work["user"], work["system"]
+    process_busy = user + system if user is not None and system is not None else None
+    has_workload = after.workload.process_count > 0 or bool(after.workload.counters)
+    cells: list[str] = [
+        f"{after.timestamp:.3f}",
+        str(s1.processes),
+        _fmt(_delta(s0.cpu_user_s, s1.cpu_user_s), 2),
+        _fmt(_delta(s0.cpu_system_s, s1.cpu_system_s), 2),
+        _fmt(system_busy / elapsed if system_busy is not None and elapsed > 0 else None, 4),
+        _fmt(s1.memory_free_mib),
+        _fmt(s1.memory_used_mib),
+        _fmt(s1.memory_buffers_mib),
+        _fmt(s1.memory_cached_mib),
+        _fmt(s1.memory_active_mib),
+        _fmt(s1.memory_inactive_mib),
+        _fmt(_int_delta(s0.disk_read_bytes, s1.disk_read_bytes)),
+        _fmt(_int_delta(s0.disk_write_bytes, s1.disk_write_bytes)),
+        _fmt(s1.disk_space_total_gb),
+        _fmt(s1.disk_space_used_gb),
+        _fmt(s1.disk_space_free_gb),
+        _fmt(_int_delta(s0.net_recv_bytes, s1.net_recv_bytes)),
+        _fmt(_int_delta(s0.net_sent_bytes, s1.net_sent_bytes)),
+        "",  # system_gpu_usage: no GPU support yet, unknown rather than zero
+        "",
+        "",
+        _fmt(after.workload.main_pid),
+        _fmt(max(0, after.workload.process_count - 1) if has_workload else None),
+        _fmt(user if has_workload else None, 4),
+        _fmt(system if has_workload else None, 4),
+        _fmt(process_busy / elapsed if process_busy is not None and elapsed > 0 else None, 4)
+        if has_workload
+        else "",
+        _fmt(_mib(after.workload.memory_bytes)),
+        _fmt(_as_int(work["read"]) if has_workload else None),
+        _fmt(_as_int(work["write"]) if has_workload else None),
+        "",
+        "",
+        "",
+    ]
+    if schema == "extended":
+        cells.extend(_extended_cells(before.workload, after.workload))
+    return cells
+
+
+def _extended_cells(before: WorkloadReading, after: WorkloadReading) -> list[str]:
+    groups = after.cgroups
+    if not groups:
+        return [""] * len(EXTENDED_COLUMNS)
+    throttled_before = _sum([group.cpu_throttled_s for group in before.cgroups])
+    throttled_after = _sum([group.cpu_throttled_s for group in groups])
+    oom_before = _sum([group.oom_kills for group in before.cgroups])
+    oom_after = _sum([group.oom_kills for group in groups])
+    same_groups = len(before.cgroups) == len(groups)
+    return [
+        _fmt(_mib(_as_int(_sum([group.memory_working_set_bytes for group in groups])))),
+        _fmt(_mib(_as_int(_sum([group.memory_peak_bytes for group in groups])))),
+        _fmt(_mib(_as_int(_sum([group.memory_limit_bytes for group in groups])))),
+        _fmt(_sum([group.cpu_limit_cores for group in groups])),
+        _fmt(_delta(throttled_before, throttled_after) if same_groups else None, 4),
+        _fmt(_as_int(_delta(oom_before, oom_after)) if same_groups else None),
+        _fmt(_as_int(_sum([group.pids for group in groups]))),
+    ]
+
+
+def _int_delta(before: int | None, after: int | None) -> int | None:
+    return _as_int(_delta(before, after))
+
+
+def _as_int(value: float | int | None) -> int | None:
+    return round(value) if value is not None else None
+
+
+class Ticker:
+    """Tick times on a monotonic clock at start + k * interval; a late tick skips, never drifts."""
+
+    def __init__(self, interval: float, start: float) -> None:
+        self.interval = interval
+        self._next = start + interval
+
+    def next_after(self, now: float) -> float:
+        """The next tick time strictly after `now`, advancing the schedule."""
+        if now >= self._next:
+            missed = int((now - self._next) // self.interval) + 1
+            self._next += missed * self.interval
+        due = self._next
+        self._next += self.interval
+        return due
