@@ -60,13 +60,7 @@ def _execute(settings: Settings, stop: threading.Event) -> RunOutcome | None:
         return None
 
 
-def _run(settings: Settings) -> int:
-    stop = threading.Event()
-    _install_stop_handlers(stop)
-    return 0 if _execute(settings, stop) is not None else 1
-
-
-def _demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
+def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Event) -> int:
     base: Path = args.dir or Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
     defaults: dict[str, Any] = {
         "spool_dir": base / "spool",
@@ -96,8 +90,6 @@ def _demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
         (settings.spool_dir / EXIT_CODE_FILE).write_text(f"{code}\n")
 
     threading.Thread(target=reap, name="demo-reaper", daemon=True).start()
-    stop = threading.Event()
-    _install_stop_handlers(stop)
     print(f"demo: tracking workload pid {workload.pid} for ~{args.seconds:.0f} s ...", flush=True)
     try:
         outcome = _execute(dataclasses.replace(settings, pid=workload.pid), stop)
@@ -116,6 +108,8 @@ def _demo(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sentinel-sidecar` console script."""
+    stop = threading.Event()
+    _install_stop_handlers(stop)  # first, so an early SIGTERM still ends the run cleanly
     args = _parser().parse_args(argv)
     environ = dict(os.environ)
     try:
@@ -123,13 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(report.render(report.summarize(args.directory)))
             return 0
         if args.action == "demo":
-            return _demo(args, environ)
+            return _demo(args, environ, stop)
         settings = config.load(args, environ)
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.configure(settings.log_level, settings.log_format)
-    return _run(settings)
+    return 0 if _execute(settings, stop) is not None else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""Run the real CLI as a subprocess and read what it delivered."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.sampler import header_line
+
+
+def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))
+    }
+    environment.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_rows(spool: Path, rows: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    metrics = spool / "metrics.csv"
+    while time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") > rows:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {rows} rows in {metrics} after {timeout} s")
+
+
+def spool_rows(spool: Path) -> list[str]:
+    lines = (spool / "metrics.csv").read_text().splitlines(keepends=True)
+    assert lines[0] == header_line("sentinel")
+    return lines[1:]
+
+
+def chunk_rows(bodies: list[bytes]) -> list[str]:
+    """Rows of gzipped chunks in order; each must be valid gzip starting with the header."""
+    rows: list[str] = []
+    for body in bodies:
+        lines = gzip.decompress(body).decode().splitlines(keepends=True)
+        assert lines[0] == header_line("sentinel")
+        assert all(line.endswith("\n") for line in lines)
+        rows.extend(lines[1:])
+    return rows
+
+
+def dir_chunks(output: Path) -> list[bytes]:
+    paths = sorted(output.glob("*.csv.gz"))
+    assert [p.name for p in paths] == [f"{i:04d}.csv.gz" for i in range(1, len(paths) + 1)]
+    return [p.read_bytes() for p in paths]

@@ -1,0 +1,126 @@
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.config import ConfigError, Settings, add_flags, load
+
+
+def settings_from(argv: list[str], environ: dict[str, str]) -> Settings:
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    return load(parser.parse_args(argv), environ)
+
+
+def test_defaults():
+    settings = settings_from([], {})
+    assert settings.interval == 1.0
+    assert settings.spool_dir == Path("/var/lib/sentinel-sidecar")
+    assert settings.local_output_dir == Path("/var/lib/sentinel-sidecar/output")
+    assert settings.schema == "sentinel"
+    assert settings.log_format == "json"
+
+
+def test_precedence_defaults_yaml_env_flags(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("interval: 2\nupload_interval: 30\nschema: extended\nproject_name: yaml\n")
+    environ = {
+        "TRACKER_CONFIG": str(config),
+        "TRACKER_UPLOAD_INTERVAL": "20",
+        "TRACKER_PROJECT_NAME": "env",
+    }
+    settings = settings_from(["--project-name", "flag"], environ)
+    assert settings.interval == 2.0  # yaml over default
+    assert settings.upload_interval == 20.0  # env over yaml
+    assert settings.schema == "extended"
+    assert settings.project_name == "flag"  # flag over env
+    assert settings.metadata() == {"project_name": "flag"}
+
+
+def test_token_comes_from_env_and_is_not_in_repr():
+    settings = settings_from([], {"SENTINEL_API_TOKEN": "s3cr3t"})
+    assert settings.sentinel_api_token == "s3cr3t"
+    assert "s3cr3t" not in repr(settings)
+
+
+def run_cli(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch, environ=None
+) -> tuple[int, str]:
+    for key in list(os.environ):
+        if key.startswith("TRACKER_"):
+            monkeypatch.delenv(key)
+    for key, value in (environ or {}).items():
+        monkeypatch.setenv(key, value)
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("intervall: 1\n", "unknown setting 'intervall'"),
+        ("interval: fast\n", "interval (config file"),
+        ("interval: -1\n", "-1 is not allowed; expected a number of seconds >= 0.001"),
+        ("- interval\n- 1\n", "must be a mapping of setting: value, got list"),
+        ("interval: [1\n", "not valid YAML"),
+        ("schema: csv\n", "'csv' is not allowed; expected one of sentinel, extended"),
+        ("max_chunk_bytes: 1.5\n", "expected a whole number of bytes >= 1"),
+        ("log_format: true\n", "True is not allowed"),
+    ],
+)
+def test_bad_yaml_exits_2_with_a_one_line_message(
+    tmp_path: Path, capsys, monkeypatch, yaml_text, expected
+):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    code, err = run_cli(["run", "--config", str(config)], capsys, monkeypatch)
+    assert code == 2
+    assert expected in err
+    assert len(err.splitlines()) == 1
+
+
+def test_unreadable_config_file_exits_2(tmp_path: Path, capsys, monkeypatch):
+    code, err = run_cli(["run", "--config", str(tmp_path / "missing.yaml")], capsys, monkeypatch)
+    assert code == 2
+    assert "missing.yaml: cannot be read" in err
+
+
+def test_config_path_from_env(tmp_path: Path, capsys, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("interval: 0\n")
+    code, err = run_cli(["run"], capsys, monkeypatch, {"TRACKER_CONFIG": str(config)})
+    assert code == 2
+    assert "interval" in err and "): 0 is not allowed" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["run", "--interval", "-5"], {}, "interval (flag --interval): '-5' is not allowed"),
+        (["run", "--interval", "nan"], {}, "'nan' is not allowed"),
+        (["run"], {"TRACKER_INTERVAL": "abc"}, "interval (env TRACKER_INTERVAL): 'abc'"),
+        (["run", "--health-port", "70000"], {}, "expected a port number 0-65535"),
+        (["run", "--pid", "0"], {}, "expected a process id >= 1"),
+        (["run"], {"TRACKER_LOG_LEVEL": "loud"}, "one of debug, info, warning, error"),
+    ],
+)
+def test_bad_flags_and_env_exit_2(capsys, monkeypatch, argv, environ, expected):
+    code, err = run_cli(argv, capsys, monkeypatch, environ)
+    assert code == 2
+    assert expected in err
+
+
+def test_empty_yaml_file_is_all_defaults(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("# nothing set\n")
+    assert settings_from(["--config", str(config)], {}) == Settings()
+
+
+def test_secret_value_is_not_echoed_in_errors(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("sentinel_api_token: [hunter2]\n")
+    with pytest.raises(ConfigError) as caught:
+        settings_from(["--config", str(config)], {})
+    assert "hunter2" not in str(caught.value)

@@ -1,0 +1,135 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agent import chunk_rows, dir_chunks, spool_rows, start_agent, wait_for_rows
+
+
+@pytest.fixture
+def workload():
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.01)"]
+    )
+    yield process
+    process.kill()
+    process.wait()
+
+
+def agent_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--interval",
+        "0.1",
+        "--upload-interval",
+        "0.5",
+        "--max-chunk-bytes",
+        "1500",
+        "--health-port",
+        "0",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_delivers_every_row_exactly_once(tmp_path: Path, workload, signum):
+    agent = start_agent(agent_args(tmp_path, "--pid", str(workload.pid)))
+    wait_for_rows(tmp_path / "spool", 15)
+    agent.send_signal(signum)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    spooled = spool_rows(tmp_path / "spool")
+    delivered = chunk_rows(dir_chunks(tmp_path / "out"))
+    assert delivered == spooled
+    assert len(dir_chunks(tmp_path / "out")) > 1  # several chunks, so the cursor really moved
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert summary["rows"] == len(spooled)
+    assert summary["chunks"] == len(dir_chunks(tmp_path / "out"))
+    assert summary["bytes_not_uploaded"] == 0
+    assert summary["exit_code"] is None and summary["run_status"] == "finished"
+    assert summary["started_at"] < summary["finished_at"]
+    assert all(row.split(",")[21] == str(workload.pid) for row in spooled)
+    assert '"event": "stop_requested"' in err
+
+
+def test_agent_finishes_when_the_workload_exits_and_reports_its_exit_code(tmp_path: Path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    wrapper = f"sleep 1.5; code=3; echo $code > {spool}/exit_code; exit $code"
+    child = subprocess.Popen(["sh", "-c", wrapper])
+    agent = start_agent(agent_args(tmp_path, "--pid", str(child.pid)))
+    child.wait(10)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert "workload_exited" in err
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert summary["exit_code"] == 3 and summary["run_status"] == "failed"
+    assert chunk_rows(dir_chunks(tmp_path / "out")) == spool_rows(spool)
+
+
+def test_sigkill_then_restart_resumes_without_loss_or_duplicates(tmp_path: Path, workload):
+    args = agent_args(tmp_path, "--pid", str(workload.pid))
+    first = start_agent(args)
+    wait_for_rows(tmp_path / "spool", 25)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    uploaded_before = len(dir_chunks(tmp_path / "out"))
+    assert uploaded_before >= 1
+    second = start_agent(args)
+    wait_for_rows(tmp_path / "spool", 40)
+    second.send_signal(signal.SIGTERM)
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert "run_resumed" in err
+    assert chunk_rows(dir_chunks(tmp_path / "out")) == spool_rows(tmp_path / "spool")
+    assert len(dir_chunks(tmp_path / "out")) > uploaded_before
+
+
+def test_a_new_run_sets_the_finished_run_aside(tmp_path: Path, workload):
+    args = agent_args(tmp_path, "--pid", str(workload.pid))
+    for run in range(2):
+        agent = start_agent(args)
+        deadline = time.monotonic() + 20
+        while run and not list((tmp_path / "spool").glob("metrics.*.csv")):
+            assert time.monotonic() < deadline, "the finished run was not set aside"
+            time.sleep(0.05)
+        wait_for_rows(tmp_path / "spool", 5)
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=30)
+        assert agent.returncode == 0
+    assert len(list((tmp_path / "spool").glob("metrics.*.csv"))) == 1
+    [previous] = list((tmp_path / "out").glob("previous-*"))
+    assert (previous / "run.json").exists()
+    assert chunk_rows(dir_chunks(tmp_path / "out")) == spool_rows(tmp_path / "spool")
+
+
+def test_discovery_mode_runs_and_stops_on_sigterm(tmp_path: Path):
+    agent = start_agent(agent_args(tmp_path, "--schema", "extended"))
+    metrics = tmp_path / "spool" / "metrics.csv"
+    wait_for_rows(tmp_path / "spool", 3)
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    header = metrics.read_text().splitlines()[0].split(",")
+    assert header[-1] == "cgroup_pids" and len(header) == 39
+
+
+def test_demo_tracks_its_workload_and_prints_a_summary(tmp_path: Path):
+    agent = start_agent(["demo", "--seconds", "3", "--dir", str(tmp_path)])
+    out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    assert "peak_memory_mib" in out and "rows" in out
+    summary = json.loads((tmp_path / "output" / "run.json").read_text())
+    assert summary["exit_code"] == 0
+    rows = chunk_rows(dir_chunks(tmp_path / "output"))
+    assert rows == spool_rows(tmp_path / "spool")
+    peak_memory = max(float(row.split(",")[26] or 0) for row in rows)
+    assert peak_memory > 100  # the demo workload holds 200 MiB for a while
