@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -178,5 +179,6 @@ class Runner:
             chunks=summary["chunks"],
             drained=drained,
             exit_code=exit_code,
+            agent_max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )
         return RunOutcome(summary, summary_uri)
