@@ -27,19 +27,12 @@ def main() -> None:
     if args.child:
         burn(args.seconds)
         return
+    end = time.monotonic() + args.seconds
     phase = args.seconds / 3
     helper = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.demo_workload",
-            "--child",
-            "--seconds",
-            str(phase),
-            "--dir",
-            str(args.dir),
-        ]
-    )
+        [sys.executable, "-m", "app.demo_workload", "--child", "--seconds", str(phase),
+         "--dir", str(args.dir)]
+    )  # fmt: skip
     burn(phase)
     ballast = bytearray(200 * 1024 * 1024)
     for index in range(0, len(ballast), 4096):
@@ -50,8 +43,8 @@ def main() -> None:
             handle.write(os.urandom(1024 * 1024))
             handle.flush()
             os.fsync(handle.fileno())
-    time.sleep(phase / 2)
-    burn(phase / 2)
+    time.sleep(max(0.0, end - phase / 2 - time.monotonic()))
+    burn(max(0.0, end - time.monotonic()))
     del ballast
     path.unlink()
     helper.wait()

@@ -63,17 +63,22 @@ class Uploader:
         return True
 
     def drain(self, deadline: float) -> bool:
-        """Deliver everything pending before `deadline` (monotonic); True when nothing is left."""
+        """Deliver the rows spooled so far before `deadline` (monotonic); True when all went.
+
+        Rows appended while draining wait for the next cycle, so a drain never ends with a
+        chunk of one or two rows.
+        """
+        end = self.spool.size
         while self._monotonic() < deadline:
             try:
-                if not self.upload_next():
+                if self.state.offset >= end or not self.upload_next():
                     self.failures = 0
                     return True
             except SinkError as exc:
                 self.failures += 1
                 log.warning("chunk_upload_failed", error=str(exc), failures=self.failures)
                 return False
-        return self.pending_bytes == 0
+        return self.state.offset >= end
 
     def finish(self) -> None:
         """Mark the run finished in the saved state."""
