@@ -18,7 +18,7 @@ import structlog
 
 from app import config, log, report
 from app.config import ConfigError, Settings
-from app.runner import Runner, RunOutcome
+from app.runner import Runner, RunnerError, RunOutcome
 from app.spool import EXIT_CODE_FILE, SpoolError
 
 EXIT_USAGE = 2
@@ -55,8 +55,8 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def _execute(settings: Settings, stop: threading.Event) -> RunOutcome | None:
     try:
         return Runner(settings, stop).run()
-    except SpoolError as exc:
-        structlog.get_logger("app.cli").error("spool_unusable", error=str(exc))
+    except (SpoolError, RunnerError) as exc:
+        structlog.get_logger("app.cli").error("run_not_started", error=str(exc))
         return None
 
 
@@ -67,6 +67,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Eve
         "output_dir": base / "output",
         "upload_interval": 5.0,
         "log_format": "console",
+        "health_port": 0,
     }
     settings = config.load(args, environ, defaults)
     log.configure(settings.log_level, settings.log_format)

@@ -59,6 +59,11 @@ class Settings:
     container_image: str | None = None
     command: str | None = None
     tags: str | None = None
+    cloud_vendor_id: str | None = None
+    cloud_account_id: str | None = None
+    cloud_region_id: str | None = None
+    cloud_zone_id: str | None = None
+    cloud_instance_type: str | None = None
 
     @property
     def local_output_dir(self) -> Path:
@@ -69,6 +74,18 @@ class Settings:
         """The run metadata fields of the Sentinel API that are set."""
         values = {name: getattr(self, name) for name in METADATA_FIELDS}
         return {name: value for name, value in values.items() if value is not None}
+
+    def cloud(self) -> dict[str, str]:
+        """The `cloud_*` fields that are configured (never probed from the network)."""
+        values = {name: getattr(self, name) for name in CLOUD_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
+
+    @property
+    def mode(self) -> str:
+        """`sentinel` with a token, else `s3` with an S3 URI, else `local`."""
+        if self.sentinel_api_token or self.sentinel_api_token_file:
+            return "sentinel"
+        return "s3" if self.s3_uri else "local"
 
 
 METADATA_FIELDS = (
@@ -85,6 +102,14 @@ METADATA_FIELDS = (
     "container_image",
     "command",
     "tags",
+)
+
+CLOUD_FIELDS = (
+    "cloud_vendor_id",
+    "cloud_account_id",
+    "cloud_region_id",
+    "cloud_zone_id",
+    "cloud_instance_type",
 )
 
 SECRET_FIELDS = frozenset({"sentinel_api_token"})
@@ -190,7 +215,7 @@ _RULES: dict[str, _Rule] = {
     "s3_uri": _TEXT,
     "s3_endpoint_url": _TEXT,
     "aws_region": _TEXT,
-    **dict.fromkeys(METADATA_FIELDS, _TEXT),
+    **dict.fromkeys(METADATA_FIELDS + CLOUD_FIELDS, _TEXT),
 }
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -14,13 +16,19 @@ import structlog
 
 from app.cgroup import CgroupReader
 from app.config import Settings
+from app.health import HealthServer, Probe, Stats
 from app.procfs import ProcReader, clock_ticks
 from app.sampler import Collector, Reading, Ticker, header_line, make_row
-from app.sinks import DirSink, Sink, SinkError
+from app.sentinel import SentinelClient, SentinelError, register_body
+from app.sinks import DirSink, S3Sink, SinkError
 from app.spool import Spool, State, StateStore, read_exit_code, set_aside
-from app.streaming import Uploader, UploadLoop
+from app.streaming import SentinelSink, Uploader, UploadLoop
 
 log = structlog.get_logger("app.runner")
+
+
+class RunnerError(Exception):
+    """The run cannot start (unusable spool dir, bad S3 URI)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,11 @@ class RunOutcome:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _direct_run_id(wall_clock: float) -> str:
+    name = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(wall_clock))}"
 
 
 class Runner:
@@ -48,6 +61,7 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.stop = stop
+        self.stats = Stats()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
 
@@ -61,31 +75,23 @@ class Runner:
             set_aside(settings.spool_dir)
             previous = None
         spool = Spool(settings.spool_dir, header)
-        sink = DirSink(settings.local_output_dir)
-        if previous is None or previous.header != header:
-            if sink.has_output():
-                log.warning("output_dir_set_aside", moved_to=sink.set_aside())
-            state = State(
-                run_id=None,
-                upload_uri_prefix=None,
-                seq=0,
-                offset=spool.data_start,
-                uploaded_uris=(),
-                header=header,
-                started_at=self._wall_clock(),
-            )
-            store.save(state)
-            log.info("run_started", spool=str(spool.path), output=str(sink.directory))
+        resumed = previous is not None and previous.header == header
+        state = previous if resumed and previous is not None else self._new_state(spool, header)
+        sink = self._sink(state, resumed)
+        store.save(state)
+        if resumed:
+            log.info("run_resumed", seq=state.seq, offset=state.offset, mode=settings.mode)
         else:
-            state = previous
-            log.info("run_resumed", seq=state.seq, offset=state.offset)
+            log.info("run_started", spool=str(spool.path), mode=settings.mode)
         uploader = Uploader(
             spool,
             store,
             state,
             sink,
             max_chunk_bytes=settings.max_chunk_bytes,
+            stats=self.stats,
             monotonic=self._monotonic,
+            wall_clock=self._wall_clock,
         )
         loop = UploadLoop(
             uploader,
@@ -100,12 +106,81 @@ class Runner:
             wall_clock=self._wall_clock,
             monotonic=self._monotonic,
         )
+        health = self._health(uploader, sink)
         loop.start()
         try:
             self._sample(collector, spool, loop)
         finally:
             outcome = self._finish(spool, uploader, loop, sink)
+            if health is not None:
+                health.stop()
         return outcome
+
+    def _new_state(self, spool: Spool, header: str) -> State:
+        now = self._wall_clock()
+        direct = self.settings.mode == "s3"
+        return State(
+            run_id=_direct_run_id(now) if direct else None,
+            upload_uri_prefix=None,
+            seq=0,
+            offset=spool.data_start,
+            uploaded_uris=(),
+            header=header,
+            started_at=now,
+        )
+
+    def _sink(self, state: State, resumed: bool) -> DirSink | S3Sink | SentinelSink:
+        settings = self.settings
+        if settings.mode == "sentinel":
+            client = SentinelClient(
+                settings.sentinel_api_url,
+                settings.sentinel_api_token,
+                settings.sentinel_api_token_file,
+            )
+            return SentinelSink(
+                client,
+                register_body(settings),
+                region=settings.aws_region,
+                endpoint_url=settings.s3_endpoint_url,
+                wall_clock=self._wall_clock,
+                monotonic=self._monotonic,
+            )
+        if settings.mode == "s3":
+            assert settings.s3_uri is not None and state.run_id is not None
+            try:
+                return S3Sink(
+                    f"{settings.s3_uri.rstrip('/')}/{state.run_id}",
+                    region=settings.aws_region,
+                    endpoint_url=settings.s3_endpoint_url,
+                )
+            except ValueError as exc:
+                raise RunnerError(f"s3_uri: {exc}") from exc
+        sink = DirSink(settings.local_output_dir)
+        if not resumed and sink.has_output():
+            log.warning("output_dir_set_aside", moved_to=sink.set_aside())
+        return sink
+
+    def _health(
+        self, uploader: Uploader, sink: DirSink | S3Sink | SentinelSink
+    ) -> HealthServer | None:
+        if self.settings.health_port == 0:
+            return None
+        probe = Probe(
+            stats=self.stats,
+            interval=self.settings.interval,
+            upload_interval=self.settings.upload_interval,
+            pending_bytes=lambda: uploader.pending_bytes,
+            credentials_left=sink.seconds_left if isinstance(sink, SentinelSink) else lambda: None,
+            monotonic=self._monotonic,
+        )
+        try:
+            server = HealthServer(self.settings.health_port, probe)
+        except OSError as exc:
+            # A taken port must not cost the run its data: log and go on without probes.
+            log.error("health_port_unavailable", port=self.settings.health_port, error=str(exc))
+            return None
+        server.start()
+        return server
 
     def _sample(self, collector: Collector, spool: Spool, loop: UploadLoop) -> None:
         started = self._monotonic()
@@ -145,40 +220,98 @@ class Runner:
             # The sampler must survive anything /proc or cgroupfs throws at it.
             log.exception("sample_failed")
             return None
+        self.stats.rows_sampled += 1
+        self.stats.last_sample_monotonic = self._monotonic()
         return reading
 
-    def _finish(self, spool: Spool, uploader: Uploader, loop: UploadLoop, sink: Sink) -> RunOutcome:
-        deadline = self._monotonic() + self.settings.shutdown_timeout
-        loop.stop(max(0.0, deadline - self._monotonic()))
+    def _left(self, deadline: float) -> float:
+        return max(0.0, deadline - self._monotonic())
+
+    def _finish(
+        self,
+        spool: Spool,
+        uploader: Uploader,
+        loop: UploadLoop,
+        sink: DirSink | S3Sink | SentinelSink,
+    ) -> RunOutcome:
+        settings = self.settings
+        deadline = self._monotonic() + settings.shutdown_timeout
+        loop.stop(self._left(deadline) / 2)
         spool.sync()
-        drained = uploader.drain(deadline)
-        exit_code = read_exit_code(self.settings.spool_dir)
+        if isinstance(sink, SentinelSink):
+            sink.deadline = deadline
+            uploader.prepare()
+        inline = (
+            isinstance(sink, SentinelSink)
+            and uploader.state.seq == 0
+            and spool.size <= settings.inline_max_bytes
+        )
+        if not inline and isinstance(sink, S3Sink | SentinelSink):
+            sink.limit_timeouts(self._left(deadline) / 2)
+        drained = inline or uploader.drain(deadline)
+        exit_code = read_exit_code(settings.spool_dir)
         state = uploader.state
         summary: dict[str, Any] = {
             "run_id": state.run_id,
             "started_at": _iso(state.started_at or self._wall_clock()),
             "finished_at": _iso(self._wall_clock()),
-            "schema": self.settings.schema,
+            "schema": settings.schema,
             "rows": spool.count_rows(),
             "chunks": state.seq,
             "uris": list(state.uploaded_uris),
             "exit_code": exit_code,
             "run_status": "failed" if exit_code else "finished",
-            "bytes_not_uploaded": uploader.pending_bytes,
+            "bytes_not_uploaded": 0 if inline else uploader.pending_bytes,
         }
-        summary_uri = None
-        try:
-            summary_uri = sink.put_summary(summary)
+        if summary["bytes_not_uploaded"]:
+            log.error("rows_not_uploaded", bytes=summary["bytes_not_uploaded"],
+                      spool=str(spool.path))  # fmt: skip
+        summary_uri = self._deliver_summary(sink, summary, spool, inline, deadline)
+        if summary_uri is not None:
             uploader.finish()
-        except SinkError as exc:
-            log.error("run_summary_failed", error=str(exc))
         spool.close()
         log.info(
             "run_finished",
             rows=summary["rows"],
             chunks=summary["chunks"],
             drained=drained,
+            inline=inline,
             exit_code=exit_code,
             agent_max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )
         return RunOutcome(summary, summary_uri)
+
+    def _deliver_summary(
+        self,
+        sink: DirSink | S3Sink | SentinelSink,
+        summary: dict[str, Any],
+        spool: Spool,
+        inline: bool,
+        deadline: float,
+    ) -> str | None:
+        """run.json for local and direct-S3 mode; `finish_run` for Sentinel. None on failure."""
+        if not isinstance(sink, SentinelSink):
+            try:
+                return sink.put_summary(summary)
+            except SinkError as exc:
+                log.error("run_summary_failed", error=str(exc))
+                return None
+        if not sink.connected or sink.run_id is None:
+            log.error("run_not_registered", rows_in_spool=summary["rows"], spool=str(spool.path))
+            return None
+        body: dict[str, Any] = {"run_status": summary["run_status"]}
+        if summary["exit_code"] is not None:
+            body["exit_code"] = summary["exit_code"]
+        if inline:
+            body["data_source"] = "inline"
+            body["data_csv"] = spool.read_all().decode()
+        else:
+            body["data_source"] = "s3"
+            body["data_uris"] = summary["uris"]
+        try:
+            sink.client.finish_run(sink.run_id, body, deadline)
+        except SentinelError as exc:
+            log.error("finish_run_failed", error=str(exc), status=exc.status)
+            return None
+        log.info("run_finished_on_api", run_id=sink.run_id, data_source=body["data_source"])
+        return f"{self.settings.sentinel_api_url.rstrip('/')}/runs/{sink.run_id}"

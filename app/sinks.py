@@ -1,33 +1,56 @@
-"""Where chunks go: `DirSink` writes them to a local directory (the embedded default)."""
+"""Where chunks go: `DirSink` (a local directory, the embedded default) and `S3Sink` (boto3)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from app.sentinel import Credentials
+
+# S3 answers these when temporary credentials expired or were replaced; a refresh fixes them.
+CREDENTIAL_ERRORS = frozenset(
+    {"ExpiredToken", "InvalidToken", "InvalidAccessKeyId", "AccessDenied"}
+)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class SinkError(Exception):
     """A chunk or the run summary could not be delivered; the cursor does not move."""
 
 
+class CredentialsRejected(SinkError):
+    """S3 refused the credentials (expired, replaced, or access denied)."""
+
+
 class Sink(Protocol):
-    """Delivers numbered chunks and, at the end, the run summary."""
+    """Delivers numbered chunks."""
 
     def put_chunk(self, seq: int, body: bytes) -> str:
         """Store chunk `seq` (gzipped CSV); return its URI once it is durable."""
-        ...
-
-    def put_summary(self, summary: dict[str, Any]) -> str:
-        """Store `run.json`; return its URI."""
         ...
 
 
 def chunk_name(seq: int) -> str:
     """Object/file name of chunk `seq`: `0001.csv.gz`."""
     return f"{seq:04d}.csv.gz"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` as (bucket, prefix without slashes at the ends); ValueError if bad."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket):
+        raise ValueError(f"{uri!r} has no valid bucket name")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
+    return bucket, prefix
 
 
 class DirSink:
@@ -72,3 +95,94 @@ class DirSink:
         except OSError as exc:
             raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
         return str(target)
+
+
+class S3Sink:
+    """Chunks as objects `{prefix}/NNNN.csv.gz`; one boto3 client per credential set.
+
+    Without explicit credentials boto3's default chain is used (IRSA, instance profile, env),
+    which refreshes itself.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._timeouts = (connect_timeout, read_timeout)
+        self._credentials: Credentials | None = None
+        self._client: Any = None
+
+    def use_credentials(self, credentials: Credentials) -> None:
+        """Switch to new temporary credentials (the client is rebuilt on next use)."""
+        self._credentials = credentials
+        self._client = None
+
+    def limit_timeouts(self, seconds: float) -> None:
+        """Cut connect/read timeouts to `seconds` with a single attempt (the shutdown budget)."""
+        seconds = max(0.5, seconds)
+        self._timeouts = (min(self._timeouts[0], seconds), min(self._timeouts[1], seconds))
+        self._client = None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            # Imported here: boto3 costs ~25 MiB and most of start-up, and local mode needs none.
+            import boto3
+            from botocore.config import Config
+
+            connect, read = self._timeouts
+            config = Config(
+                connect_timeout=connect,
+                read_timeout=read,
+                retries={"mode": "standard", "max_attempts": 3 if read >= 5 else 1},
+                s3={"addressing_style": "path"} if self._endpoint_url else None,
+            )
+            credentials = self._credentials
+            self._client = boto3.session.Session().client(
+                "s3",
+                region_name=(credentials.region if credentials else None) or self._region,
+                endpoint_url=self._endpoint_url,
+                aws_access_key_id=credentials.access_key if credentials else None,
+                aws_secret_access_key=credentials.secret_key if credentials else None,
+                aws_session_token=credentials.session_token if credentials else None,
+                config=config,
+            )
+        return self._client
+
+    def key(self, name: str) -> str:
+        """The object key of `name` under the prefix."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def put_chunk(self, seq: int, body: bytes) -> str:
+        """Upload chunk `seq`; return its `s3://` URI."""
+        return self._put(chunk_name(seq), body, "text/csv", "gzip")
+
+    def put_summary(self, summary: dict[str, Any]) -> str:
+        """Upload `run.json` next to the chunks."""
+        body = (json.dumps(summary, indent=2) + "\n").encode()
+        return self._put("run.json", body, "application/json", None)
+
+    def _put(self, name: str, body: bytes, content_type: str, encoding: str | None) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"ContentEncoding": encoding} if encoding else {}
+        key = self.key(name)
+        try:
+            self._get_client().put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            error = CredentialsRejected if code in CREDENTIAL_ERRORS else SinkError
+            raise error(f"put s3://{self.bucket}/{key}: {code}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise SinkError(f"put s3://{self.bucket}/{key}: {exc}") from exc
+        return f"s3://{self.bucket}/{key}"

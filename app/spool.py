@@ -110,6 +110,10 @@ class Spool:
             position += len(block)
         return rows
 
+    def read_all(self) -> bytes:
+        """The whole spool, header included; only for runs small enough to send inline."""
+        return os.pread(self._fd, self.size, 0)
+
     def close(self) -> None:
         """Sync and close."""
         self.sync()

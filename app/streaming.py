@@ -6,19 +6,128 @@ import dataclasses
 import gzip
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
-from app.sinks import Sink, SinkError
+from app.health import Stats
+from app.sentinel import Credentials, SentinelClient, SentinelError
+from app.sinks import CredentialsRejected, S3Sink, Sink, SinkError
 from app.spool import Spool, State, StateStore
 
 log = structlog.get_logger("app.streaming")
+
+REFRESH_MARGIN = 300.0  # refresh credentials when fewer seconds than this are left
+CALL_TIMEOUT = 60.0  # budget of one API call (with its retries) outside shutdown
 
 
 def gzip_chunk(header: bytes, rows: bytes) -> bytes:
     """A standalone gzipped CSV: the header line, then whole rows."""
     return gzip.compress(header + rows, compresslevel=6, mtime=0)
+
+
+class SentinelSink:
+    """Sentinel mode: registers (or resumes) the run, keeps its STS credentials fresh, and
+    uploads through an `S3Sink` rebuilt for each credential set."""
+
+    def __init__(
+        self,
+        client: SentinelClient,
+        register_body: Mapping[str, Any],
+        *,
+        region: str | None,
+        endpoint_url: str | None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.register_body = dict(register_body)
+        self.run_id: str | None = None
+        self.deadline: float | None = None  # set at shutdown: every call ends before it
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._s3: S3Sink | None = None
+        self._credentials: Credentials | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True once the run is registered (or resumed) and credentials are in hand."""
+        return self._s3 is not None
+
+    def _call_deadline(self) -> float:
+        budget = self._monotonic() + CALL_TIMEOUT
+        return budget if self.deadline is None else min(budget, self.deadline)
+
+    def connect(self, state: State) -> State:
+        """Register a new run, or resume the one in `state`; raises SentinelError."""
+        if state.run_id and state.upload_uri_prefix:
+            credentials = self.client.refresh_credentials(state.run_id, self._call_deadline())
+            log.info("run_resumed_on_api", run_id=state.run_id, seq=state.seq)
+        else:
+            registration = self.client.register_run(self.register_body, self._call_deadline())
+            state = dataclasses.replace(
+                state,
+                run_id=registration.run_id,
+                upload_uri_prefix=registration.upload_uri_prefix,
+            )
+            credentials = registration.credentials
+            log.info("run_registered", run_id=state.run_id, prefix=state.upload_uri_prefix)
+        assert state.upload_uri_prefix is not None
+        try:
+            s3 = S3Sink(
+                state.upload_uri_prefix, region=self._region, endpoint_url=self._endpoint_url
+            )
+        except ValueError as exc:
+            raise SentinelError(f"server sent a bad upload_uri_prefix: {exc}") from exc
+        s3.use_credentials(credentials)
+        self._credentials = credentials
+        self._s3 = s3
+        self.run_id = state.run_id
+        return state
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the credentials expire; None before registration."""
+        if self._credentials is None:
+            return None
+        return self._credentials.seconds_left(self._wall_clock())
+
+    def refresh(self) -> None:
+        """New credentials from the API; SinkError when that fails (the chunk waits)."""
+        if self._s3 is None or self.run_id is None:
+            raise SinkError("run is not registered yet")
+        try:
+            credentials = self.client.refresh_credentials(self.run_id, self._call_deadline())
+        except SentinelError as exc:
+            raise SinkError(f"credentials refresh failed: {exc}") from exc
+        self._s3.use_credentials(credentials)
+        self._credentials = credentials
+        log.info("credentials_refreshed", expires_at=credentials.expires_at.isoformat())
+
+    def refresh_if_due(self) -> None:
+        """Refresh when fewer than REFRESH_MARGIN seconds are left."""
+        left = self.seconds_left()
+        if left is not None and left < REFRESH_MARGIN:
+            self.refresh()
+
+    def limit_timeouts(self, seconds: float) -> None:
+        """Cut S3 timeouts for the shutdown budget."""
+        if self._s3 is not None:
+            self._s3.limit_timeouts(seconds)
+
+    def put_chunk(self, seq: int, body: bytes) -> str:
+        """Upload with fresh credentials; on an expiry answer refresh at once and retry once."""
+        if self._s3 is None:
+            raise SinkError("run is not registered yet")
+        self.refresh_if_due()
+        try:
+            return self._s3.put_chunk(seq, body)
+        except CredentialsRejected as exc:
+            log.warning("credentials_rejected", seq=seq, error=str(exc))
+            self.refresh()
+            return self._s3.put_chunk(seq, body)
 
 
 class Uploader:
@@ -32,21 +141,45 @@ class Uploader:
         sink: Sink,
         *,
         max_chunk_bytes: int,
+        stats: Stats,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
         self.store = store
         self.state = state
         self.sink = sink
         self.max_chunk_bytes = max_chunk_bytes
+        self.stats = stats
         self.failures = 0
         self._monotonic = monotonic
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
+        stats.connected = not isinstance(sink, SentinelSink)
 
     @property
     def pending_bytes(self) -> int:
         """Spooled bytes not yet delivered."""
         return max(0, self.spool.size - self.state.offset)
+
+    def prepare(self) -> bool:
+        """Register or resume the run where the sink needs it; True when uploads can go."""
+        if not isinstance(self.sink, SentinelSink):
+            return True
+        if self.sink.connected:
+            return True
+        try:
+            state = self.sink.connect(self.state)
+        except SentinelError as exc:
+            event = "sentinel_auth_failed" if exc.is_auth else "sentinel_connect_failed"
+            log.error(event, error=str(exc), status=exc.status)
+            return False
+        with self._lock:
+            self.state = state
+            self.store.save(state)
+        structlog.contextvars.bind_contextvars(run_id=state.run_id)
+        self.stats.connected = True
+        return True
 
     def upload_next(self) -> bool:
         """Deliver the next chunk; False when nothing whole is pending. Raises SinkError."""
@@ -59,6 +192,8 @@ class Uploader:
             uri = self.sink.put_chunk(seq, body)
             self.state = self.state.after_upload(uri, self.state.offset + len(rows))
             self.store.save(self.state)
+        self.stats.chunks_uploaded += 1
+        self.stats.last_upload_wall = self._wall_clock()
         log.info("chunk_uploaded", seq=seq, raw_bytes=len(rows), gz_bytes=len(body), uri=uri)
         return True
 
@@ -72,13 +207,19 @@ class Uploader:
         while self._monotonic() < deadline:
             try:
                 if self.state.offset >= end or not self.upload_next():
-                    self.failures = 0
-                    return True
+                    break
             except SinkError as exc:
                 self.failures += 1
+                self.stats.upload_failures += 1
+                if self.stats.failing_since_monotonic is None:
+                    self.stats.failing_since_monotonic = self._monotonic()
                 log.warning("chunk_upload_failed", error=str(exc), failures=self.failures)
                 return False
-        return self.state.offset >= end
+        done = self.state.offset >= end
+        if done:
+            self.failures = 0
+            self.stats.failing_since_monotonic = None
+        return done
 
     def finish(self) -> None:
         """Mark the run finished in the saved state."""
@@ -88,7 +229,8 @@ class Uploader:
 
 
 class UploadLoop(threading.Thread):
-    """Wakes every `upload_interval` (or early when the spool passes a threshold) and drains."""
+    """Wakes every `upload_interval`, early when the spool passes a threshold or credentials
+    run low, registers the run if needed, and drains."""
 
     def __init__(
         self,
@@ -105,32 +247,53 @@ class UploadLoop(threading.Thread):
         self.max_backoff = max_backoff
         self.stopping = threading.Event()
         self.wake = threading.Event()
+        self._attempts = 0
 
     def nudge(self) -> None:
         """Called after each append: wake early when enough bytes are pending."""
         if self.uploader.pending_bytes >= self.threshold_bytes:
             self.wake.set()
 
+    def _cycle(self) -> bool:
+        uploader = self.uploader
+        if not uploader.prepare():
+            return False
+        uploader.spool.sync()
+        if isinstance(uploader.sink, SentinelSink):
+            try:
+                uploader.sink.refresh_if_due()
+            except SinkError as exc:
+                log.warning("credentials_refresh_failed", error=str(exc))
+        return uploader.drain(time.monotonic() + max(self.upload_interval, 30.0))
+
+    def _delay(self, ok: bool) -> float:
+        if ok:
+            self._attempts = 0
+            delay = self.upload_interval
+        else:
+            self._attempts += 1
+            backoff = min(30.0, self.upload_interval) * 2 ** min(self._attempts - 1, 10)
+            delay = min(self.max_backoff, max(self.upload_interval, backoff))
+        sink = self.uploader.sink
+        left = sink.seconds_left() if isinstance(sink, SentinelSink) else None
+        if left is not None:
+            delay = min(delay, max(1.0, left - REFRESH_MARGIN))
+        return delay
+
     def run(self) -> None:
-        delay = self.upload_interval
+        delay = 0.0  # register at once
         while not self.stopping.is_set():
             self.wake.wait(delay)
             self.wake.clear()
             if self.stopping.is_set():
                 return
             try:
-                self.uploader.spool.sync()
-                done = self.uploader.drain(time.monotonic() + self.upload_interval)
+                ok = self._cycle()
             except Exception:
                 # The loop must survive anything (disk full, a bug in a sink): rows stay spooled.
                 log.exception("upload_cycle_failed")
-                done = False
-            failures = self.uploader.failures
-            delay = (
-                self.upload_interval
-                if done or not failures
-                else min(self.max_backoff, self.upload_interval * 2 ** min(failures - 1, 8))
-            )
+                ok = False
+            delay = self._delay(ok)
 
     def stop(self, timeout: float) -> None:
         """Stop the loop and wait up to `timeout` seconds for a running upload to end."""

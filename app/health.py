@@ -1,0 +1,127 @@
+"""Health and metrics over HTTP: `/healthz`, `/readyz`, `/metrics` (Prometheus text format)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import structlog
+
+log = structlog.get_logger("app.health")
+
+# Ready means uploads have not been failing for longer than this many upload intervals.
+FAILING_INTERVALS = 3
+
+
+@dataclass
+class Stats:
+    """Counters the sampler and the upload loop update; each field has one writer thread."""
+
+    rows_sampled: int = 0
+    chunks_uploaded: int = 0
+    upload_failures: int = 0
+    last_sample_monotonic: float | None = None
+    last_upload_wall: float | None = None
+    failing_since_monotonic: float | None = None
+    connected: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the endpoints judge by."""
+
+    stats: Stats
+    interval: float
+    upload_interval: float
+    pending_bytes: Callable[[], int]
+    credentials_left: Callable[[], float | None]
+    monotonic: Callable[[], float] = time.monotonic
+
+    def alive(self) -> bool:
+        """The sampling loop took a sample recently (or is still starting)."""
+        last = self.stats.last_sample_monotonic
+        return last is None or self.monotonic() - last < 3 * self.interval + 10
+
+    def ready(self) -> bool:
+        """Registered (or a mode without registration) and uploads not failing for long."""
+        failing = self.stats.failing_since_monotonic
+        too_long = FAILING_INTERVALS * self.upload_interval
+        return self.stats.connected and (failing is None or self.monotonic() - failing < too_long)
+
+    def metrics(self) -> str:
+        """Prometheus text exposition."""
+        stats = self.stats
+        left = self.credentials_left()
+        series = [
+            ("rows_sampled_total", "counter", "Rows appended to the spool.", stats.rows_sampled),
+            ("chunks_uploaded_total", "counter", "Chunks confirmed.", stats.chunks_uploaded),
+            ("upload_failures_total", "counter", "Failed chunk uploads.", stats.upload_failures),
+            ("pending_bytes", "gauge", "Spooled bytes not yet uploaded.", self.pending_bytes()),
+            ("credentials_seconds_left", "gauge", "Seconds until the upload credentials expire.",
+             left),
+            ("last_upload_timestamp_seconds", "gauge", "UNIX time of the last confirmed upload.",
+             stats.last_upload_wall),
+            ("ready", "gauge", "1 when /readyz answers 200.", int(self.ready())),
+        ]  # fmt: skip
+        lines = []
+        for name, kind, help_text, value in series:
+            if value is None:
+                continue
+            full = "sentinel_sidecar_" + name
+            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+class HealthServer:
+    """A small threaded HTTP server on `port` (0 = off) serving the probe."""
+
+    def __init__(self, port: int, probe: Probe, host: str = "0.0.0.0") -> None:
+        self.probe = probe
+        handler = _handler(probe)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="health", daemon=True
+        )
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+        log.info("health_listening", port=self.port)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(probe: Probe) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                ok = probe.alive()
+                self._send(200 if ok else 503, "ok\n" if ok else "sampling stalled\n")
+            elif self.path == "/readyz":
+                ok = probe.ready()
+                self._send(200 if ok else 503, "ready\n" if ok else "not ready\n")
+            elif self.path == "/metrics":
+                self._send(200, probe.metrics(), "text/plain; version=0.0.4")
+            else:
+                self._send(404, "not found\n")
+
+        def _send(self, status: int, body: str, content_type: str = "text/plain") -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes every few seconds would flood the log
+
+    return Handler
