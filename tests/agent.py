@@ -7,15 +7,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from app.sampler import header_line
 
 
 def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))
-    }
+    ours = ("TRACKER_", "SENTINEL_", "AWS_", "S3_")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     environment.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "app", *args],
@@ -57,3 +57,11 @@ def dir_chunks(output: Path) -> list[bytes]:
     paths = sorted(output.glob("*.csv.gz"))
     assert [p.name for p in paths] == [f"{i:04d}.csv.gz" for i in range(1, len(paths) + 1)]
     return [p.read_bytes() for p in paths]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)

@@ -3,9 +3,33 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from tests.peers import MotoServer, S3Proxy, SentinelServer
+
 
 @pytest.fixture(autouse=True)
 def _real_procfs_after_each_test() -> Iterator[None]:
     """ProcReader points psutil at its proc_root; put it back for the next test."""
     yield
     psutil.PROCFS_PATH = "/proc"
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """One moto server (S3, STS, IAM) with signature checking, for the whole session."""
+    server = MotoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[S3Proxy]:
+    server = S3Proxy(moto.port)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sentinel(moto: MotoServer, proxy: S3Proxy) -> Iterator[SentinelServer]:
+    server = SentinelServer(moto, proxy, moto.new_bucket())
+    yield server
+    server.close()

@@ -1,0 +1,130 @@
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.sentinel import Credentials, SentinelClient, SentinelError, command_field, register_body
+from app.sinks import parse_s3_uri
+
+
+def client(sentinel, token: str | None = None, **kwargs) -> SentinelClient:
+    return SentinelClient(sentinel.url, token or sentinel.token, base_backoff=0.05, **kwargs)
+
+
+def soon(seconds: float = 10.0) -> float:
+    return time.monotonic() + seconds
+
+
+def test_register_refresh_finish_round_trip(sentinel):
+    api = client(sentinel)
+    registration = api.register_run({"project_name": "p"}, soon())
+    assert registration.upload_uri_prefix == f"s3://{sentinel.bucket}/runs/{registration.run_id}"
+    assert registration.credentials.seconds_left(time.time()) > 3000
+    fresh = api.refresh_credentials(registration.run_id, soon())
+    assert fresh.session_token != registration.credentials.session_token
+    api.finish_run(registration.run_id, {"run_status": "finished", "data_source": "s3",
+                                         "data_uris": []}, soon())  # fmt: skip
+    assert sentinel.runs[registration.run_id].finishes
+
+
+def test_503_is_retried_until_it_clears(sentinel):
+    sentinel.unavailable_until = time.monotonic() + 1.0
+    registration = client(sentinel).register_run({}, soon(15))
+    assert registration.run_id
+    assert [status for _, status in sentinel.requests].count(503) >= 2
+
+
+def test_429_honours_retry_after(sentinel):
+    sentinel.unavailable_status, sentinel.retry_after = 429, "1"
+    sentinel.unavailable_until = time.monotonic() + 0.5
+    slept: list[float] = []
+    api = client(sentinel, sleep=lambda s: (slept.append(s), time.sleep(s)))
+    api.register_run({}, soon())
+    assert slept and all(wait == 1.0 for wait in slept)
+
+
+def test_retries_stop_at_the_deadline(sentinel):
+    sentinel.unavailable_until = time.monotonic() + 60
+    started = time.monotonic()
+    with pytest.raises(SentinelError) as caught:
+        client(sentinel).register_run({}, soon(1.0))
+    assert caught.value.status == 503
+    assert time.monotonic() - started < 2.0
+
+
+def test_4xx_is_not_retried_and_carries_the_message(sentinel):
+    with pytest.raises(SentinelError) as caught:
+        client(sentinel).register_run({"pid": 1}, soon())
+    assert caught.value.status == 422 and "pid" in str(caught.value)
+    assert len(sentinel.requests) == 1
+
+
+def test_401_without_a_token_file_is_final(sentinel):
+    with pytest.raises(SentinelError) as caught:
+        client(sentinel, token="wrong").register_run({}, soon())
+    assert caught.value.is_auth
+    assert len(sentinel.requests) == 1
+
+
+def test_401_rereads_a_rotated_token_file(sentinel, tmp_path: Path):
+    token_file = tmp_path / "token"
+    token_file.write_text("stale\n")
+    api = SentinelClient(sentinel.url, None, token_file)
+    token_file.write_text(sentinel.token + "\n")  # the Secret was rotated
+    assert api.register_run({}, soon()).run_id
+    assert [status for _, status in sentinel.requests] == [401, 200]
+
+
+def test_connection_refused_is_retried_then_reported():
+    api = SentinelClient("http://127.0.0.1:9", "t", base_backoff=0.05)
+    with pytest.raises(SentinelError, match="ConnectionError"):
+        api.register_run({}, soon(0.5))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("expires_at", "2030-01-02T03:04:05Z"), ("expiration", "2030-01-02T04:04:05+01:00"),
+     ("expiration", "2030-01-02T03:04:05")],
+)  # fmt: skip
+def test_credentials_accept_expires_at_or_expiration(field, value):
+    credentials = Credentials.from_api(
+        {"access_key": "a", "secret_key": "s", "session_token": "t", field: value}
+    )
+    assert credentials.expires_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_credentials_without_expiry_are_rejected():
+    with pytest.raises(SentinelError, match="malformed"):
+        Credentials.from_api({"access_key": "a", "secret_key": "s", "session_token": "t"})
+
+
+def test_command_becomes_a_json_array_string():
+    assert command_field("python train.py --lr 0.1") == '["python", "train.py", "--lr", "0.1"]'
+    assert command_field('["python","x y.py"]') == '["python", "x y.py"]'
+
+
+def test_register_body_is_flat_without_nulls_or_pid():
+    settings = Settings(project_name="p", team="ml", cloud_vendor_id="aws")
+    body = register_body(settings, {"NODE_NAME": "n1", "POD_NAME": "pod-1"})
+    assert body["project_name"] == "p" and body["team"] == "ml"
+    assert body["host_id"] == "n1" and body["host_hostname"] == "pod-1"
+    assert body["cloud_vendor_id"] == "aws"
+    assert "pid" not in body and None not in body.values()
+    assert "cloud_region_id" not in body and "host_ip" not in body
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["https://bucket/x", "s3://", "s3:///prefix", "s3://Bad_Bucket/x", "s3://bucket/a/../b",
+     "s3://bucket/a//b"],
+)  # fmt: skip
+def test_bad_upload_prefixes_are_refused(uri):
+    with pytest.raises(ValueError):
+        parse_s3_uri(uri)
+
+
+def test_good_upload_prefix():
+    assert parse_s3_uri("s3://runs-1/a/b/") == ("runs-1", "a/b")
+    assert parse_s3_uri("s3://runs-1") == ("runs-1", "")

@@ -1,0 +1,268 @@
+"""End-to-end: the real CLI against the Sentinel test server and moto S3 (through the proxy)."""
+
+import gzip
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.agent import chunk_rows, spool_rows, start_agent, wait_for_rows, wait_until
+from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer, free_port
+
+
+@pytest.fixture
+def workload():
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.01)"]
+    )
+    yield process
+    process.kill()
+    process.wait()
+
+
+def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
+    return {
+        "SENTINEL_API_URL": sentinel.url,
+        "SENTINEL_API_TOKEN": sentinel.token,
+        "S3_ENDPOINT_URL": proxy.endpoint,
+        "AWS_REGION": REGION,
+        "TRACKER_PROJECT_NAME": "e2e",
+        "TRACKER_COMMAND": "python train.py --epochs 3",
+        "NODE_NAME": "node-a",
+        "POD_NAME": "job-abc",
+    }
+
+
+def args(spool: Path, pid: int, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--spool-dir", str(spool),
+        "--interval", "0.2",
+        "--upload-interval", "1",
+        "--pid", str(pid),
+        "--health-port", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+def stop(agent: subprocess.Popen[str]) -> str:
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=40)
+    assert agent.returncode == 0, err
+    return err
+
+
+def delivered(moto: MotoServer, sentinel: SentinelServer) -> tuple[list[str], list[str]]:
+    """URIs and rows of every chunk object of the one run, in key order."""
+    [run] = sentinel.runs.values()
+    prefix = run.prefix.removeprefix(f"s3://{sentinel.bucket}/") + "/"
+    objects = moto.objects(sentinel.bucket, prefix)
+    names = [key.removeprefix(prefix) for key in objects]
+    assert names == [f"{i:04d}.csv.gz" for i in range(1, len(names) + 1)]
+    uris = [f"s3://{sentinel.bucket}/{key}" for key in objects]
+    return uris, chunk_rows(list(objects.values()))
+
+
+def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    port = free_port()
+    spool = tmp_path / "spool"
+    agent = start_agent(
+        args(spool, workload.pid, "--health-port", str(port)), sentinel_env(sentinel, proxy)
+    )
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    wait_for_rows(spool, 45)  # ~10 s at 0.2 s
+    ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    stop(agent)
+    assert ready.status_code == 200
+    assert "sentinel_sidecar_chunks_uploaded_total" in metrics
+    assert "sentinel_sidecar_credentials_seconds_left" in metrics
+    [run] = sentinel.runs.values()
+    assert "pid" not in run.body
+    assert run.body["host_id"] == "node-a" and run.body["host_hostname"] == "job-abc"
+    assert json.loads(run.body["command"]) == ["python", "train.py", "--epochs", "3"]
+    assert run.body["host_vcpus"] >= 1 and run.body["host_memory_mib"] > 0
+    assert not any(key.startswith("cloud_") for key in run.body)
+    uris, rows = delivered(moto, sentinel)
+    assert rows == spool_rows(spool)
+    assert len(uris) >= 5
+    [finish] = run.finishes
+    assert finish == {"run_status": "finished", "data_source": "s3", "data_uris": uris}
+    state = json.loads((spool / "state.json").read_text())
+    assert state["finished"] and state["run_id"] == run.run_id and state["seq"] == len(uris)
+
+
+@pytest.mark.parametrize(
+    ("announced", "real"),
+    [(2.0, None), (3600.0, 2.0)],
+    ids=["short-expires_at-refreshed-ahead", "token-dies-early-refreshed-on-ExpiredToken"],
+)
+def test_credentials_expiring_every_few_seconds_lose_nothing(
+    tmp_path: Path, moto, proxy, sentinel, workload, announced, real
+):
+    sentinel.credentials_ttl = announced
+    sentinel.token_lifetime = real
+    spool = tmp_path / "spool"
+    agent = start_agent(args(spool, workload.pid), sentinel_env(sentinel, proxy))
+    wait_for_rows(spool, 45)
+    stop(agent)
+    [run] = sentinel.runs.values()
+    assert run.refreshes >= 3
+    _uris, rows = delivered(moto, sentinel)
+    assert rows == spool_rows(spool)
+    failures_per_token = Counter(entry.token for entry in proxy.expired_puts())
+    assert all(count == 1 for count in failures_per_token.values())
+    if real is not None:
+        assert failures_per_token, "the ExpiredToken path was not exercised"
+    assert len(run.finishes) == 1
+
+
+def test_s3_outage_mid_run_loses_and_duplicates_nothing(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    spool = tmp_path / "spool"
+    agent = start_agent(args(spool, workload.pid), sentinel_env(sentinel, proxy))
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) >= 2, 20, "first uploads")
+    proxy.down = True
+    time.sleep(4)
+    proxy.down = False
+    uploaded = len(moto.objects(sentinel.bucket))
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) > uploaded, 30, "uploads after outage")
+    err = stop(agent)
+    assert "chunk_upload_failed" in err
+    _uris, rows = delivered(moto, sentinel)
+    assert rows == spool_rows(spool)
+    assert len(set(rows)) == len(rows)
+
+
+def test_sentinel_503_at_register_delays_uploads_not_sampling(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    sentinel.unavailable_until = time.monotonic() + 4
+    spool = tmp_path / "spool"
+    agent = start_agent(args(spool, workload.pid), sentinel_env(sentinel, proxy))
+    wait_for_rows(spool, 10, timeout=5)  # sampling runs while the API refuses
+    assert sentinel.registrations() == 0
+    wait_until(lambda: sentinel.registrations() == 1, 30, "registration after the outage")
+    wait_for_rows(spool, 40)
+    err = stop(agent)
+    assert "sentinel_request_retry" in err
+    assert sum(1 for path, status in sentinel.requests if status == 503) >= 2
+    _uris, rows = delivered(moto, sentinel)
+    assert rows == spool_rows(spool)
+
+
+def test_sigkill_and_restart_resumes_the_same_run(tmp_path: Path, moto, proxy, sentinel, workload):
+    spool = tmp_path / "spool"
+    env = sentinel_env(sentinel, proxy)
+    first = start_agent(args(spool, workload.pid), env)
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) >= 2, 20, "first uploads")
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    before = len(moto.objects(sentinel.bucket))
+    second = start_agent(args(spool, workload.pid), env)
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) > before + 1, 20, "uploads after restart")
+    err = stop(second)
+    assert "run_resumed_on_api" in err
+    assert sentinel.registrations() == 1
+    [run] = sentinel.runs.values()
+    assert run.refreshes >= 1 and len(run.finishes) == 1
+    uris, rows = delivered(moto, sentinel)
+    assert rows == spool_rows(spool)
+    assert run.finishes[0]["data_uris"] == uris
+
+
+def test_wrong_token_keeps_sampling_and_reports_not_ready(
+    tmp_path: Path, proxy, sentinel, workload
+):
+    port = free_port()
+    env = {**sentinel_env(sentinel, proxy), "SENTINEL_API_TOKEN": "wrong"}
+    spool = tmp_path / "spool"
+    agent = start_agent(args(spool, workload.pid, "--health-port", str(port)), env)
+    wait_for_rows(spool, 10)
+    ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    alive = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    err = stop(agent)
+    assert (ready.status_code, alive.status_code) == (503, 200)
+    assert "sentinel_auth_failed" in err and "run_not_registered" in err
+    assert not sentinel.runs
+    assert len(spool_rows(spool)) >= 10
+
+
+def test_rotated_token_file_is_read_again_after_401(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    env = {**sentinel_env(sentinel, proxy), "SENTINEL_API_TOKEN_FILE": str(token_file)}
+    del env["SENTINEL_API_TOKEN"]
+    spool = tmp_path / "spool"
+    agent = start_agent(args(spool, workload.pid), env)
+    wait_until(lambda: any(status == 401 for _path, status in sentinel.requests), 20, "a 401")
+    token_file.write_text(sentinel.token + "\n")
+    wait_until(lambda: sentinel.registrations() == 1, 30, "registration with the new token")
+    stop(agent)
+    _uris, rows = delivered(moto, sentinel)
+    assert rows == spool_rows(spool)
+
+
+def test_short_run_without_uploads_finishes_inline(tmp_path: Path, moto, proxy, sentinel, workload):
+    spool = tmp_path / "spool"
+    agent = start_agent(
+        args(spool, workload.pid, "--upload-interval", "600"), sentinel_env(sentinel, proxy)
+    )
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    wait_for_rows(spool, 5)
+    stop(agent)
+    [run] = sentinel.runs.values()
+    [finish] = run.finishes
+    assert finish["data_source"] == "inline"
+    assert finish["data_csv"] == (spool / "metrics.csv").read_text()
+    assert moto.objects(sentinel.bucket) == {}
+
+
+def test_exit_code_file_sets_failed_status(tmp_path: Path, moto, proxy, sentinel):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    child = subprocess.Popen(["sh", "-c", f"sleep 2; echo 7 > {spool}/exit_code; exit 7"])
+    agent = start_agent(args(spool, child.pid), sentinel_env(sentinel, proxy))
+    child.wait(10)
+    _out, err = agent.communicate(timeout=40)
+    assert agent.returncode == 0, err
+    [run] = sentinel.runs.values()
+    [finish] = run.finishes
+    assert finish["exit_code"] == 7 and finish["run_status"] == "failed"
+
+
+def test_direct_s3_mode_uses_the_default_credential_chain(tmp_path: Path, moto, workload):
+    bucket = moto.new_bucket()
+    spool = tmp_path / "spool"
+    env = {
+        "TRACKER_S3_URI": f"s3://{bucket}/direct",
+        "S3_ENDPOINT_URL": moto.endpoint,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"],
+    }
+    agent = start_agent(args(spool, workload.pid), env)
+    wait_until(lambda: len(moto.objects(bucket)) >= 2, 20, "uploads")
+    stop(agent)
+    objects = moto.objects(bucket)
+    summary_key = next(key for key in objects if key.endswith("/run.json"))
+    summary = json.loads(objects[summary_key])
+    chunks = [body for key, body in objects.items() if key.endswith(".csv.gz")]
+    assert chunk_rows(chunks) == spool_rows(spool)
+    assert summary["rows"] == len(spool_rows(spool)) and summary["chunks"] == len(chunks)
+    assert summary_key.startswith("direct/") and summary["uris"][0].startswith(
+        f"s3://{bucket}/direct/"
+    )
+    assert all(gzip.decompress(body) for body in chunks)
