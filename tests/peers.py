@@ -33,11 +33,36 @@ _TRUST = json.dumps(
 _SETUP_ACTIONS = 5
 
 REGISTER_FIELDS = frozenset(
-    "project_name job_name stage_name task_name team env language orchestrator executor "
-    "external_run_id container_image command tags host_id host_hostname host_ip host_vcpus "
-    "host_cpu_model host_memory_mib host_gpu_model host_gpu_count host_gpu_memory_mib "
-    "host_storage_gb cloud_vendor_id cloud_account_id cloud_region_id cloud_zone_id "
-    "cloud_instance_type".split()
+    [
+        "project_name",
+        "job_name",
+        "stage_name",
+        "task_name",
+        "team",
+        "env",
+        "language",
+        "orchestrator",
+        "executor",
+        "external_run_id",
+        "container_image",
+        "command",
+        "tags",
+        "host_id",
+        "host_hostname",
+        "host_ip",
+        "host_vcpus",
+        "host_cpu_model",
+        "host_memory_mib",
+        "host_gpu_model",
+        "host_gpu_count",
+        "host_gpu_memory_mib",
+        "host_storage_gb",
+        "cloud_vendor_id",
+        "cloud_account_id",
+        "cloud_region_id",
+        "cloud_zone_id",
+        "cloud_instance_type",
+    ]
 )
 FINISH_FIELDS = frozenset({"exit_code", "run_status", "data_source", "data_uris", "data_csv"})
 
