@@ -18,7 +18,7 @@ import structlog
 
 from app import config, log, report
 from app.config import ConfigError, Settings
-from app.runner import Runner, RunnerError, RunOutcome
+from app.runner import Runner, RunOutcome
 from app.spool import EXIT_CODE_FILE, SpoolError
 
 EXIT_USAGE = 2
@@ -55,7 +55,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def _execute(settings: Settings, stop: threading.Event) -> RunOutcome | None:
     try:
         return Runner(settings, stop).run()
-    except (SpoolError, RunnerError) as exc:
+    except SpoolError as exc:
         structlog.get_logger("app.cli").error("run_not_started", error=str(exc))
         return None
 

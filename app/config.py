@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from app.sinks import parse_s3_uri
+
 CONFIG_ENV = "TRACKER_CONFIG"
 
 
@@ -185,6 +187,11 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
+def _s3_uri(value: Any) -> str:
+    parse_s3_uri(_text(value))
+    return str(value)
+
+
 _TEXT = _Rule("str", _text, "a string")
 _PATH = _Rule("path", _path, "a non-empty path")
 _SECONDS_POSITIVE = _number(float, 0.001, "a number of seconds >= 0.001")
@@ -212,7 +219,7 @@ _RULES: dict[str, _Rule] = {
     "sentinel_api_url": _TEXT,
     "sentinel_api_token": _TEXT,
     "sentinel_api_token_file": _PATH,
-    "s3_uri": _TEXT,
+    "s3_uri": _Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
     "s3_endpoint_url": _TEXT,
     "aws_region": _TEXT,
     **dict.fromkeys(METADATA_FIELDS + CLOUD_FIELDS, _TEXT),

@@ -27,10 +27,6 @@ from app.streaming import SentinelSink, Uploader, UploadLoop
 log = structlog.get_logger("app.runner")
 
 
-class RunnerError(Exception):
-    """The run cannot start (unusable spool dir, bad S3 URI)."""
-
-
 @dataclass(frozen=True)
 class RunOutcome:
     """What a finished run delivered."""
@@ -147,14 +143,11 @@ class Runner:
             )
         if settings.mode == "s3":
             assert settings.s3_uri is not None and state.run_id is not None
-            try:
-                return S3Sink(
-                    f"{settings.s3_uri.rstrip('/')}/{state.run_id}",
-                    region=settings.aws_region,
-                    endpoint_url=settings.s3_endpoint_url,
-                )
-            except ValueError as exc:
-                raise RunnerError(f"s3_uri: {exc}") from exc
+            return S3Sink(
+                f"{settings.s3_uri.rstrip('/')}/{state.run_id}",
+                region=settings.aws_region,
+                endpoint_url=settings.s3_endpoint_url,
+            )
         sink = DirSink(settings.local_output_dir)
         if not resumed and sink.has_output():
             log.warning("output_dir_set_aside", moved_to=sink.set_aside())

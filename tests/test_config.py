@@ -104,6 +104,7 @@ def test_config_path_from_env(tmp_path: Path, capsys, monkeypatch):
         (["run", "--health-port", "70000"], {}, "expected a port number 0-65535"),
         (["run", "--pid", "0"], {}, "expected a process id >= 1"),
         (["run"], {"TRACKER_LOG_LEVEL": "loud"}, "one of debug, info, warning, error"),
+        (["run"], {"TRACKER_S3_URI": "s3://b/../x"}, "expected an s3://bucket/prefix URI"),
     ],
 )
 def test_bad_flags_and_env_exit_2(capsys, monkeypatch, argv, environ, expected):
