@@ -42,6 +42,9 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     health_port: int = 8080
+    k8s_exit_code: bool = False
+    k8s_container_name: str = "sentinel-sidecar"
+    k8s_workload_container: str | None = None
     sentinel_api_url: str = "https://api.sentinel.sparecores.net"
     sentinel_api_token: str | None = dataclasses.field(default=None, repr=False)
     sentinel_api_token_file: Path | None = None
@@ -179,6 +182,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[value.strip().lower()]
+    raise ValueError
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _path(value: Any) -> Path:
     if isinstance(value, Path):
         return value
@@ -216,6 +230,9 @@ _RULES: dict[str, _Rule] = {
     "log_level": _choice("debug", "info", "warning", "error"),
     "log_format": _choice("json", "console"),
     "health_port": _number(int, 0, "a port number 0-65535 (0 = off)", 65535),
+    "k8s_exit_code": _Rule("bool", _bool, "true or false"),
+    "k8s_container_name": _TEXT,
+    "k8s_workload_container": _TEXT,
     "sentinel_api_url": _TEXT,
     "sentinel_api_token": _TEXT,
     "sentinel_api_token_file": _PATH,

@@ -17,6 +17,7 @@ import structlog
 from app.cgroup import CgroupReader
 from app.config import Settings
 from app.health import HealthServer, Probe, Stats
+from app.kube import pod_exit_code
 from app.procfs import ProcReader, clock_ticks
 from app.sampler import Collector, Reading, Ticker, header_line, make_row
 from app.sentinel import SentinelClient, SentinelError, register_body
@@ -242,7 +243,7 @@ class Runner:
         if not inline and isinstance(sink, S3Sink | SentinelSink):
             sink.limit_timeouts(self._left(deadline) / 2)
         drained = inline or uploader.drain(deadline)
-        exit_code = read_exit_code(settings.spool_dir)
+        exit_code = self._exit_code(deadline)
         state = uploader.state
         summary: dict[str, Any] = {
             "run_id": state.run_id,
@@ -273,6 +274,19 @@ class Runner:
             agent_max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )
         return RunOutcome(summary, summary_uri)
+
+    def _exit_code(self, deadline: float) -> int | None:
+        """From the exit-code file, else (if enabled) the pod status, within half the time left."""
+        code = read_exit_code(self.settings.spool_dir)
+        if code is None and self.settings.k8s_exit_code:
+            code = pod_exit_code(
+                os.environ,
+                self._monotonic() + min(10.0, self._left(deadline) / 2),
+                own_container=self.settings.k8s_container_name,
+                workload_container=self.settings.k8s_workload_container,
+                monotonic=self._monotonic,
+            )
+        return code
 
     def _deliver_summary(
         self,

@@ -1,0 +1,174 @@
+"""Exit code from the pod status, against a loopback HTTPS server with real-shaped pod JSON."""
+
+import json
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.kube import pod_exit_code, workload_exit_code
+
+
+def pod(workload_state: dict[str, Any]) -> dict[str, Any]:
+    """A pod as the API returns it: a native sidecar in initContainerStatuses, the job running."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "train-x7k2p", "namespace": "ml", "uid": "5b1c"},
+        "status": {
+            "phase": "Running",
+            "initContainerStatuses": [
+                {"name": "sentinel-sidecar", "ready": True, "restartCount": 0,
+                 "state": {"running": {"startedAt": "2026-11-25T01:00:00Z"}}},
+            ],
+            "containerStatuses": [
+                {"name": "train", "ready": False, "restartCount": 0, "image": "python:3.11",
+                 "state": workload_state},
+            ],
+        },
+    }  # fmt: skip
+
+
+RUNNING = {"running": {"startedAt": "2026-11-25T01:00:01Z"}}
+TERMINATED = {
+    "terminated": {
+        "exitCode": 3,
+        "reason": "Error",
+        "startedAt": "2026-11-25T01:00:01Z",
+        "finishedAt": "2026-11-25T01:05:00Z",
+        "containerID": "containerd://abc",
+    }
+}
+
+
+class FakeApiServer:
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.answers: list[tuple[int, Any]] = []
+        self.seen: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.seen.append((self.path, self.headers.get("Authorization")))
+                status, body = (
+                    server.answers.pop(0) if len(server.answers) > 1 else server.answers[0]
+                )
+                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def account(tmp_path: Path) -> Path:
+    directory = tmp_path / "serviceaccount"
+    directory.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(directory / "ca.crt")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (directory / "token").write_text("sa-token\n")
+    (directory / "namespace").write_text("ml\n")
+    return directory
+
+
+@pytest.fixture
+def api(account: Path) -> Iterator[FakeApiServer]:
+    server = FakeApiServer(account / "ca.crt", account.parent / "key.pem")
+    yield server
+    server.httpd.shutdown()
+
+
+def environ(api: FakeApiServer) -> dict[str, str]:
+    return {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(api.port),
+        "POD_NAME": "train-x7k2p",
+    }
+
+
+def lookup(api: FakeApiServer, account: Path, seconds: float = 5.0) -> int | None:
+    return pod_exit_code(
+        environ(api),
+        time.monotonic() + seconds,
+        own_container="sentinel-sidecar",
+        workload_container=None,
+        account_dir=account,
+    )
+
+
+def test_waits_for_the_workload_to_terminate_and_reads_its_code(api, account):
+    api.answers = [(200, pod(RUNNING)), (200, pod(TERMINATED))]
+    assert lookup(api, account) == 3
+    assert api.seen[0] == ("/api/v1/namespaces/ml/pods/train-x7k2p", "Bearer sa-token")
+
+
+def test_forbidden_means_unknown(api, account):
+    api.answers = [(403, {"kind": "Status", "reason": "Forbidden", "code": 403})]
+    assert lookup(api, account) is None
+
+
+def test_not_terminated_before_the_deadline_means_unknown(api, account):
+    api.answers = [(200, pod(RUNNING))]
+    started = time.monotonic()
+    assert lookup(api, account, seconds=1.0) is None
+    assert time.monotonic() - started < 3
+
+
+def test_garbage_answer_means_unknown(api, account):
+    api.answers = [(200, b"<html>proxy error</html>")]
+    assert lookup(api, account) is None
+
+
+def test_outside_a_cluster_means_unknown(tmp_path: Path):
+    assert pod_exit_code({}, time.monotonic() + 1, own_container="s", workload_container=None,
+                         account_dir=tmp_path) is None  # fmt: skip
+
+
+def test_untrusted_certificate_means_unknown(api, account):
+    # A service-account dir whose CA did not sign the server's certificate.
+    other = account.parent / "other"
+    other.mkdir()
+    (other / "token").write_text("t")
+    (other / "namespace").write_text("ml")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=other", "-keyout", str(other / "k.pem"), "-out", str(other / "ca.crt")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    api.answers = [(200, pod(TERMINATED))]
+    assert lookup(api, other) is None
+
+
+def test_classic_sidecar_ignores_its_own_status_and_picks_the_failed_container():
+    classic = {
+        "status": {
+            "containerStatuses": [
+                {"name": "sentinel-sidecar", "state": RUNNING},
+                {"name": "train", "state": {"terminated": {"exitCode": 0}}},
+                {"name": "upload", "state": {"terminated": {"exitCode": 137}}},
+            ]
+        }
+    }
+    assert workload_exit_code(classic, "sentinel-sidecar", None) == 137
+    assert workload_exit_code(classic, "sentinel-sidecar", "train") == 0
