@@ -32,6 +32,7 @@ class Settings:
     inline_max_bytes: int = 1024 * 1024
     shutdown_timeout: float = 20.0
     workload_wait: float = 30.0
+    exit_with_workload: bool = True
     spool_dir: Path = Path("/var/lib/sentinel-sidecar")
     output_dir: Path | None = None
     schema: str = "sentinel"
@@ -207,6 +208,7 @@ def _s3_uri(value: Any) -> str:
 
 
 _TEXT = _Rule("str", _text, "a string")
+_BOOL = _Rule("bool", _bool, "true or false")
 _PATH = _Rule("path", _path, "a non-empty path")
 _SECONDS_POSITIVE = _number(float, 0.001, "a number of seconds >= 0.001")
 _SECONDS = _number(float, 0, "a number of seconds >= 0")
@@ -220,6 +222,7 @@ _RULES: dict[str, _Rule] = {
     "inline_max_bytes": _number(int, 0, "a whole number of bytes >= 0"),
     "shutdown_timeout": _SECONDS_POSITIVE,
     "workload_wait": _SECONDS,
+    "exit_with_workload": _BOOL,
     "spool_dir": _PATH,
     "output_dir": _PATH,
     "schema": _choice("sentinel", "extended"),
@@ -230,7 +233,7 @@ _RULES: dict[str, _Rule] = {
     "log_level": _choice("debug", "info", "warning", "error"),
     "log_format": _choice("json", "console"),
     "health_port": _number(int, 0, "a port number 0-65535 (0 = off)", 65535),
-    "k8s_exit_code": _Rule("bool", _bool, "true or false"),
+    "k8s_exit_code": _BOOL,
     "k8s_container_name": _TEXT,
     "k8s_workload_container": _TEXT,
     "sentinel_api_url": _TEXT,

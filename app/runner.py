@@ -195,8 +195,9 @@ class Runner:
             if reading.workload.process_count > 0:
                 seen_workload = True
             elif seen_workload:
-                log.info("workload_exited")
-                return
+                if self.settings.exit_with_workload:
+                    log.info("workload_exited")
+                    return
             elif not warned and self._monotonic() - started >= self.settings.workload_wait:
                 warned = True
                 log.warning(

@@ -1,0 +1,196 @@
+{{/*
+Named templates to add the agent to any pod. Call them with a context whose .Values are this
+chart's values, e.g. from a parent chart that has this chart as a dependency:
+
+  {{- $sidecar := dict "Values" (index .Values "sentinel-sidecar") "Chart" .Chart }}
+  spec:
+    {{- include "sentinel-sidecar.podSpecPatch" $sidecar | nindent 4 }}
+    initContainers:            # sidecarMode: native (containers: for classic)
+      - {{- include "sentinel-sidecar.container" $sidecar | nindent 8 }}
+    volumes:
+      {{- include "sentinel-sidecar.volumes" $sidecar | nindent 6 }}
+*/}}
+
+{{- define "sentinel-sidecar.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{ .Values.image.repository }}:{{ $tag }}
+{{- end }}
+
+{{- define "sentinel-sidecar.gracePeriod" -}}
+{{ add (int (ceil .Values.agent.shutdownTimeout)) 10 }}
+{{- end }}
+
+{{/* Pod-level fields the agent needs: shared pid namespace, grace period, service account. */}}
+{{- define "sentinel-sidecar.podSpecPatch" -}}
+shareProcessNamespace: true
+terminationGracePeriodSeconds: {{ include "sentinel-sidecar.gracePeriod" . }}
+{{- if .Values.rbac.create }}
+serviceAccountName: {{ .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The spool (emptyDir, survives agent restarts in the pod) and a small /tmp. */}}
+{{- define "sentinel-sidecar.volumes" -}}
+- name: sentinel-spool
+  emptyDir:
+    sizeLimit: {{ .Values.spool.sizeLimit }}
+- name: sentinel-tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 16Mi
+{{- if and .Values.token.secretName (eq .Values.token.as "file") }}
+- name: sentinel-token
+  secret:
+    secretName: {{ .Values.token.secretName }}
+    items:
+      - key: {{ .Values.token.secretKey }}
+        path: token
+{{- end }}
+{{- end }}
+
+{{/* Mount of the spool volume, for the workload container (exit-code file). */}}
+{{- define "sentinel-sidecar.spoolMount" -}}
+- name: sentinel-spool
+  mountPath: /var/lib/sentinel-sidecar
+{{- end }}
+
+{{- define "sentinel-sidecar.env" -}}
+{{- $agent := .Values.agent -}}
+{{- if .Values.token.secretName }}
+{{- if eq .Values.token.as "file" }}
+- name: SENTINEL_API_TOKEN_FILE
+  value: /var/run/secrets/sentinel/token
+{{- else }}
+- name: SENTINEL_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.token.secretName }}
+      key: {{ .Values.token.secretKey }}
+{{- end }}
+- name: SENTINEL_API_URL
+  value: {{ .Values.sentinel.apiUrl | quote }}
+{{- end }}
+{{- with .Values.s3.uri }}
+- name: TRACKER_S3_URI
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.s3.endpointUrl }}
+- name: S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.s3.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+- name: TRACKER_INTERVAL
+  value: {{ $agent.interval | quote }}
+- name: TRACKER_UPLOAD_INTERVAL
+  value: {{ $agent.uploadInterval | quote }}
+- name: TRACKER_UPLOAD_THRESHOLD_BYTES
+  value: {{ $agent.uploadThresholdBytes | int64 | quote }}
+- name: TRACKER_MAX_CHUNK_BYTES
+  value: {{ $agent.maxChunkBytes | int64 | quote }}
+- name: TRACKER_INLINE_MAX_BYTES
+  value: {{ $agent.inlineMaxBytes | int64 | quote }}
+- name: TRACKER_SHUTDOWN_TIMEOUT
+  value: {{ $agent.shutdownTimeout | quote }}
+- name: TRACKER_WORKLOAD_WAIT
+  value: {{ $agent.workloadWait | quote }}
+- name: TRACKER_SCHEMA
+  value: {{ $agent.schema | quote }}
+- name: TRACKER_LOG_LEVEL
+  value: {{ $agent.logLevel | quote }}
+- name: TRACKER_LOG_FORMAT
+  value: {{ $agent.logFormat | quote }}
+- name: TRACKER_HEALTH_PORT
+  value: {{ $agent.healthPort | quote }}
+- name: TRACKER_EXIT_WITH_WORKLOAD
+  value: {{ eq .Values.sidecarMode "classic" | quote }}
+- name: TRACKER_K8S_EXIT_CODE
+  value: {{ $agent.k8sExitCode | quote }}
+- name: TRACKER_K8S_CONTAINER_NAME
+  value: {{ .Values.containerName | quote }}
+{{- with $agent.workloadContainer }}
+- name: TRACKER_K8S_WORKLOAD_CONTAINER
+  value: {{ . | quote }}
+{{- end }}
+{{- range $key, $value := .Values.metadata }}
+{{- if $value }}
+- name: TRACKER_{{ $key | snakecase | upper }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's container; for sidecarMode native it goes into initContainers. */}}
+{{- define "sentinel-sidecar.container" -}}
+name: {{ .Values.containerName }}
+image: {{ include "sentinel-sidecar.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- if eq .Values.sidecarMode "native" }}
+restartPolicy: Always
+{{- end }}
+args: ["run"]
+env:
+  {{- include "sentinel-sidecar.env" . | nindent 2 }}
+{{- if .Values.agent.healthPort }}
+ports:
+  - name: health
+    containerPort: {{ .Values.agent.healthPort }}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: 1
+  failureThreshold: 30
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: health
+  periodSeconds: 10
+{{- end }}
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: sentinel-spool
+    mountPath: /var/lib/sentinel-sidecar
+  - name: sentinel-tmp
+    mountPath: /tmp
+{{- if and .Values.token.secretName (eq .Values.token.as "file") }}
+  - name: sentinel-token
+    mountPath: /var/run/secrets/sentinel
+    readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* A command list as one shell-quoted string. */}}
+{{- define "sentinel-sidecar.shellJoin" -}}
+{{- $parts := list -}}
+{{- range . -}}
+{{- $parts = append $parts (printf "'%s'" (replace "'" "'\\''" .)) -}}
+{{- end -}}
+{{ join " " $parts }}
+{{- end }}

