@@ -254,46 +254,53 @@ class UploadLoop(threading.Thread):
         if self.uploader.pending_bytes >= self.threshold_bytes:
             self.wake.set()
 
-    def _cycle(self) -> bool:
+    def _cycle(self, drain_due: bool) -> bool:
+        """Register if needed, keep credentials fresh, and drain when due; True when all went."""
         uploader = self.uploader
         if not uploader.prepare():
             return False
-        uploader.spool.sync()
         if isinstance(uploader.sink, SentinelSink):
             try:
                 uploader.sink.refresh_if_due()
             except SinkError as exc:
                 log.warning("credentials_refresh_failed", error=str(exc))
+        if not drain_due:
+            return True
+        uploader.spool.sync()
         return uploader.drain(time.monotonic() + max(self.upload_interval, 30.0))
 
-    def _delay(self, ok: bool) -> float:
-        if ok:
-            self._attempts = 0
-            delay = self.upload_interval
-        else:
-            self._attempts += 1
-            backoff = min(30.0, self.upload_interval) * 2 ** min(self._attempts - 1, 10)
-            delay = min(self.max_backoff, max(self.upload_interval, backoff))
-        sink = self.uploader.sink
-        left = sink.seconds_left() if isinstance(sink, SentinelSink) else None
-        if left is not None:
-            delay = min(delay, max(1.0, left - REFRESH_MARGIN))
-        return delay
+    def _backoff(self) -> float:
+        self._attempts += 1
+        backoff: float = min(30.0, self.upload_interval) * 2.0 ** min(self._attempts - 1, 10)
+        return min(self.max_backoff, max(self.upload_interval, backoff))
 
     def run(self) -> None:
-        delay = 0.0  # register at once
+        next_drain = time.monotonic() + self.upload_interval
+        delay = 0.0  # register at once; the first upload waits for its interval
         while not self.stopping.is_set():
-            self.wake.wait(delay)
+            woken = self.wake.wait(delay)
             self.wake.clear()
             if self.stopping.is_set():
                 return
+            drain_due = woken or time.monotonic() >= next_drain
             try:
-                ok = self._cycle()
+                ok = self._cycle(drain_due)
             except Exception:
                 # The loop must survive anything (disk full, a bug in a sink): rows stay spooled.
                 log.exception("upload_cycle_failed")
                 ok = False
-            delay = self._delay(ok)
+            now = time.monotonic()
+            if ok:
+                self._attempts = 0
+                if drain_due:
+                    next_drain = now + self.upload_interval
+            else:
+                next_drain = now + self._backoff()
+            delay = max(0.0, next_drain - now)
+            sink = self.uploader.sink
+            left = sink.seconds_left() if isinstance(sink, SentinelSink) else None
+            if left is not None:
+                delay = min(delay, max(1.0, left - REFRESH_MARGIN))
 
     def stop(self, timeout: float) -> None:
         """Stop the loop and wait up to `timeout` seconds for a running upload to end."""
