@@ -1,10 +1,18 @@
-"""Workload discovery in the shared pid namespace and /proc figures, read with psutil."""
+"""Workload discovery in the shared pid namespace and /proc figures.
+
+Node-level figures, memory and IO come from psutil. Discovery and CPU times parse
+`/proc/<pid>/stat` directly: one read per process and tick, where psutil's per-call pid-reuse
+checks cost four reads (see docs/PERFORMANCE.md); pid reuse is caught by the start time instead.
+"""
 
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +24,10 @@ _T = TypeVar("_T")
 _MIB = 1024 * 1024
 _GB = 1e9
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError)
+_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads
+# PSS (smaps_rollup) makes the kernel walk page tables: ~100 us per process. It is re-read
+# about this often per process; in between, RSS changes are added to the last PSS.
+PSS_REFRESH_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -26,8 +38,10 @@ class ProcessInfo:
     ppid: int
     name: str
     create_time: float
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Identity that survives pid reuse."""
         return f"pid:{self.pid}:{self.create_time:.2f}"
@@ -35,10 +49,8 @@ class ProcessInfo:
 
 @dataclass(frozen=True)
 class ProcessUsage:
-    """Cumulative CPU and IO of one process, and its memory now."""
+    """Memory of one process now (PSS, else RSS) and its cumulative IO."""
 
-    cpu_user_s: float
-    cpu_system_s: float
     memory_bytes: int
     read_bytes: int | None
     write_bytes: int | None
@@ -94,16 +106,13 @@ def descendants(processes: Iterable[ProcessInfo], root_pid: int) -> set[int]:
 
 
 def select_workload(processes: Iterable[ProcessInfo], own_pid: int) -> list[ProcessInfo]:
-    """Every process except the sidecar's own tree, the pod's pause process and kernel threads."""
+    """Every process except the sidecar's own tree and the pod's pause process."""
     processes = list(processes)
     excluded = own_tree(processes, own_pid)
-    kernel = {2} | descendants(processes, 2)
     return [
         process
         for process in processes
-        if process.pid not in excluded
-        and process.pid not in kernel
-        and not (process.pid == 1 and process.name == "pause")
+        if process.pid not in excluded and not (process.pid == 1 and process.name == "pause")
     ]
 
 
@@ -124,37 +133,82 @@ def main_pid(workload: Iterable[ProcessInfo]) -> int | None:
     return min(roots, key=lambda process: (process.create_time, process.pid)).pid
 
 
-class ProcReader:
-    """Reads /proc under `proc_root` through psutil."""
+def parse_stat(pid: int, data: bytes, clock_ticks: int, boot_time: float) -> ProcessInfo | None:
+    """A `/proc/<pid>/stat` line as ProcessInfo; None for zombies and kernel threads."""
+    open_paren, close_paren = data.find(b"("), data.rfind(b")")
+    fields = data[close_paren + 2 :].split()
+    if open_paren < 0 or len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    if int(fields[6]) & _PF_KTHREAD:
+        return None
+    return ProcessInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        name=data[open_paren + 1 : close_paren].decode(errors="replace"),
+        create_time=round(boot_time + int(fields[19]) / clock_ticks, 2),
+        cpu_user_s=int(fields[11]) / clock_ticks,
+        cpu_system_s=int(fields[12]) / clock_ticks,
+    )
 
-    def __init__(self, proc_root: Path, disk_path: Path = Path("/")) -> None:
+
+@dataclass
+class _Memory:
+    pss: int | None
+    rss_at_pss: int
+    refresh_at: float
+
+
+class ProcReader:
+    """Reads /proc under `proc_root`: its own stat parser for discovery, psutil for the rest."""
+
+    def __init__(
+        self,
+        proc_root: Path,
+        disk_path: Path = Path("/"),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.proc_root = proc_root
         self.disk_path = disk_path
         # psutil keeps its /proc location in a module global; one agent reads one /proc.
         psutil.PROCFS_PATH = str(proc_root)
-        self._handles: dict[int, psutil.Process] = {}
+        self._clock_ticks = clock_ticks()
+        self._boot_time = psutil.boot_time()
+        self._monotonic = monotonic
+        self._handles: dict[str, psutil.Process] = {}
         self._memberships: dict[str, dict[str, str]] = {}
+        self._memory: dict[str, _Memory] = {}
+        self._io_denied: set[str] = set()
 
-    def processes(self) -> list[ProcessInfo]:
-        """Every live (not zombie) process; processes that vanish while listed are skipped."""
-        found: list[ProcessInfo] = []
-        handles: dict[int, psutil.Process] = {}
-        for pid in psutil.pids():
-            handle = self._handles.get(pid)
-            try:
-                if handle is None or not handle.is_running():
-                    handle = psutil.Process(pid)
-                with handle.oneshot():
-                    if handle.status() == psutil.STATUS_ZOMBIE:
-                        continue
-                    info = ProcessInfo(pid, handle.ppid(), handle.name(), handle.create_time())
-            except (*_GONE, psutil.AccessDenied):
-                continue
-            handles[pid] = handle
-            found.append(info)
-        self._handles = handles
+    def _stat(self, pid: int) -> ProcessInfo | None:
+        try:
+            fd = os.open(f"{self.proc_root}/{pid}/stat", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        try:
+            return parse_stat(pid, data, self._clock_ticks, self._boot_time)
+        except (ValueError, IndexError):
+            return None
+
+    def pids(self) -> list[int]:
+        """Every pid visible in /proc."""
+        return psutil.pids()
+
+    def processes(self, pids: Iterable[int] | None = None) -> list[ProcessInfo]:
+        """The live user-space processes among `pids` (default: all); zombies, kernel threads
+        and vanished pids skipped. Caches of processes not listed are dropped."""
+        listed = self.pids() if pids is None else pids
+        found = [info for pid in listed if (info := self._stat(pid)) is not None]
         live = {process.key for process in found}
-        self._memberships = {k: v for k, v in self._memberships.items() if k in live}
+        for cache in (self._handles, self._memberships, self._memory):
+            for key in [key for key in cache if key not in live]:
+                del cache[key]
+        self._io_denied &= live
         return found
 
     def membership(self, process: ProcessInfo) -> dict[str, str] | None:
@@ -168,23 +222,54 @@ class ProcReader:
             cached = self._memberships[process.key] = parse_proc_cgroup(text)
         return cached
 
-    def usage(self, pid: int) -> ProcessUsage | None:
-        """CPU, memory (PSS, else RSS) and IO of one process; None when it vanished."""
-        handle = self._handles.get(pid) or psutil.Process(pid)
+    def _handle(self, process: ProcessInfo) -> psutil.Process | None:
+        handle = self._handles.get(process.key)
+        if handle is None:
+            try:
+                handle = psutil.Process(process.pid)
+            except _GONE:
+                return None
+            if abs(handle.create_time() - process.create_time) > 0.05:
+                return None  # the pid was reused since it was listed
+            self._handles[process.key] = handle
+        return handle
+
+    def usage(self, process: ProcessInfo) -> ProcessUsage | None:
+        """Memory (PSS, else RSS) and IO of one process; None when it vanished."""
+        handle = self._handle(process)
+        if handle is None:
+            return None
         try:
-            with handle.oneshot():
-                times = handle.cpu_times()
-                memory = _memory_bytes(handle)
-                read_bytes: int | None = None
-                write_bytes: int | None = None
+            rss = int(handle.memory_info().rss)
+            memory = self._memory_bytes(process.key, handle, rss)
+            read_bytes = write_bytes = None
+            if process.key not in self._io_denied:
                 try:
                     io = handle.io_counters()
                     read_bytes, write_bytes = io.read_bytes, io.write_bytes
                 except psutil.AccessDenied:
-                    pass  # another user's process without CAP_SYS_PTRACE: IO unknown
+                    # Another user's process without ptrace access: IO stays unknown.
+                    self._io_denied.add(process.key)
         except (*_GONE, psutil.AccessDenied):
             return None
-        return ProcessUsage(times.user, times.system, memory, read_bytes, write_bytes)
+        return ProcessUsage(memory, read_bytes, write_bytes)
+
+    def _memory_bytes(self, key: str, handle: psutil.Process, rss: int) -> int:
+        # PSS splits shared pages between the processes sharing them, so a sum over a forking
+        # workload does not count them twice; it needs ptrace access, RSS does not.
+        now = self._monotonic()
+        memory = self._memory.get(key)
+        if memory is None or now >= memory.refresh_at:
+            try:
+                pss: int | None = int(handle.memory_full_info().pss)
+            except psutil.AccessDenied:
+                pss = None
+            # Jittered, so processes started together do not all refresh on the same tick.
+            refresh_at = now + PSS_REFRESH_SECONDS * random.uniform(0.5, 1.5)
+            memory = self._memory[key] = _Memory(pss, rss, refresh_at)
+        if memory.pss is None:
+            return rss
+        return max(0, memory.pss + rss - memory.rss_at_pss)
 
     def system(self, pids_count: int) -> SystemReading:
         """Node-level figures; each one None when its /proc file is unreadable."""
@@ -217,15 +302,6 @@ class ProcReader:
         )
 
 
-def _memory_bytes(handle: psutil.Process) -> int:
-    # PSS splits shared pages between the processes sharing them, so a sum over a forking
-    # workload is not counted twice; smaps needs ptrace access, RSS does not.
-    try:
-        return int(handle.memory_full_info().pss)
-    except (psutil.AccessDenied, AttributeError):
-        return int(handle.memory_info().rss)
-
-
 def _try(read: Callable[[], _T]) -> _T | None:
     try:
         return read()
@@ -234,5 +310,5 @@ def _try(read: Callable[[], _T]) -> _T | None:
 
 
 def clock_ticks() -> int:
-    """USER_HZ, the unit of v1 cpuacct.stat."""
+    """USER_HZ, the unit of v1 cpuacct.stat and of /proc/<pid>/stat times."""
     return os.sysconf("SC_CLK_TCK")

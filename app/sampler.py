@@ -135,19 +135,23 @@ class Collector:
 
     def read(self) -> Reading:
         """One reading of the node and the workload."""
-        processes = self._procs.processes()
+        pids = self._procs.pids()
         if self._cgroup_dirs is not None:
-            workload = self._read_cgroup(self._cgroup_dirs, processes)
-        elif self._pid is not None:
-            workload = self._read_processes(select_tree(processes, self._pid), processes, False)
+            workload = self._read_cgroup(self._cgroup_dirs)
         else:
-            workload = self._read_processes(select_workload(processes, self._own_pid), processes)
-        system = self._procs.system(len(processes))
+            processes = self._procs.processes(pids)
+            if self._pid is not None:
+                tree = select_tree(processes, self._pid)
+                workload = self._read_processes(tree, processes, use_cgroups=False)
+            else:
+                workload = self._read_processes(
+                    select_workload(processes, self._own_pid), processes
+                )
+        system = self._procs.system(len(pids))
         return Reading(self._wall_clock(), self._monotonic(), system, workload)
 
-    def _read_cgroup(self, dirs: CgroupDirs, processes: list[ProcessInfo]) -> WorkloadReading:
-        members = set(self._cgroups.pids(dirs))
-        workload = [process for process in processes if process.pid in members]
+    def _read_cgroup(self, dirs: CgroupDirs) -> WorkloadReading:
+        workload = self._procs.processes(self._cgroups.pids(dirs))
         reading = self._read_one_cgroup(dirs)
         counters, memory = ({}, None) if reading is None else _cgroup_counters(dirs, reading)
         return WorkloadReading(
@@ -186,11 +190,11 @@ class Collector:
             memory += group_memory or 0
             readings.append(reading)
         for process in per_process:
-            usage = self._procs.usage(process.pid)
+            usage = self._procs.usage(process)
             if usage is None:
                 continue  # vanished between listing and reading
             counters[process.key] = Counters(
-                usage.cpu_user_s, usage.cpu_system_s, usage.read_bytes, usage.write_bytes
+                process.cpu_user_s, process.cpu_system_s, usage.read_bytes, usage.write_bytes
             )
             memory += usage.memory_bytes
         return WorkloadReading(

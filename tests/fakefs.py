@@ -39,6 +39,7 @@ def fake_process(
     comm: str,
     *,
     state: str = "S",
+    flags: int = 0x00400100,
     utime_ticks: int = 10,
     stime_ticks: int = 5,
     start_ticks: int = 100,
@@ -48,7 +49,8 @@ def fake_process(
     cgroup: str = "0::/\n",
 ) -> None:
     """One process directory with stat, statm, smaps_rollup, io and cgroup."""
-    fields = [str(pid), f"({comm})", state, str(ppid), *["0"] * 9]
+    fields = [str(pid), f"({comm})", state, str(ppid), "0", "0", "0", "0", str(flags)]
+    fields += ["0"] * 4
     fields += [str(utime_ticks), str(stime_ticks), "0", "0", "20", "0", "1", "0"]
     fields += [str(start_ticks), "10000000", "500", *["0"] * 25]
     write(root, f"{pid}/stat", " ".join(fields) + "\n")

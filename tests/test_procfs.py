@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from app.procfs import ProcessInfo, ProcReader, main_pid, own_tree, select_tree, select_workload
+from app.procfs import (
+    ProcessInfo,
+    ProcReader,
+    main_pid,
+    own_tree,
+    parse_stat,
+    select_tree,
+    select_workload,
+)
 from tests.fakefs import fake_proc, fake_process
 
 
@@ -15,11 +23,9 @@ def info(pid: int, ppid: int, name: str = "x", created: float = 0.0) -> ProcessI
     return ProcessInfo(pid, ppid, name, created)
 
 
-def test_workload_excludes_pause_kernel_threads_and_own_tree():
+def test_workload_excludes_pause_and_own_tree():
     processes = [
         info(1, 0, "pause"),
-        info(2, 0, "kthreadd"),
-        info(3, 2, "kworker/0:0"),
         info(10, 0, "sh"),  # the sidecar container's entrypoint wrapper
         info(11, 10, "sentinel-sidecar"),
         info(12, 11, "helper"),
@@ -50,15 +56,18 @@ def test_fake_proc_tree_is_discovered_and_summed(tmp_path: Path):
     fake_process(proc, 20, 0, "python", utime_ticks=300, stime_ticks=100, pss_kib=4096)
     fake_process(proc, 21, 20, "worker", state="R")
     fake_process(proc, 22, 20, "defunct", state="Z")
+    fake_process(proc, 2, 0, "kthreadd", flags=0x00208040)
     (proc / "23").mkdir()  # vanished between listing and reading: no files left
     reader = ProcReader(proc)
     processes = reader.processes()
     assert sorted(p.pid for p in processes) == [1, 7, 20, 21]
     workload = select_workload(processes, own_pid=7)
     assert sorted(p.pid for p in workload) == [20, 21]
-    usage = reader.usage(20)
+    python = next(p for p in processes if p.pid == 20)
+    assert (python.cpu_user_s, python.cpu_system_s) == (3.0, 1.0)
+    assert python.create_time == 1_700_000_000 + 1.0  # btime + starttime 100 ticks
+    usage = reader.usage(python)
     assert usage is not None
-    assert (usage.cpu_user_s, usage.cpu_system_s) == (3.0, 1.0)
     assert usage.memory_bytes == 4096 * 1024
     assert (usage.read_bytes, usage.write_bytes) == (4096, 8192)
     assert reader.membership(processes[2]) == {"": "/"}
@@ -73,9 +82,10 @@ def test_process_vanishing_after_listing_is_skipped(tmp_path: Path):
     fake_process(proc, 1, 0, "pause")
     fake_process(proc, 20, 0, "python")
     reader = ProcReader(proc)
-    assert [p.pid for p in reader.processes()] == [1, 20]
+    listed = reader.processes()
+    assert [p.pid for p in listed] == [1, 20]
     shutil.rmtree(proc / "20")
-    assert reader.usage(20) is None
+    assert reader.usage(listed[1]) is None
     assert [p.pid for p in reader.processes()] == [1]
 
 
@@ -96,12 +106,13 @@ def test_real_proc_finds_children_and_excludes_own_tree():
         assert os.getppid() not in pids
         tree = select_tree(processes, child.pid)
         assert [p.pid for p in tree] == [child.pid]
-        usage = reader.usage(child.pid)
+        usage = reader.usage(tree[0])
         assert usage is not None and usage.memory_bytes > 0
+        assert usage.read_bytes is not None  # our own child: IO is readable
     finally:
         child.kill()
         child.wait()
-    assert reader.usage(child.pid) is None
+    assert reader.usage(tree[0]) is None
     assert child.pid not in {p.pid for p in reader.processes()}
 
 
@@ -126,3 +137,42 @@ def test_real_proc_sees_a_foreign_process_as_workload(tmp_path: Path):
         assert foreign in {p.pid for p in workload}
     finally:
         os.kill(foreign, 9)
+
+
+def test_stat_parsing_handles_names_with_spaces_and_parentheses():
+    line = (
+        b"42 (my (odd) name) R 7 42 42 0 -1 4194560 0 0 0 0 250 50 0 0 20 0 1 0 500 1 1 0\n" + b""
+    )
+    line = line.rstrip(b"\n") + b" 0" * 30 + b"\n"
+    process = parse_stat(42, line, clock_ticks=100, boot_time=1000.0)
+    assert process is not None
+    assert (process.name, process.ppid) == ("my (odd) name", 7)
+    assert (process.cpu_user_s, process.cpu_system_s, process.create_time) == (2.5, 0.5, 1005.0)
+
+
+def test_real_proc_has_no_kernel_threads_in_the_listing():
+    names = {p.name for p in ProcReader(Path("/proc")).processes()}
+    assert not any(name.startswith(("kworker/", "ksoftirqd/")) for name in names)
+
+
+def test_pss_is_refreshed_periodically_and_tracks_rss_in_between():
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    reader = ProcReader(Path("/proc"), monotonic=clock)
+    me = next(p for p in reader.processes() if p.pid == os.getpid())
+    first = reader.usage(me)
+    ballast = bytearray(64 * 1024 * 1024)
+    ballast[::4096] = b"\1" * len(ballast[::4096])
+    grown = reader.usage(me)  # same tick window: last PSS + RSS growth
+    assert first is not None and grown is not None
+    assert grown.memory_bytes - first.memory_bytes > 60 * 1024 * 1024
+    clock.now += 2 * 10.0
+    refreshed = reader.usage(me)
+    assert refreshed is not None
+    assert abs(refreshed.memory_bytes - grown.memory_bytes) < 16 * 1024 * 1024
+    del ballast

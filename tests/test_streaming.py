@@ -208,7 +208,9 @@ def test_rotated_token_file_is_read_again_after_401(
     spool = tmp_path / "spool"
     agent = start_agent(args(spool, workload.pid), env)
     wait_until(lambda: any(status == 401 for _path, status in sentinel.requests), 20, "a 401")
-    token_file.write_text(sentinel.token + "\n")
+    rotated = tmp_path / "token.new"
+    rotated.write_text(sentinel.token + "\n")
+    rotated.replace(token_file)  # atomic, as the kubelet swaps a Secret volume's files
     wait_until(lambda: sentinel.registrations() == 1, 30, "registration with the new token")
     stop(agent)
     _uris, rows = delivered(moto, sentinel)

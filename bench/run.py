@@ -1,0 +1,565 @@
+"""What the sidecar costs, measured on this machine; see bench/README.md.
+
+    python -m bench.run [--quick] [--growth-rows N]
+
+Writes bench/results/<date>.json and docs/PERFORMANCE.md, prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.cgroup import CgroupReader
+from app.health import Stats
+from app.procfs import ProcReader, clock_ticks
+from app.sampler import Collector, header_line, make_row
+from app.sentinel import Credentials
+from app.sinks import S3Sink
+from app.spool import Spool, State, StateStore
+from app.streaming import Uploader, gzip_chunk
+from bench.workload import Workload, cpu_seconds, rss_mib, tree
+
+ROOT = Path(__file__).resolve().parent.parent
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MIB = 1024 * 1024
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def agent_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app", *args]
+
+
+# --- 1. per tick ------------------------------------------------------------------------------
+
+
+def per_tick(sizes: list[int], ticks: int) -> list[dict[str, Any]]:
+    """Wall and CPU time of one sample (reads + row + spool append) per workload size and path."""
+    results = []
+    for size in sizes:
+        for path in ("proc", "cgroup"):
+            workload = Workload(size, CGROUP_ROOT if path == "cgroup" else None)
+            try:
+                if path == "cgroup" and workload.cgroup is None:
+                    results.append(
+                        {"processes": size, "path": path, "skipped": "no writable cgroup"}
+                    )
+                    continue
+                collector = Collector(
+                    ProcReader(Path("/proc")),
+                    CgroupReader(CGROUP_ROOT, clock_ticks()),
+                    pid=workload.pid if path == "proc" else None,
+                    cgroup=workload.cgroup,
+                )
+                with tempfile.TemporaryDirectory() as spool_dir:
+                    spool = Spool(Path(spool_dir), header_line("sentinel"))
+                    previous = collector.read()
+                    walls, cpus = [], []
+                    for _ in range(ticks):
+                        wall0, cpu0 = time.perf_counter(), time.thread_time()
+                        reading = collector.read()
+                        spool.append(",".join(make_row(previous, reading, "sentinel")) + "\n")
+                        walls.append(time.perf_counter() - wall0)
+                        cpus.append(time.thread_time() - cpu0)
+                        previous = reading
+                        time.sleep(0.01)
+                    seen = reading.workload.process_count
+                    spool.close()
+                results.append(
+                    {
+                        "processes": size,
+                        "path": path,
+                        "seen": seen,
+                        "wall_ms": round(median(walls) * 1000, 3),
+                        "cpu_ms": round(median(cpus) * 1000, 3),
+                    }
+                )
+            finally:
+                workload.stop()
+    return results
+
+
+# --- 2 + 5. steady state, side by side with resource-tracker ----------------------------------
+
+PEER = """
+import sys, time
+from resource_tracker import ResourceTracker
+tracker = ResourceTracker(pid=int(sys.argv[1]), interval=1, autostart=True,
+                          discover_server=False, discover_cloud=False)
+print("started", flush=True)
+time.sleep(float(sys.argv[2]))
+tracker.stop()
+"""
+
+
+def _tree_usage(pid: int) -> tuple[float, float]:
+    """CPU seconds and RSS MiB summed over a process and its descendants."""
+    cpu = rss = 0.0
+    for member in tree(pid):
+        try:
+            cpu += cpu_seconds(member)
+            rss += rss_mib(member)[0]
+        except (OSError, KeyError):
+            continue
+    return cpu, rss
+
+
+def steady_state(seconds: float, processes: int) -> dict[str, Any]:
+    """Ours and resource-tracker next to the same workload for the same window."""
+    workload = Workload(processes)
+    spool = Path(tempfile.mkdtemp(prefix="bench-steady-"))
+    ours = subprocess.Popen(
+        agent_command(
+            "run",
+            "--pid",
+            str(workload.pid),
+            "--interval",
+            "1",
+            "--spool-dir",
+            str(spool),
+            "--health-port",
+            "0",
+            "--log-level",
+            "warning",
+        ),
+    )
+    peer = None
+    if _has_peer():
+        peer = subprocess.Popen(
+            [sys.executable, "-c", PEER, str(workload.pid), str(seconds + 10)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert peer.stdout is not None
+        peer.stdout.readline()
+    try:
+        time.sleep(5)  # both past start-up
+        cpu0, _ = _tree_usage(ours.pid)
+        peer_cpu0 = _tree_usage(peer.pid)[0] if peer else 0.0
+        peak = peer_peak = 0.0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak = max(peak, _tree_usage(ours.pid)[1])
+            if peer:
+                peer_peak = max(peer_peak, _tree_usage(peer.pid)[1])
+            time.sleep(1)
+        cpu1, rss = _tree_usage(ours.pid)
+        result: dict[str, Any] = {
+            "seconds": seconds,
+            "processes": processes,
+            "cpu_percent": round((cpu1 - cpu0) / seconds * 100, 3),
+            "rss_mib": round(rss, 1),
+            "peak_rss_mib": round(max(peak, rss_mib(ours.pid)[1]), 1),
+        }
+        if peer:
+            peer_cpu1, peer_rss = _tree_usage(peer.pid)
+            result["peer"] = {
+                "name": "resource-tracker " + _peer_version(),
+                "processes": len(tree(peer.pid)),
+                "cpu_percent": round((peer_cpu1 - peer_cpu0) / seconds * 100, 3),
+                "rss_mib": round(peer_rss, 1),
+                "peak_rss_mib": round(peer_peak, 1),
+            }
+        return result
+    finally:
+        ours.terminate()
+        ours.wait(30)
+        if peer:
+            peer.kill()
+            peer.wait(30)
+        workload.stop()
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def _has_peer() -> bool:
+    try:
+        import resource_tracker  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _peer_version() -> str:
+    from importlib.metadata import version
+
+    return version("resource-tracker")
+
+
+def growth(rows: int, interval: float, processes: int) -> dict[str, Any]:
+    """RSS against rows written at a fast interval; slope extrapolated to an hour at 1 s."""
+    workload = Workload(processes)
+    spool = Path(tempfile.mkdtemp(prefix="bench-growth-"))
+    agent = subprocess.Popen(
+        agent_command(
+            "run",
+            "--pid",
+            str(workload.pid),
+            "--interval",
+            str(interval),
+            "--upload-interval",
+            "5",
+            "--spool-dir",
+            str(spool),
+            "--health-port",
+            "0",
+            "--log-level",
+            "warning",
+        ),
+    )
+    metrics = spool / "metrics.csv"
+    samples: list[tuple[int, float]] = []
+    started = time.monotonic()
+    try:
+        while True:
+            time.sleep(1)
+            written = metrics.read_bytes().count(b"\n") - 1 if metrics.exists() else 0
+            samples.append((written, rss_mib(agent.pid)[0]))
+            if written >= rows:
+                break
+    finally:
+        agent.terminate()
+        agent.wait(60)
+        workload.stop()
+        shutil.rmtree(spool, ignore_errors=True)
+    half = [s for s in samples if s[0] >= samples[-1][0] / 2]
+    xs, ys = [s[0] for s in half], [s[1] for s in half]
+    slope = statistics.linear_regression(xs, ys).slope if len(set(xs)) > 1 else 0.0
+    return {
+        "rows": samples[-1][0],
+        "interval": interval,
+        "seconds": round(time.monotonic() - started, 1),
+        "rss_start_mib": round(samples[0][1], 1),
+        "rss_end_mib": round(samples[-1][1], 1),
+        "mib_per_1k_rows_second_half": round(slope * 1000, 4),
+        "mib_per_hour_at_1s": round(slope * 3600, 3),
+    }
+
+
+# --- 3. start-up ------------------------------------------------------------------------------
+
+
+def first_row(repeats: int) -> dict[str, Any]:
+    """Seconds from exec of `sentinel-sidecar run` (interval 1 s) to its first spooled row."""
+    times = []
+    for _ in range(repeats):
+        spool = Path(tempfile.mkdtemp(prefix="bench-start-"))
+        header = len(header_line("sentinel"))
+        metrics = spool / "metrics.csv"
+        started = time.perf_counter()
+        agent = subprocess.Popen(
+            agent_command(
+                "run",
+                "--pid",
+                "1",
+                "--spool-dir",
+                str(spool),
+                "--health-port",
+                "0",
+                "--log-level",
+                "warning",
+            ),
+        )
+        while not (metrics.exists() and metrics.stat().st_size > header):
+            time.sleep(0.002)
+        times.append(time.perf_counter() - started)
+        agent.terminate()
+        agent.wait(30)
+        shutil.rmtree(spool, ignore_errors=True)
+    return {"first_row_s": round(median(times), 3), "repeats": repeats}
+
+
+def imports(repeats: int) -> dict[str, Any]:
+    """Import cost of the CLI, with boto3 lazy (as shipped) and eager (imported up front)."""
+    result: dict[str, Any] = {}
+    probe = (
+        "import resource, time; t = time.perf_counter(); {imports}; "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    for name, imports_ in (
+        ("lazy_boto3", "import app.cli"),
+        ("eager_boto3", "import app.cli, boto3, botocore.config"),
+    ):
+        seconds, rss = [], []
+        for _ in range(repeats):
+            out = subprocess.run(
+                [sys.executable, "-c", probe.format(imports=imports_)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            seconds.append(float(out[0]))
+            rss.append(int(out[1]) / 1024)
+        result[name] = {"import_s": round(median(seconds), 3), "max_rss_mib": round(median(rss), 1)}
+    timing = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import app.cli"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    top = []
+    for line in timing.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if match and len(match.group(3)) <= 3:  # top-level imports of app and its modules
+            top.append((int(match.group(2)), match.group(4)))
+    result["top_imports_ms"] = {name: round(us / 1000, 1) for us, name in sorted(top)[-8:][::-1]}
+    return result
+
+
+# --- 4. upload path ---------------------------------------------------------------------------
+
+
+def upload_path(repeats: int) -> dict[str, Any]:
+    """gzip and put of chunks of real rows against the moto S3 server."""
+    sys.path.insert(0, str(ROOT))
+    from tests.peers import MotoServer
+
+    rows = _real_rows(120)
+    header = header_line("sentinel").encode()
+    big = (rows * (8 * MIB // len(rows) + 1))[: 8 * MIB]
+    big = big[: big.rfind(b"\n") + 1]
+    gz_times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        body = gzip_chunk(header, big)
+        gz_times.append(time.perf_counter() - started)
+    moto = MotoServer()
+    try:
+        bucket = moto.new_bucket()
+        issued = moto.assume_role("bench")
+        credentials = Credentials(
+            issued["AccessKeyId"],
+            issued["SecretAccessKey"],
+            issued["SessionToken"],
+            issued["Expiration"],
+            "us-east-1",
+        )
+        sink = S3Sink(f"s3://{bucket}/bench", endpoint_url=moto.endpoint)
+        sink.use_credentials(credentials)
+        sink.put_chunk(1, b"warm-up")  # client creation and connection outside the timing
+        put_times = []
+        for seq in range(repeats):
+            started = time.perf_counter()
+            sink.put_chunk(seq + 2, gzip_chunk(header, big))
+            put_times.append(time.perf_counter() - started)
+        minute = rows[: len(rows) // 2]  # 60 rows: one upload_interval at interval 1 s
+        cycle_wall, cycle_cpu = [], []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as spool_dir:
+                spool = Spool(Path(spool_dir), header.decode())
+                spool.append(minute.decode())
+                store = StateStore(Path(spool_dir))
+                state = State(None, None, 0, spool.data_start, (), header.decode())
+                uploader = Uploader(
+                    spool, store, state, sink, max_chunk_bytes=8 * MIB, stats=Stats()
+                )
+                wall0, cpu0 = time.perf_counter(), time.thread_time()
+                uploader.upload_next()
+                cycle_wall.append(time.perf_counter() - wall0)
+                cycle_cpu.append(time.thread_time() - cpu0)
+                spool.close()
+    finally:
+        moto.close()
+    return {
+        "row_bytes": round(len(rows) / rows.count(b"\n"), 1),
+        "compression_ratio": round(len(header + big) / len(body), 1),
+        "gzip_mb_s": round(len(big) / median(gz_times) / 1e6, 1),
+        "gzip_put_8mib_mb_s": round(len(big) / median(put_times) / 1e6, 1),
+        "cycle_60_rows_wall_ms": round(median(cycle_wall) * 1000, 2),
+        "cycle_60_rows_cpu_ms": round(median(cycle_cpu) * 1000, 2),
+    }
+
+
+def _real_rows(count: int) -> bytes:
+    """`count` rows sampled from a real 10-process workload at a fast interval."""
+    workload = Workload(10)
+    try:
+        collector = Collector(
+            ProcReader(Path("/proc")), CgroupReader(CGROUP_ROOT), pid=workload.pid
+        )
+        previous, lines = collector.read(), []
+        for _ in range(count):
+            time.sleep(0.02)
+            reading = collector.read()
+            lines.append(",".join(make_row(previous, reading, "sentinel")) + "\n")
+            previous = reading
+    finally:
+        workload.stop()
+    return "".join(lines).encode()
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu_model,
+        "cores": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cgroup_layout": CgroupReader(CGROUP_ROOT).layout.value,
+    }
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| measure | value | target | |", "|---|---|---|---|"]
+
+    def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        lines.append(f"| {name} | {value} | {target} | {'' if ok is None else mark(ok)} |")
+
+    for entry in results["per_tick"]:
+        name = f"per tick, {entry['processes']} processes, {entry['path']} path"
+        if "skipped" in entry:
+            row(name, "skipped: " + entry["skipped"])
+            continue
+        limit = {100: 2.0, 1000: 20.0}.get(entry["processes"])
+        row(
+            name,
+            f"{entry['wall_ms']} ms wall, {entry['cpu_ms']} ms CPU",
+            f"< {limit} ms wall" if limit else "",
+            entry["wall_ms"] < limit if limit else None,
+        )
+    steady = results["steady_state"]
+    row(
+        f"steady state, interval 1 s, {steady['processes']} processes: CPU",
+        f"{steady['cpu_percent']} % of one core",
+        "< 0.5 %",
+        steady["cpu_percent"] < 0.5,
+    )
+    row(
+        "steady state: RSS (peak)",
+        f"{steady['rss_mib']} MiB ({steady['peak_rss_mib']} MiB)",
+        "< 60 MiB",
+        steady["peak_rss_mib"] < 60,
+    )
+    grow = results["growth"]
+    row(
+        f"RSS growth ({grow['rows']} rows at {grow['interval']} s)",
+        f"{grow['rss_start_mib']} -> {grow['rss_end_mib']} MiB; "
+        f"{grow['mib_per_hour_at_1s']} MiB per hour at 1 s",
+        "no growth",
+        abs(grow["mib_per_hour_at_1s"]) < 0.5,
+    )
+    start = results["startup"]
+    row(
+        "first row after exec (interval 1 s)",
+        f"{start['first_row_s']} s",
+        "< 1.5 s",
+        start["first_row_s"] < 1.5,
+    )
+    imp = results["imports"]
+    row(
+        "import app.cli, boto3 lazy (as shipped)",
+        f"{imp['lazy_boto3']['import_s']} s, {imp['lazy_boto3']['max_rss_mib']} MiB",
+    )
+    row(
+        "import app.cli, boto3 eager (before)",
+        f"{imp['eager_boto3']['import_s']} s, {imp['eager_boto3']['max_rss_mib']} MiB",
+    )
+    up = results["upload"]
+    row("gzip of real rows", f"{up['gzip_mb_s']} MB/s raw, ratio {up['compression_ratio']}:1")
+    row("gzip + put of an 8 MiB chunk to moto S3", f"{up['gzip_put_8mib_mb_s']} MB/s raw")
+    row(
+        "one upload cycle, 60 rows",
+        f"{up['cycle_60_rows_wall_ms']} ms wall, {up['cycle_60_rows_cpu_ms']} ms CPU",
+    )
+    peer = steady.get("peer")
+    if peer:
+        cpu_ratio = peer["cpu_percent"] / max(steady["cpu_percent"], 1e-9)
+        rss_ratio = peer["rss_mib"] / max(steady["rss_mib"], 1e-9)
+        row(
+            f"{peer['name']} ({peer['processes']} processes): CPU, RSS",
+            f"{peer['cpu_percent']} %, {peer['rss_mib']} MiB",
+        )
+        row("peer / ours: CPU", f"{cpu_ratio:.1f}x", ">= 3x", cpu_ratio >= 3)
+        row("peer / ours: RSS", f"{rss_ratio:.1f}x", ">= 3x", rss_ratio >= 3)
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], markdown: str) -> Path:
+    out = ROOT / "bench" / "results" / f"{results['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    info = results["machine"]
+    top = ", ".join(f"{name} {ms} ms" for name, ms in results["imports"]["top_imports_ms"].items())
+    doc = ROOT / "docs" / "PERFORMANCE.md"
+    doc.parent.mkdir(exist_ok=True)
+    doc.write_text(
+        "# Performance\n\n"
+        f"Measured {results['date']} with `python -m bench.run` (see `bench/README.md`) on "
+        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux "
+        f"{info['kernel']}, Python {info['python']}, cgroup layout {info['cgroup_layout']}. "
+        "Medians of repeated runs; raw figures in "
+        f"`bench/results/{results['date']}.json`.\n\n{markdown}\n\n"
+        f"Largest imports of `app.cli` (cumulative): {top}.\n\n"
+        "To reproduce: `pip install -e '.[bench]'` then `python -m bench.run` (as root for the "
+        "cgroup path; about ten minutes).\n"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
+    parser.add_argument("--growth-rows", type=int, default=30000)
+    parser.add_argument("--growth-interval", type=float, default=0.01)
+    args = parser.parse_args()
+    quick = args.quick
+    steps: dict[str, Callable[[], Any]] = {
+        "per_tick": lambda: per_tick(
+            [1, 10, 100] if quick else [1, 10, 100, 1000], 20 if quick else 100
+        ),
+        "steady_state": lambda: steady_state(10 if quick else 60, 100),
+        "growth": lambda: growth(500 if quick else args.growth_rows, args.growth_interval, 100),
+        "startup": lambda: first_row(3 if quick else 7),
+        "imports": lambda: imports(3 if quick else 7),
+        "upload": lambda: upload_path(3 if quick else 7),
+    }
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "quick": quick,
+    }
+    for name, step in steps.items():
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        results[name] = step()
+    markdown = table(results)
+    path = write_report(results, markdown)
+    print(markdown)
+    print(f"\nresults: {path.relative_to(ROOT)}, docs/PERFORMANCE.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    main()
