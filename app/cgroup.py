@@ -327,7 +327,8 @@ def _usec(value: int | None) -> float | None:
 def _read(path: Path, parse: Callable[[str], _T]) -> _T | None:
     """Parse one file; a missing file (or controller) is normal and gives None."""
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
         return None
     except OSError as exc:

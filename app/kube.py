@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 import structlog
+
+if TYPE_CHECKING:
+    import requests
 
 log = structlog.get_logger("app.kube")
 
@@ -74,6 +76,8 @@ def pod_exit_code(
 
     Every failure is logged and means "exit code unknown" (None); it never raises.
     """
+    import requests  # only when the feature is on: requests costs ~16 MiB of RSS
+
     try:
         url = _pod_url(environ, account_dir)
         token = (account_dir / "token").read_text().strip()

@@ -1,8 +1,9 @@
 """Workload discovery in the shared pid namespace and /proc figures.
 
-Node-level figures, memory and IO come from psutil. Discovery and CPU times parse
-`/proc/<pid>/stat` directly: one read per process and tick, where psutil's per-call pid-reuse
-checks cost four reads (see docs/PERFORMANCE.md); pid reuse is caught by the start time instead.
+Node-level figures and PSS come from psutil. The per-process files read every tick (`stat`,
+`statm`, `io`) are read here with one `os.read` each: psutil's per-call pid-reuse checks and
+line parsing cost three to ten times more per process (see docs/PERFORMANCE.md); pid reuse is
+caught by the start time in the cache keys instead.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class _Memory:
 
 
 class ProcReader:
-    """Reads /proc under `proc_root`: its own stat parser for discovery, psutil for the rest."""
+    """Reads /proc under `proc_root`: direct reads per process and tick, psutil for the rest."""
 
     def __init__(
         self,
@@ -172,38 +173,46 @@ class ProcReader:
         # psutil keeps its /proc location in a module global; one agent reads one /proc.
         psutil.PROCFS_PATH = str(proc_root)
         self._clock_ticks = clock_ticks()
+        self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._boot_time = psutil.boot_time()
         self._monotonic = monotonic
         self._handles: dict[str, psutil.Process] = {}
         self._memberships: dict[str, dict[str, str]] = {}
         self._memory: dict[str, _Memory] = {}
         self._io_denied: set[str] = set()
+        self._known: dict[int, ProcessInfo] = {}
+
+    def _read(self, pid: int, name: str) -> bytes:
+        """One small /proc file in a single read; OSError when it is gone or denied."""
+        fd = os.open(f"{self.proc_root}/{pid}/{name}", os.O_RDONLY)
+        try:
+            return os.read(fd, 4096)
+        finally:
+            os.close(fd)
 
     def _stat(self, pid: int) -> ProcessInfo | None:
         try:
-            fd = os.open(f"{self.proc_root}/{pid}/stat", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        try:
-            return parse_stat(pid, data, self._clock_ticks, self._boot_time)
-        except (ValueError, IndexError):
+            return parse_stat(pid, self._read(pid, "stat"), self._clock_ticks, self._boot_time)
+        except (OSError, ValueError, IndexError):
             return None
 
     def pids(self) -> list[int]:
         """Every pid visible in /proc."""
         return psutil.pids()
 
-    def processes(self, pids: Iterable[int] | None = None) -> list[ProcessInfo]:
+    def processes(
+        self, pids: Iterable[int] | None = None, *, fresh: bool = True
+    ) -> list[ProcessInfo]:
         """The live user-space processes among `pids` (default: all); zombies, kernel threads
-        and vanished pids skipped. Caches of processes not listed are dropped."""
+        and vanished pids skipped. Caches of processes not listed are dropped.
+
+        `fresh=False` re-reads only pids not seen before: for callers that need identity and
+        parentage but not the CPU times (the cgroup path).
+        """
         listed = self.pids() if pids is None else pids
-        found = [info for pid in listed if (info := self._stat(pid)) is not None]
+        known = {} if fresh else self._known
+        found = [info for pid in listed if (info := known.get(pid) or self._stat(pid)) is not None]
+        self._known = {process.pid: process for process in found}
         live = {process.key for process in found}
         for cache in (self._handles, self._memberships, self._memory):
             for key in [key for key in cache if key not in live]:
@@ -236,37 +245,42 @@ class ProcReader:
 
     def usage(self, process: ProcessInfo) -> ProcessUsage | None:
         """Memory (PSS, else RSS) and IO of one process; None when it vanished."""
-        handle = self._handle(process)
-        if handle is None:
-            return None
         try:
-            rss = int(handle.memory_info().rss)
-            memory = self._memory_bytes(process.key, handle, rss)
-            read_bytes = write_bytes = None
-            if process.key not in self._io_denied:
-                try:
-                    io = handle.io_counters()
-                    read_bytes, write_bytes = io.read_bytes, io.write_bytes
-                except psutil.AccessDenied:
-                    # Another user's process without ptrace access: IO stays unknown.
-                    self._io_denied.add(process.key)
-        except (*_GONE, psutil.AccessDenied):
+            rss = int(self._read(process.pid, "statm").split()[1]) * self._page_size
+        except (OSError, IndexError, ValueError):
             return None
+        memory = self._memory_bytes(process, rss)
+        if memory is None:
+            return None
+        read_bytes = write_bytes = None
+        if process.key not in self._io_denied:
+            try:
+                read_bytes, write_bytes = parse_io(self._read(process.pid, "io"))
+            except PermissionError:
+                # Another user's process without ptrace access: its IO stays unknown.
+                self._io_denied.add(process.key)
+            except (OSError, KeyError, ValueError):
+                return None
         return ProcessUsage(memory, read_bytes, write_bytes)
 
-    def _memory_bytes(self, key: str, handle: psutil.Process, rss: int) -> int:
+    def _memory_bytes(self, process: ProcessInfo, rss: int) -> int | None:
         # PSS splits shared pages between the processes sharing them, so a sum over a forking
         # workload does not count them twice; it needs ptrace access, RSS does not.
         now = self._monotonic()
-        memory = self._memory.get(key)
+        memory = self._memory.get(process.key)
         if memory is None or now >= memory.refresh_at:
+            handle = self._handle(process)
+            if handle is None:
+                return None
             try:
                 pss: int | None = int(handle.memory_full_info().pss)
             except psutil.AccessDenied:
                 pss = None
+            except _GONE:
+                return None
             # Jittered, so processes started together do not all refresh on the same tick.
             refresh_at = now + PSS_REFRESH_SECONDS * random.uniform(0.5, 1.5)
-            memory = self._memory[key] = _Memory(pss, rss, refresh_at)
+            memory = self._memory[process.key] = _Memory(pss, rss, refresh_at)
         if memory.pss is None:
             return rss
         return max(0, memory.pss + rss - memory.rss_at_pss)
@@ -300,6 +314,12 @@ class ProcReader:
             net_recv_bytes=sum(n.bytes_recv for n in nics) if net is not None else None,
             net_sent_bytes=sum(n.bytes_sent for n in nics) if net is not None else None,
         )
+
+
+def parse_io(data: bytes) -> tuple[int, int]:
+    """`read_bytes` and `write_bytes` of a `/proc/<pid>/io` file."""
+    values = dict(line.split(b": ", 1) for line in data.splitlines() if b": " in line)
+    return int(values[b"read_bytes"]), int(values[b"write_bytes"])
 
 
 def _try(read: Callable[[], _T]) -> _T | None:

@@ -151,7 +151,7 @@ class Collector:
         return Reading(self._wall_clock(), self._monotonic(), system, workload)
 
     def _read_cgroup(self, dirs: CgroupDirs) -> WorkloadReading:
-        workload = self._procs.processes(self._cgroups.pids(dirs))
+        workload = self._procs.processes(self._cgroups.pids(dirs), fresh=False)
         reading = self._read_one_cgroup(dirs)
         counters, memory = ({}, None) if reading is None else _cgroup_counters(dirs, reading)
         return WorkloadReading(

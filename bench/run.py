@@ -13,6 +13,8 @@ import os
 import platform
 import re
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -148,6 +150,7 @@ def steady_state(seconds: float, processes: int) -> dict[str, Any]:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,  # its tracker processes are killed with it
         )
         assert peer.stdout is not None
         peer.stdout.readline()
@@ -184,10 +187,17 @@ def steady_state(seconds: float, processes: int) -> dict[str, Any]:
         ours.terminate()
         ours.wait(30)
         if peer:
-            peer.kill()
+            os.killpg(peer.pid, signal.SIGKILL)
             peer.wait(30)
         workload.stop()
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the agent's health server stays on, as deployed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _has_peer() -> bool:

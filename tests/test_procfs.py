@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from app.procfs import (
     ProcReader,
     main_pid,
     own_tree,
+    parse_io,
     parse_stat,
     select_tree,
     select_workload,
@@ -176,3 +178,44 @@ def test_pss_is_refreshed_periodically_and_tracks_rss_in_between():
     assert refreshed is not None
     assert abs(refreshed.memory_bytes - grown.memory_bytes) < 16 * 1024 * 1024
     del ballast
+
+
+def test_io_file_parsing():
+    data = b"rchar: 100\nwchar: 200\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\n"
+    assert parse_io(data + b"cancelled_write_bytes: 0\n") == (4096, 8192)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_another_users_process_gives_rss_and_unknown_io():
+    # As a non-root agent would see a workload of another uid: io and smaps_rollup denied.
+    script = (
+        "import json; from pathlib import Path; from app.procfs import ProcReader\n"
+        "reader = ProcReader(Path('/proc'))\n"
+        "target = next(p for p in reader.processes() if p.pid == 1)\n"
+        "usage = reader.usage(target)\n"
+        "print(json.dumps([usage.memory_bytes, usage.read_bytes, usage.write_bytes]))\n"
+    )
+    result = subprocess.run(
+        ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups",
+         sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    memory, read_bytes, write_bytes = json.loads(result.stdout)
+    statm = Path("/proc/1/statm").read_text().split()
+    assert abs(memory - int(statm[1]) * os.sysconf("SC_PAGE_SIZE")) < 4 * 1024 * 1024  # RSS
+    assert read_bytes is None and write_bytes is None
+
+
+def test_identity_only_listing_reads_new_pids_only(tmp_path: Path):
+    proc = fake_proc(tmp_path / "proc")
+    fake_process(proc, 1, 0, "pause")
+    fake_process(proc, 20, 0, "python", utime_ticks=100)
+    reader = ProcReader(proc)
+    assert [p.cpu_user_s for p in reader.processes(fresh=False)] == [0.1, 1.0]
+    fake_process(proc, 20, 0, "python", utime_ticks=900)  # CPU moved on
+    fake_process(proc, 21, 20, "worker")  # a new process
+    listed = {p.pid: p for p in reader.processes(fresh=False)}
+    assert sorted(listed) == [1, 20, 21]
+    assert listed[20].cpu_user_s == 1.0  # known pid: not re-read
+    assert reader.processes()[1].cpu_user_s == 9.0  # fresh listing reads everything
