@@ -1,15 +1,16 @@
 """Workload discovery in the shared pid namespace and /proc figures.
 
-Node-level figures and PSS come from psutil. The per-process files read every tick (`stat`,
-`statm`, `io`) are read here with one `os.read` each: psutil's per-call pid-reuse checks and
-line parsing cost three to ten times more per process (see docs/PERFORMANCE.md); pid reuse is
-caught by the start time in the cache keys instead.
+Node-level figures and PSS come from psutil. The per-process files read every tick (`stat`
+for parentage, CPU times and RSS; `io`) are read here with one `os.read` each: psutil's
+per-call pid-reuse checks and line parsing cost three to ten times more per process (see
+docs/PERFORMANCE.md); pid reuse is caught by the start time in the cache keys instead.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, FileNotFoundError, ProcessL
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads
 # PSS (smaps_rollup) makes the kernel walk page tables: ~100 us per process. It is re-read
 # about this often per process; in between, RSS changes are added to the last PSS.
-PSS_REFRESH_SECONDS = 10.0
+PSS_REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ProcessInfo:
     create_time: float
     cpu_user_s: float = 0.0
     cpu_system_s: float = 0.0
+    rss_bytes: int = 0
 
     @cached_property
     def key(self) -> str:
@@ -134,11 +136,13 @@ def main_pid(workload: Iterable[ProcessInfo]) -> int | None:
     return min(roots, key=lambda process: (process.create_time, process.pid)).pid
 
 
-def parse_stat(pid: int, data: bytes, clock_ticks: int, boot_time: float) -> ProcessInfo | None:
+def parse_stat(
+    pid: int, data: bytes, clock_ticks: int, boot_time: float, page_size: int = 4096
+) -> ProcessInfo | None:
     """A `/proc/<pid>/stat` line as ProcessInfo; None for zombies and kernel threads."""
     open_paren, close_paren = data.find(b"("), data.rfind(b")")
-    fields = data[close_paren + 2 :].split()
-    if open_paren < 0 or len(fields) < 20 or fields[0] in (b"Z", b"X"):
+    fields = data[close_paren + 2 :].split(maxsplit=22)
+    if open_paren < 0 or len(fields) < 22 or fields[0] in (b"Z", b"X"):
         return None
     if int(fields[6]) & _PF_KTHREAD:
         return None
@@ -149,6 +153,7 @@ def parse_stat(pid: int, data: bytes, clock_ticks: int, boot_time: float) -> Pro
         create_time=round(boot_time + int(fields[19]) / clock_ticks, 2),
         cpu_user_s=int(fields[11]) / clock_ticks,
         cpu_system_s=int(fields[12]) / clock_ticks,
+        rss_bytes=int(fields[21]) * page_size,  # the same counter as statm's resident
     )
 
 
@@ -181,18 +186,46 @@ class ProcReader:
         self._memory: dict[str, _Memory] = {}
         self._io_denied: set[str] = set()
         self._known: dict[int, ProcessInfo] = {}
+        self._fds: dict[tuple[int, str], int] = {}
+        self._fd_budget = _fd_budget()
 
     def _read(self, pid: int, name: str) -> bytes:
-        """One small /proc file in a single read; OSError when it is gone or denied."""
+        """One small /proc file in a single read; OSError when it is gone or denied.
+
+        The file stays open and is re-read with pread: a /proc file regenerates at offset 0,
+        and open + close cost more than the read. An fd refers to the process it was opened
+        for, so after a pid is reused it fails (ESRCH) instead of reading the new process.
+        """
+        key = (pid, name)
+        fd = self._fds.get(key)
+        if fd is not None:
+            try:
+                return os.pread(fd, 4096, 0)
+            except OSError:
+                del self._fds[key]
+                os.close(fd)
         fd = os.open(f"{self.proc_root}/{pid}/{name}", os.O_RDONLY)
         try:
-            return os.read(fd, 4096)
-        finally:
+            data = os.pread(fd, 4096, 0)
+        except OSError:
             os.close(fd)
+            raise
+        if len(self._fds) < self._fd_budget:
+            self._fds[key] = fd
+        else:
+            os.close(fd)
+        return data
+
+    def close(self) -> None:
+        """Close the cached /proc file descriptors."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def _stat(self, pid: int) -> ProcessInfo | None:
         try:
-            return parse_stat(pid, self._read(pid, "stat"), self._clock_ticks, self._boot_time)
+            data = self._read(pid, "stat")
+            return parse_stat(pid, data, self._clock_ticks, self._boot_time, self._page_size)
         except (OSError, ValueError, IndexError):
             return None
 
@@ -209,10 +242,13 @@ class ProcReader:
         `fresh=False` re-reads only pids not seen before: for callers that need identity and
         parentage but not the CPU times (the cgroup path).
         """
-        listed = self.pids() if pids is None else pids
+        listed = self.pids() if pids is None else list(pids)
         known = {} if fresh else self._known
         found = [info for pid in listed if (info := known.get(pid) or self._stat(pid)) is not None]
         self._known = {process.pid: process for process in found}
+        listed_pids = set(listed)
+        for gone in [file for file in self._fds if file[0] not in listed_pids]:
+            os.close(self._fds.pop(gone))
         live = {process.key for process in found}
         for cache in (self._handles, self._memberships, self._memory):
             for key in [key for key in cache if key not in live]:
@@ -245,11 +281,7 @@ class ProcReader:
 
     def usage(self, process: ProcessInfo) -> ProcessUsage | None:
         """Memory (PSS, else RSS) and IO of one process; None when it vanished."""
-        try:
-            rss = int(self._read(process.pid, "statm").split()[1]) * self._page_size
-        except (OSError, IndexError, ValueError):
-            return None
-        memory = self._memory_bytes(process, rss)
+        memory = self._memory_bytes(process, process.rss_bytes)
         if memory is None:
             return None
         read_bytes = write_bytes = None
@@ -316,10 +348,30 @@ class ProcReader:
         )
 
 
+def _fd_budget() -> int:
+    """How many /proc files may stay open: the soft fd limit, raised to the hard one where
+    allowed, less a reserve for sockets and the spool."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    wanted = min(wanted, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    limit = soft if soft != resource.RLIM_INFINITY else 1 << 16
+    return max(0, min(limit, 1 << 16) - 256)
+
+
 def parse_io(data: bytes) -> tuple[int, int]:
     """`read_bytes` and `write_bytes` of a `/proc/<pid>/io` file."""
-    values = dict(line.split(b": ", 1) for line in data.splitlines() if b": " in line)
-    return int(values[b"read_bytes"]), int(values[b"write_bytes"])
+    fields = data.split()
+    # Every kernel since 2.6.20 writes them 5th and 6th; look them up if one ever does not.
+    if fields[8:9] == [b"read_bytes:"] and fields[10:11] == [b"write_bytes:"]:
+        return int(fields[9]), int(fields[11])
+    values = dict(zip(fields[::2], fields[1::2], strict=False))
+    return int(values[b"read_bytes:"]), int(values[b"write_bytes:"])
 
 
 def _try(read: Callable[[], _T]) -> _T | None:

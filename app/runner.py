@@ -95,8 +95,9 @@ class Runner:
             upload_interval=settings.upload_interval,
             threshold_bytes=settings.upload_threshold_bytes,
         )
+        procs = ProcReader(settings.proc_root)
         collector = Collector(
-            ProcReader(settings.proc_root),
+            procs,
             CgroupReader(settings.cgroup_root, clock_ticks()),
             pid=settings.pid,
             cgroup=settings.cgroup,
@@ -108,6 +109,7 @@ class Runner:
         try:
             self._sample(collector, spool, loop)
         finally:
+            procs.close()
             outcome = self._finish(spool, uploader, loop, sink)
             if health is not None:
                 health.stop()

@@ -258,22 +258,27 @@ def _delta(before: float | None, after: float | None) -> float | None:
     return max(0.0, after - before)
 
 
+_NEW_SOURCE = Counters(0.0, 0.0, 0, 0)
+
+
 def _workload_deltas(before: WorkloadReading, after: WorkloadReading) -> dict[str, float | None]:
-    """Sum of per-source increases; a source new since `before` counts from zero."""
-    totals: dict[str, float | None] = {"user": 0.0, "system": 0.0, "read": 0.0, "write": 0.0}
+    """Sum of per-source increases; a source new since `before` counts from zero. IO is None
+    when any source's IO is unknown. (A plain loop: it runs once per process and tick.)"""
+    user = system = 0.0
+    read: float | None = 0.0
+    write: float | None = 0.0
+    previous = before.counters
     for key, now in after.counters.items():
-        then = before.counters.get(key, Counters(0.0, 0.0, 0, 0))
-        pairs = {
-            "user": (then.cpu_user_s, now.cpu_user_s),
-            "system": (then.cpu_system_s, now.cpu_system_s),
-            "read": (then.read_bytes, now.read_bytes),
-            "write": (then.write_bytes, now.write_bytes),
-        }
-        for name, (start, end) in pairs.items():
-            step = _delta(start, end)
-            current = totals[name]
-            totals[name] = None if step is None or current is None else current + step
-    return totals
+        then = previous.get(key, _NEW_SOURCE)
+        user += max(0.0, now.cpu_user_s - then.cpu_user_s)
+        system += max(0.0, now.cpu_system_s - then.cpu_system_s)
+        if read is not None:
+            step = _delta(then.read_bytes, now.read_bytes)
+            read = None if step is None else read + step
+        if write is not None:
+            step = _delta(then.write_bytes, now.write_bytes)
+            write = None if step is None else write + step
+    return {"user": user, "system": system, "read": read, "write": write}
 
 
 def _fmt(value: float | int | None, digits: int = 3) -> str:

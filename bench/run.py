@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from app import log
 from app.cgroup import CgroupReader
 from app.health import Stats
 from app.procfs import ProcReader, clock_ticks
@@ -545,6 +546,7 @@ def main() -> None:
     parser.add_argument("--growth-rows", type=int, default=30000)
     parser.add_argument("--growth-interval", type=float, default=0.01)
     args = parser.parse_args()
+    log.configure("warning")
     quick = args.quick
     steps: dict[str, Callable[[], Any]] = {
         "per_tick": lambda: per_tick(

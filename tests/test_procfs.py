@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.procfs import (
+    PSS_REFRESH_SECONDS,
     ProcessInfo,
     ProcReader,
     main_pid,
@@ -142,13 +143,10 @@ def test_real_proc_sees_a_foreign_process_as_workload(tmp_path: Path):
 
 
 def test_stat_parsing_handles_names_with_spaces_and_parentheses():
-    line = (
-        b"42 (my (odd) name) R 7 42 42 0 -1 4194560 0 0 0 0 250 50 0 0 20 0 1 0 500 1 1 0\n" + b""
-    )
-    line = line.rstrip(b"\n") + b" 0" * 30 + b"\n"
-    process = parse_stat(42, line, clock_ticks=100, boot_time=1000.0)
+    line = b"42 (my (odd) name) R 7 42 42 0 -1 4194560 0 0 0 0 250 50 0 0 20 0 1 0 500 1 3"
+    process = parse_stat(42, line + b" 0" * 30 + b"\n", clock_ticks=100, boot_time=1000.0)
     assert process is not None
-    assert (process.name, process.ppid) == ("my (odd) name", 7)
+    assert (process.name, process.ppid, process.rss_bytes) == ("my (odd) name", 7, 3 * 4096)
     assert (process.cpu_user_s, process.cpu_system_s, process.create_time) == (2.5, 0.5, 1005.0)
 
 
@@ -166,15 +164,18 @@ def test_pss_is_refreshed_periodically_and_tracks_rss_in_between():
 
     clock = Clock()
     reader = ProcReader(Path("/proc"), monotonic=clock)
-    me = next(p for p in reader.processes() if p.pid == os.getpid())
-    first = reader.usage(me)
+
+    def me() -> ProcessInfo:
+        return next(p for p in reader.processes() if p.pid == os.getpid())
+
+    first = reader.usage(me())
     ballast = bytearray(64 * 1024 * 1024)
     ballast[::4096] = b"\1" * len(ballast[::4096])
-    grown = reader.usage(me)  # same tick window: last PSS + RSS growth
+    grown = reader.usage(me())  # before the next refresh: last PSS + RSS growth
     assert first is not None and grown is not None
     assert grown.memory_bytes - first.memory_bytes > 60 * 1024 * 1024
-    clock.now += 2 * 10.0
-    refreshed = reader.usage(me)
+    clock.now += 2 * PSS_REFRESH_SECONDS
+    refreshed = reader.usage(me())
     assert refreshed is not None
     assert abs(refreshed.memory_bytes - grown.memory_bytes) < 16 * 1024 * 1024
     del ballast
@@ -219,3 +220,24 @@ def test_identity_only_listing_reads_new_pids_only(tmp_path: Path):
     assert sorted(listed) == [1, 20, 21]
     assert listed[20].cpu_user_s == 1.0  # known pid: not re-read
     assert reader.processes()[1].cpu_user_s == 9.0  # fresh listing reads everything
+
+
+def test_io_file_in_another_order_is_still_parsed():
+    data = b"read_bytes: 7\nrchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nwrite_bytes: 9\n"
+    assert parse_io(data) == (7, 9)
+
+
+def test_cached_proc_files_are_closed_when_their_process_is_gone():
+    reader = ProcReader(Path("/proc"))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        listed = next(p for p in reader.processes() if p.pid == child.pid)
+        assert reader.usage(listed) is not None
+        open_before = len(os.listdir("/proc/self/fd"))
+    finally:
+        child.kill()
+        child.wait()
+    assert reader.usage(listed) is None  # the cached fd answers ESRCH, never another process
+    reader.processes()
+    assert len(os.listdir("/proc/self/fd")) < open_before
+    reader.close()
