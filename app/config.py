@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from app.sinks import parse_s3_uri
 
 CONFIG_ENV = "TRACKER_CONFIG"
@@ -263,6 +261,8 @@ def _validate(field: str, value: Any, source: str) -> Any:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Settings from a YAML mapping file, validated key by key."""
+    import yaml  # only with a config file: ~2 MiB the agent does not need otherwise
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

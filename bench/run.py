@@ -41,6 +41,7 @@ from bench.workload import Workload, cpu_seconds, rss_mib, tree
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MIB = 1024 * 1024
+NOTES_MARKER = "<!-- notes: kept across bench runs -->"
 
 
 def median(values: list[float]) -> float:
@@ -526,6 +527,8 @@ def write_report(results: dict[str, Any], markdown: str) -> Path:
     top = ", ".join(f"{name} {ms} ms" for name, ms in results["imports"]["top_imports_ms"].items())
     doc = ROOT / "docs" / "PERFORMANCE.md"
     doc.parent.mkdir(exist_ok=True)
+    # Hand-written notes below the marker survive a new run of the bench.
+    notes = doc.read_text().partition(NOTES_MARKER)[2] if doc.exists() else ""
     doc.write_text(
         "# Performance\n\n"
         f"Measured {results['date']} with `python -m bench.run` (see `bench/README.md`) on "
@@ -535,7 +538,7 @@ def write_report(results: dict[str, Any], markdown: str) -> Path:
         f"`bench/results/{results['date']}.json`.\n\n{markdown}\n\n"
         f"Largest imports of `app.cli` (cumulative): {top}.\n\n"
         "To reproduce: `pip install -e '.[bench]'` then `python -m bench.run` (as root for the "
-        "cgroup path; about ten minutes).\n"
+        "cgroup path; about ten minutes).\n\n" + NOTES_MARKER + notes
     )
     return out
 
@@ -573,5 +576,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     main()
