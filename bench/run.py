@@ -52,6 +52,14 @@ def agent_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "app", *args]
 
 
+def start_agent(pid: int, interval: float, spool: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`sentinel-sidecar run` in local mode tracking the process tree `pid`."""
+    return subprocess.Popen(
+        agent_command("run", "--pid", str(pid), "--interval", str(interval), "--spool-dir",
+                      str(spool), "--log-level", "warning", *extra)
+    )  # fmt: skip
+
+
 # --- 1. per tick ------------------------------------------------------------------------------
 
 
@@ -130,21 +138,7 @@ def steady_state(seconds: float, processes: int) -> dict[str, Any]:
     """Ours and resource-tracker next to the same workload for the same window."""
     workload = Workload(processes)
     spool = Path(tempfile.mkdtemp(prefix="bench-steady-"))
-    ours = subprocess.Popen(
-        agent_command(
-            "run",
-            "--pid",
-            str(workload.pid),
-            "--interval",
-            "1",
-            "--spool-dir",
-            str(spool),
-            "--health-port",
-            "0",
-            "--log-level",
-            "warning",
-        ),
-    )
+    ours = start_agent(workload.pid, 1, spool, "--health-port", str(free_port()))
     peer = None
     if _has_peer():
         peer = subprocess.Popen(
@@ -220,22 +214,8 @@ def growth(rows: int, interval: float, processes: int) -> dict[str, Any]:
     """RSS against rows written at a fast interval; slope extrapolated to an hour at 1 s."""
     workload = Workload(processes)
     spool = Path(tempfile.mkdtemp(prefix="bench-growth-"))
-    agent = subprocess.Popen(
-        agent_command(
-            "run",
-            "--pid",
-            str(workload.pid),
-            "--interval",
-            str(interval),
-            "--upload-interval",
-            "5",
-            "--spool-dir",
-            str(spool),
-            "--health-port",
-            "0",
-            "--log-level",
-            "warning",
-        ),
+    agent = start_agent(
+        workload.pid, interval, spool, "--upload-interval", "5", "--health-port", "0"
     )
     metrics = spool / "metrics.csv"
     samples: list[tuple[int, float]] = []
@@ -277,19 +257,7 @@ def first_row(repeats: int) -> dict[str, Any]:
         header = len(header_line("sentinel"))
         metrics = spool / "metrics.csv"
         started = time.perf_counter()
-        agent = subprocess.Popen(
-            agent_command(
-                "run",
-                "--pid",
-                "1",
-                "--spool-dir",
-                str(spool),
-                "--health-port",
-                "0",
-                "--log-level",
-                "warning",
-            ),
-        )
+        agent = start_agent(1, 1, spool, "--health-port", "0")
         while not (metrics.exists() and metrics.stat().st_size > header):
             time.sleep(0.002)
         times.append(time.perf_counter() - started)
@@ -302,9 +270,11 @@ def first_row(repeats: int) -> dict[str, Any]:
 def imports(repeats: int) -> dict[str, Any]:
     """Import cost of the CLI, with boto3 lazy (as shipped) and eager (imported up front)."""
     result: dict[str, Any] = {}
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the bench's own peak.
     probe = (
-        "import resource, time; t = time.perf_counter(); {imports}; "
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import time; t = time.perf_counter(); {imports}; elapsed = time.perf_counter() - t; "
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+        "print(elapsed, hwm)"
     )
     for name, imports_ in (
         ("lazy_boto3", "import app.cli"),

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import psutil
@@ -33,3 +35,14 @@ def sentinel(moto: MotoServer, proxy: S3Proxy) -> Iterator[SentinelServer]:
     server = SentinelServer(moto, proxy, moto.new_bucket())
     yield server
     server.close()
+
+
+@pytest.fixture
+def workload() -> Iterator[subprocess.Popen[bytes]]:
+    """A small real workload process: a little CPU every 10 ms, until the test ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.01)"]
+    )
+    yield process
+    process.kill()
+    process.wait()

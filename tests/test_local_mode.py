@@ -1,23 +1,12 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.agent import chunk_rows, dir_chunks, spool_rows, start_agent, wait_for_rows
-
-
-@pytest.fixture
-def workload():
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.01)"]
-    )
-    yield process
-    process.kill()
-    process.wait()
 
 
 def agent_args(tmp_path: Path, *extra: str) -> list[str]:

@@ -4,7 +4,6 @@ import gzip
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,16 +13,6 @@ import requests
 
 from tests.agent import chunk_rows, spool_rows, start_agent, wait_for_rows, wait_until
 from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer, free_port
-
-
-@pytest.fixture
-def workload():
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import time\nwhile True:\n    sum(range(20000)); time.sleep(0.01)"]
-    )
-    yield process
-    process.kill()
-    process.wait()
 
 
 def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
