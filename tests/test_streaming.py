@@ -201,6 +201,8 @@ def test_rotated_token_file_is_read_again_after_401(
     rotated.write_text(sentinel.token + "\n")
     rotated.replace(token_file)  # atomic, as the kubelet swaps a Secret volume's files
     wait_until(lambda: sentinel.registrations() == 1, 30, "registration with the new token")
+    # Stopped before its first upload the run would go inline; let it upload once.
+    wait_until(lambda: bool(moto.objects(sentinel.bucket)), 30, "an upload with the new token")
     stop(agent)
     _uris, rows = delivered(moto, sentinel)
     assert rows == spool_rows(spool)
