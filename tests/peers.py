@@ -149,7 +149,22 @@ class ProxyLog:
     token: str | None
 
 
-class S3Proxy:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 with a free port, serving until `close()`."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class S3Proxy(LoopbackServer):
     """Forwards S3 requests to moto unchanged; answers the real `ExpiredToken` error for a
     session token past its expiry, and drops connections while `down`."""
 
@@ -158,11 +173,8 @@ class S3Proxy:
         self.expiry: dict[str, float] = {}  # session token -> UNIX time it stops working
         self.down = False
         self.log: list[ProxyLog] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(self._handler())
+        self.endpoint = self.url
 
     def expired_puts(self) -> list[ProxyLog]:
         return [e for e in self.log if e.method == "PUT" and e.status == 400]
@@ -220,10 +232,6 @@ class S3Proxy:
 
         return Handler
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
 
 @dataclass
 class Run:
@@ -234,7 +242,7 @@ class Run:
     refreshes: int = 0
 
 
-class SentinelServer:
+class SentinelServer(LoopbackServer):
     """The Sentinel API contract of DESIGN.md, handing out moto STS credentials.
 
     `credentials_ttl` is the `expires_at` the server announces; `token_lifetime` is how long the
@@ -264,11 +272,7 @@ class SentinelServer:
         self.runs: dict[str, Run] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(self._handler())
 
     def registrations(self) -> int:
         return sum(1 for path, status in self.requests if path == "/runs" and status == 200)
@@ -366,7 +370,3 @@ class SentinelServer:
                 pass
 
         return Handler
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
