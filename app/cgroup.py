@@ -15,6 +15,7 @@ _T = TypeVar("_T")
 # v1 reports "no limit" as PAGE_COUNTER_MAX rounded to the page size; anything this big is no limit.
 _V1_UNLIMITED = 1 << 62
 _V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
+_LOCATE_CACHE_SIZE = 4096
 
 
 class CgroupFormatError(ValueError):
@@ -204,9 +205,23 @@ class CgroupReader:
         self.root = root
         self.layout = detect_layout(root)
         self._clock_ticks = clock_ticks
+        self._located: dict[tuple[tuple[str, str], ...], CgroupDirs] = {}
 
     def locate(self, membership: dict[str, str]) -> CgroupDirs:
-        """The directories of the cgroup a process is in, from its `/proc/<pid>/cgroup`."""
+        """The directories of the cgroup a process is in, from its `/proc/<pid>/cgroup`.
+
+        Remembered per membership: discovery asks for every workload process on every tick,
+        and the answer costs a stat() per hierarchy. A process's cgroup exists while it is in it.
+        """
+        key = tuple(sorted(membership.items()))
+        dirs = self._located.get(key)
+        if dirs is None:
+            if len(self._located) >= _LOCATE_CACHE_SIZE:
+                self._located.clear()  # memberships of long-gone containers
+            dirs = self._located[key] = self._locate(membership)
+        return dirs
+
+    def _locate(self, membership: dict[str, str]) -> CgroupDirs:
         unified = None
         if "" in membership and self.layout in (Layout.V2, Layout.HYBRID):
             base = self.root if self.layout is Layout.V2 else self.root / "unified"

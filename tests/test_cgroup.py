@@ -200,3 +200,11 @@ def test_this_machine_cgroup_root_reads_without_error():
     reader = CgroupReader(root)
     reading = reader.read(reader.locate(parse_proc_cgroup(Path("/proc/self/cgroup").read_text())))
     assert reading.cpu_usage_s is None or reading.cpu_usage_s > 0
+
+
+def test_locate_is_remembered_per_membership(tmp_path: Path):
+    cgroup_v2(tmp_path, "job")
+    reader = CgroupReader(tmp_path)
+    first = reader.locate({"": "/job"})
+    assert reader.locate({"": "/job"}) is first
+    assert reader.locate({"": "/other"}) != first
