@@ -1,8 +1,8 @@
 """Workload discovery in the shared pid namespace and /proc figures.
 
-Node-level figures and PSS come from psutil. The per-process files read every tick (`stat`
-for parentage, CPU times and RSS; `io`) are read here with one `os.read` each: psutil's
-per-call pid-reuse checks and line parsing cost three to ten times more per process (see
+Node-level figures come from psutil. The per-process files (`stat` for parentage, CPU times and
+RSS; `io`; `smaps_rollup` for PSS) are read here with one `pread` each: psutil's per-call
+pid-reuse checks and line parsing cost three to ten times more per process (see
 docs/PERFORMANCE.md); pid reuse is caught by the start time in the cache keys instead.
 """
 
@@ -25,29 +25,42 @@ from app.cgroup import parse_proc_cgroup
 _T = TypeVar("_T")
 _MIB = 1024 * 1024
 _GB = 1e9
-_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError)
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads
-# PSS (smaps_rollup) makes the kernel walk page tables: ~100 us per process. It is re-read
-# about this often per process; in between, RSS changes are added to the last PSS.
+# PSS (smaps_rollup) makes the kernel walk the page tables: its cost grows with the resident
+# size (docs/PERFORMANCE.md). While the set of processes is stable it is re-read at least this
+# often per process; in between, RSS changes are added to the last PSS.
 PSS_REFRESH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class ProcessInfo:
-    """One live process as seen in /proc."""
+    """One process as seen in `/proc/<pid>/stat`; CPU times cumulative, in seconds.
+
+    `children_*` is the CPU of descendants this process has reaped: the kernel moves a child's
+    whole CPU there when its parent waits for it. A zombie has exited but is not reaped yet; its
+    CPU still shows, its memory is gone.
+    """
 
     pid: int
     ppid: int
     name: str
-    create_time: float
+    started: float  # seconds since boot (CLOCK_BOOTTIME)
     cpu_user_s: float = 0.0
     cpu_system_s: float = 0.0
+    children_user_s: float = 0.0
+    children_system_s: float = 0.0
     rss_bytes: int = 0
+    zombie: bool = False
 
     @cached_property
     def key(self) -> str:
         """Identity that survives pid reuse."""
-        return f"pid:{self.pid}:{self.create_time:.2f}"
+        return f"pid:{self.pid}:{self.started:.2f}"
+
+    @property
+    def is_pause(self) -> bool:
+        """The pod's pause process: PID 1 of a shared pid namespace, reaper of orphans."""
+        return self.pid == 1 and self.name == "pause"
 
 
 @dataclass(frozen=True)
@@ -113,9 +126,7 @@ def select_workload(processes: Iterable[ProcessInfo], own_pid: int) -> list[Proc
     processes = list(processes)
     excluded = own_tree(processes, own_pid)
     return [
-        process
-        for process in processes
-        if process.pid not in excluded and not (process.pid == 1 and process.name == "pause")
+        process for process in processes if process.pid not in excluded and not process.is_pause
     ]
 
 
@@ -127,22 +138,22 @@ def select_tree(processes: Iterable[ProcessInfo], root_pid: int) -> list[Process
 
 
 def main_pid(workload: Iterable[ProcessInfo]) -> int | None:
-    """The workload's main process: the oldest one whose parent is not part of the workload."""
-    workload = list(workload)
+    """The workload's main process: the oldest live one whose parent is not in the workload."""
+    workload = [process for process in workload if not process.zombie]
     pids = {process.pid for process in workload}
     roots = [process for process in workload if process.ppid not in pids]
     if not roots:
         return None
-    return min(roots, key=lambda process: (process.create_time, process.pid)).pid
+    return min(roots, key=lambda process: (process.started, process.pid)).pid
 
 
 def parse_stat(
-    pid: int, data: bytes, clock_ticks: int, boot_time: float, page_size: int = 4096
+    pid: int, data: bytes, clock_ticks: int, page_size: int = 4096
 ) -> ProcessInfo | None:
-    """A `/proc/<pid>/stat` line as ProcessInfo; None for zombies and kernel threads."""
+    """A `/proc/<pid>/stat` line as ProcessInfo; None for kernel threads and dead tasks."""
     open_paren, close_paren = data.find(b"("), data.rfind(b")")
     fields = data[close_paren + 2 :].split(maxsplit=22)
-    if open_paren < 0 or len(fields) < 22 or fields[0] in (b"Z", b"X"):
+    if open_paren < 0 or len(fields) < 22 or fields[0] == b"X":
         return None
     if int(fields[6]) & _PF_KTHREAD:
         return None
@@ -150,10 +161,13 @@ def parse_stat(
         pid=pid,
         ppid=int(fields[1]),
         name=data[open_paren + 1 : close_paren].decode(errors="replace"),
-        create_time=round(boot_time + int(fields[19]) / clock_ticks, 2),
+        started=int(fields[19]) / clock_ticks,
         cpu_user_s=int(fields[11]) / clock_ticks,
         cpu_system_s=int(fields[12]) / clock_ticks,
+        children_user_s=int(fields[13]) / clock_ticks,
+        children_system_s=int(fields[14]) / clock_ticks,
         rss_bytes=int(fields[21]) * page_size,  # the same counter as statm's resident
+        zombie=fields[0] == b"Z",
     )
 
 
@@ -179,12 +193,10 @@ class ProcReader:
         psutil.PROCFS_PATH = str(proc_root)
         self._clock_ticks = clock_ticks()
         self._page_size = os.sysconf("SC_PAGE_SIZE")
-        self._boot_time = psutil.boot_time()
         self._monotonic = monotonic
-        self._handles: dict[str, psutil.Process] = {}
         self._memberships: dict[str, dict[str, str]] = {}
         self._memory: dict[str, _Memory] = {}
-        self._io_denied: set[str] = set()
+        self._denied: dict[str, set[str]] = {"io": set(), "smaps_rollup": set()}
         self._known: dict[int, ProcessInfo] = {}
         self._fds: dict[tuple[int, str], int] = {}
         self._fd_budget = _fd_budget()
@@ -224,8 +236,7 @@ class ProcReader:
 
     def _stat(self, pid: int) -> ProcessInfo | None:
         try:
-            data = self._read(pid, "stat")
-            return parse_stat(pid, data, self._clock_ticks, self._boot_time, self._page_size)
+            return parse_stat(pid, self._read(pid, "stat"), self._clock_ticks, self._page_size)
         except (OSError, ValueError, IndexError):
             return None
 
@@ -236,8 +247,8 @@ class ProcReader:
     def processes(
         self, pids: Iterable[int] | None = None, *, fresh: bool = True
     ) -> list[ProcessInfo]:
-        """The live user-space processes among `pids` (default: all); zombies, kernel threads
-        and vanished pids skipped. Caches of processes not listed are dropped.
+        """The user-space processes among `pids` (default: all), zombies included; kernel
+        threads and vanished pids skipped. Caches of processes not listed are dropped.
 
         `fresh=False` re-reads only pids not seen before: for callers that need identity and
         parentage but not the CPU times (the cgroup path).
@@ -250,10 +261,11 @@ class ProcReader:
         for gone in [file for file in self._fds if file[0] not in listed_pids]:
             os.close(self._fds.pop(gone))
         live = {process.key for process in found}
-        for cache in (self._handles, self._memberships, self._memory):
+        for cache in (self._memberships, self._memory):
             for key in [key for key in cache if key not in live]:
                 del cache[key]
-        self._io_denied &= live
+        for denied in self._denied.values():
+            denied &= live
         return found
 
     def membership(self, process: ProcessInfo) -> dict[str, str] | None:
@@ -267,51 +279,53 @@ class ProcReader:
             cached = self._memberships[process.key] = parse_proc_cgroup(text)
         return cached
 
-    def _handle(self, process: ProcessInfo) -> psutil.Process | None:
-        handle = self._handles.get(process.key)
-        if handle is None:
-            try:
-                handle = psutil.Process(process.pid)
-            except _GONE:
-                return None
-            if abs(handle.create_time() - process.create_time) > 0.05:
-                return None  # the pid was reused since it was listed
-            self._handles[process.key] = handle
-        return handle
+    def usage(self, process: ProcessInfo, *, fresh_pss: bool = False) -> ProcessUsage | None:
+        """Memory (PSS, else RSS) and IO of one live process; None when it vanished.
 
-    def usage(self, process: ProcessInfo) -> ProcessUsage | None:
-        """Memory (PSS, else RSS) and IO of one process; None when it vanished."""
-        memory = self._memory_bytes(process, process.rss_bytes)
+        PSS is re-read when `fresh_pss`, when it is older than PSS_REFRESH_SECONDS, or when it
+        was never read; in between, the process's RSS changes are added to the last PSS.
+        """
+        memory = self._memory_bytes(process, fresh_pss)
         if memory is None:
             return None
         read_bytes = write_bytes = None
-        if process.key not in self._io_denied:
+        io = self._optional(process, "io")
+        if io is None:
+            return None
+        if io:
             try:
-                read_bytes, write_bytes = parse_io(self._read(process.pid, "io"))
-            except PermissionError:
-                # Another user's process without ptrace access: its IO stays unknown.
-                self._io_denied.add(process.key)
-            except (OSError, KeyError, ValueError):
+                read_bytes, write_bytes = parse_io(io)
+            except (KeyError, ValueError, IndexError):
                 return None
         return ProcessUsage(memory, read_bytes, write_bytes)
 
-    def _memory_bytes(self, process: ProcessInfo, rss: int) -> int | None:
-        # PSS splits shared pages between the processes sharing them, so a sum over a forking
-        # workload does not count them twice; it needs ptrace access, RSS does not.
+    def _optional(self, process: ProcessInfo, name: str) -> bytes | None:
+        """A file that needs ptrace access: b"" when denied (another user's process without
+        CAP_SYS_PTRACE; remembered), None when the process is gone."""
+        denied = self._denied[name]
+        if process.key in denied:
+            return b""
+        try:
+            return self._read(process.pid, name)
+        except PermissionError:
+            denied.add(process.key)
+            return b""
+        except OSError:
+            return None
+
+    def _memory_bytes(self, process: ProcessInfo, fresh_pss: bool) -> int | None:
+        # PSS splits shared and copy-on-write pages between the processes mapping them, so a
+        # sum over a forking workload counts each page once, as the kernel charges it.
+        rss = process.rss_bytes
         now = self._monotonic()
         memory = self._memory.get(process.key)
-        if memory is None or now >= memory.refresh_at:
-            handle = self._handle(process)
-            if handle is None:
+        if fresh_pss or memory is None or now >= memory.refresh_at:
+            rollup = self._optional(process, "smaps_rollup")
+            if rollup is None:
                 return None
-            try:
-                pss: int | None = int(handle.memory_full_info().pss)
-            except psutil.AccessDenied:
-                pss = None
-            except _GONE:
-                return None
-            # Jittered, so processes started together do not all refresh on the same tick.
-            refresh_at = now + PSS_REFRESH_SECONDS * random.uniform(0.5, 1.5)
+            pss = _try(lambda: parse_pss(rollup)) if rollup else None
+            # Staggered, so a stable set of processes does not refresh all on one tick.
+            refresh_at = now + PSS_REFRESH_SECONDS * random.uniform(0.5, 1.0)
             memory = self._memory[process.key] = _Memory(pss, rss, refresh_at)
         if memory.pss is None:
             return rss
@@ -372,6 +386,14 @@ def parse_io(data: bytes) -> tuple[int, int]:
         return int(fields[9]), int(fields[11])
     values = dict(zip(fields[::2], fields[1::2], strict=False))
     return int(values[b"read_bytes:"]), int(values[b"write_bytes:"])
+
+
+def parse_pss(data: bytes) -> int:
+    """The `Pss:` line of `/proc/<pid>/smaps_rollup`, in bytes."""
+    start = data.find(b"\nPss:")
+    if start < 0:
+        raise ValueError("smaps_rollup has no Pss line")
+    return int(data[start + 5 : data.index(b"kB", start)]) * 1024
 
 
 def _try(read: Callable[[], _T]) -> _T | None:

@@ -15,11 +15,12 @@ from typing import Any
 import structlog
 
 from app.cgroup import CgroupReader
+from app.collect import Collector, Reading
 from app.config import Settings
 from app.health import HealthServer, Probe, Stats
 from app.kube import pod_exit_code
 from app.procfs import ProcReader, clock_ticks
-from app.sampler import Collector, Reading, Ticker, header_line, make_row
+from app.rows import header_line, make_row
 from app.sentinel import SentinelClient, SentinelError, register_body
 from app.sinks import DirSink, S3Sink, SinkError
 from app.spool import Spool, State, StateStore, read_exit_code, set_aside
@@ -325,3 +326,20 @@ class Runner:
             return None
         log.info("run_finished_on_api", run_id=sink.run_id, data_source=body["data_source"])
         return f"{self.settings.sentinel_api_url.rstrip('/')}/runs/{sink.run_id}"
+
+
+class Ticker:
+    """Tick times on a monotonic clock at start + k * interval; a late tick skips, never drifts."""
+
+    def __init__(self, interval: float, start: float) -> None:
+        self.interval = interval
+        self._next = start + interval
+
+    def next_after(self, now: float) -> float:
+        """The next tick time strictly after `now`, advancing the schedule."""
+        if now >= self._next:
+            missed = int((now - self._next) // self.interval) + 1
+            self._next += missed * self.interval
+        due = self._next
+        self._next += self.interval
+        return due

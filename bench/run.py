@@ -29,9 +29,10 @@ import psutil
 
 from app import log
 from app.cgroup import CgroupReader
+from app.collect import Collector
 from app.health import Stats
 from app.procfs import ProcReader, clock_ticks
-from app.sampler import Collector, header_line, make_row
+from app.rows import header_line, make_row
 from app.sentinel import Credentials
 from app.sinks import S3Sink
 from app.spool import Spool, State, StateStore

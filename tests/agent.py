@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.sampler import header_line
+from app.rows import header_line
 
 
 def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -63,19 +63,21 @@ def test_fake_proc_tree_is_discovered_and_summed(tmp_path: Path):
     (proc / "23").mkdir()  # vanished between listing and reading: no files left
     reader = ProcReader(proc)
     processes = reader.processes()
-    assert sorted(p.pid for p in processes) == [1, 7, 20, 21]
+    assert sorted(p.pid for p in processes) == [1, 7, 20, 21, 22]
+    assert [p.pid for p in processes if p.zombie] == [22]  # its CPU still counts until reaped
     workload = select_workload(processes, own_pid=7)
-    assert sorted(p.pid for p in workload) == [20, 21]
+    assert sorted(p.pid for p in workload) == [20, 21, 22]
+    assert main_pid(workload) == 20
     python = next(p for p in processes if p.pid == 20)
     assert (python.cpu_user_s, python.cpu_system_s) == (3.0, 1.0)
-    assert python.create_time == 1_700_000_000 + 1.0  # btime + starttime 100 ticks
+    assert python.started == 1.0  # starttime 100 ticks after boot
     usage = reader.usage(python)
     assert usage is not None
     assert usage.memory_bytes == 4096 * 1024
     assert (usage.read_bytes, usage.write_bytes) == (4096, 8192)
     assert reader.membership(processes[2]) == {"": "/"}
     system = reader.system(len(processes))
-    assert system.processes == 4
+    assert system.processes == 5
     assert system.memory_free_mib == pytest.approx(8000000 / 1024)
     assert system.cpu_user_s == pytest.approx(1.0)
 
@@ -143,11 +145,13 @@ def test_real_proc_sees_a_foreign_process_as_workload(tmp_path: Path):
 
 
 def test_stat_parsing_handles_names_with_spaces_and_parentheses():
-    line = b"42 (my (odd) name) R 7 42 42 0 -1 4194560 0 0 0 0 250 50 0 0 20 0 1 0 500 1 3"
-    process = parse_stat(42, line + b" 0" * 30 + b"\n", clock_ticks=100, boot_time=1000.0)
+    line = b"42 (my (odd) name) R 7 42 42 0 -1 4194560 0 0 0 0 250 50 70 30 20 0 1 0 500 1 3"
+    process = parse_stat(42, line + b" 0" * 30 + b"\n", clock_ticks=100)
     assert process is not None
     assert (process.name, process.ppid, process.rss_bytes) == ("my (odd) name", 7, 3 * 4096)
-    assert (process.cpu_user_s, process.cpu_system_s, process.create_time) == (2.5, 0.5, 1005.0)
+    assert (process.cpu_user_s, process.cpu_system_s, process.started) == (2.5, 0.5, 5.0)
+    assert (process.children_user_s, process.children_system_s) == (0.7, 0.3)
+    assert not process.zombie
 
 
 def test_real_proc_has_no_kernel_threads_in_the_listing():

@@ -3,19 +3,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from app.accounting import Counters
 from app.cgroup import CgroupReader
+from app.collect import Collector, Reading, WorkloadReading
 from app.procfs import ProcReader, SystemReading
-from app.sampler import (
-    EXTENDED_COLUMNS,
-    SENTINEL_COLUMNS,
-    Collector,
-    Counters,
-    Reading,
-    Ticker,
-    WorkloadReading,
-    columns,
-    make_row,
-)
+from app.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
+from app.runner import Ticker
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write
 
 
@@ -155,7 +148,7 @@ def test_collector_uses_the_workload_cgroup_when_exposed(tmp_path: Path):
     result = Collector(procs, cgroups, own_pid=7).read()
     assert result.workload.main_pid == 42
     assert result.workload.process_count == 2
-    [(key, counters)] = result.workload.counters.items()
+    [(key, counters)] = [item for item in result.workload.counters.items() if item[0] != "proc"]
     assert key.startswith("cgroup:")
     assert (counters.cpu_user_s, counters.cpu_system_s) == (3.0, 2.0)
     assert result.workload.memory_bytes == 104857600 - 20971520
@@ -163,18 +156,31 @@ def test_collector_uses_the_workload_cgroup_when_exposed(tmp_path: Path):
 
 def test_collector_sums_proc_when_the_cgroup_is_shared_with_the_sidecar(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/workload")
-    result = Collector(procs, cgroups, own_pid=7).read()
-    assert len(result.workload.counters) == 2
-    assert all(key.startswith("pid:") for key in result.workload.counters)
-    assert sum(c.cpu_user_s for c in result.workload.counters.values()) == pytest.approx(2.0)
-    assert result.workload.memory_bytes == 2 * 2048 * 1024
+    collector = Collector(procs, cgroups, own_pid=7, uptime=lambda: 100.0)
+    with capture_logs() as logs:
+        first = collector.read()
+    proc = tmp_path / "proc"
+    fake_process(proc, 42, 0, "python", utime_ticks=250, cgroup="0::/pod/workload\n")
+    fake_process(proc, 43, 42, "worker", utime_ticks=130, cgroup="0::/pod/workload\n")
+    second = collector.read()
+    assert list(second.workload.counters) == ["proc"]
+    before, after = first.workload.counters["proc"], second.workload.counters["proc"]
+    assert after.cpu_user_s - before.cpu_user_s == pytest.approx(1.5 + 0.3)
+    assert second.workload.memory_bytes == 2 * 2048 * 1024  # PSS of both
+    assert [(e["path"], e["reason"]) for e in logs if e["event"] == "measuring"] == [
+        ("proc", "workload cgroup shared with the sidecar")
+    ]
 
 
 def test_collector_sums_proc_when_cgroup_is_not_visible(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/../other-pod/ctr", "/")
-    result = Collector(procs, cgroups, own_pid=7).read()
-    assert all(key.startswith("pid:") for key in result.workload.counters)
-    assert len(result.workload.counters) == 2
+    with capture_logs() as logs:
+        result = Collector(procs, cgroups, own_pid=7).read()
+    assert list(result.workload.counters) == ["proc"]
+    assert result.workload.process_count == 2
+    [measuring] = [entry for entry in logs if entry["event"] == "measuring"]
+    assert measuring["path"] == "proc"
+    assert measuring["reason"] == "workload cgroup outside this cgroup namespace"
 
 
 def test_malformed_cgroup_file_is_logged_once_and_sampling_survives(tmp_path: Path):
@@ -188,7 +194,9 @@ def test_malformed_cgroup_file_is_logged_once_and_sampling_survives(tmp_path: Pa
     assert len(warnings) == 1
     assert warnings[0]["path"].endswith("memory.current")
     # Falls back to /proc for that tick rather than dropping the workload.
-    assert len(first.workload.counters) == len(second.workload.counters) == 2
+    assert list(first.workload.counters) == list(second.workload.counters) == ["proc"]
+    assert second.workload.process_count == 2
+    assert second.workload.memory_bytes == 2 * 2048 * 1024
 
 
 def test_collector_cgroup_override_reads_that_cgroup(tmp_path: Path):

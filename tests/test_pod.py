@@ -1,0 +1,171 @@
+"""The real CLI in a simulated pod (tests/pod.py) where the workload's cgroup is out of the
+sidecar's sight, as on cgroup v2 nodes: what it reports through /proc against the workload
+cgroup's own counters, for the workload shapes real batch jobs have.
+
+Every workload ends with a short idle tail before its init exits: the CPU of a container's
+init in its last partial interval (it is reaped outside the namespace) is the one loss the /proc
+path cannot avoid, and `test_a_busy_init_loses_at_most_its_last_interval` bounds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.rows import SENTINEL_COLUMNS
+from tests import pod as simulated
+from tests.agent import chunk_rows, dir_chunks
+
+UNAVAILABLE = simulated.available()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+
+INTERVAL = 0.25
+
+COMMON = r"""
+import os, sys, time
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+def hold(mib):
+    block = bytearray(mib * 1024 * 1024)
+    block[::4096] = b"\1" * (len(block) // 4096)
+    return block
+def fork(work):
+    pid = os.fork()
+    if pid == 0:
+        work()
+        os._exit(0)
+    return pid
+def orphan(work):
+    # The middle process exits at once: the grandchild is reparented to pause.
+    os.waitpid(fork(lambda: fork(work)), 0)
+"""
+
+SHAPES = {
+    "long_lived": "ballast = hold(160)\nburn(1.5)\ntime.sleep(0.5)\nburn(0.5)\ntime.sleep(0.6)\n",
+    "short_children": (
+        "ballast = hold(100)\n"
+        "for _ in range(120):\n"
+        "    os.waitpid(fork(lambda: burn(0.025)), 0)\n"
+        "time.sleep(0.6)\n"
+    ),
+    "shared_workers": (
+        "data = hold(200)\n"
+        "def work():\n"
+        "    end = time.process_time() + 1.0\n"
+        "    while time.process_time() < end:\n"
+        "        data.count(b'\\1')\n"
+        "    time.sleep(1.0)\n"
+        "workers = [fork(work) for _ in range(4)]\n"
+        "for pid in workers:\n"
+        "    os.waitpid(pid, 0)\n"
+        "time.sleep(0.6)\n"
+    ),
+    "orphan": ("ballast = hold(120)\norphan(lambda: burn(1.5))\nburn(0.3)\ntime.sleep(2.5)\n"),
+    "mix": (
+        "ballast = hold(150)\n"
+        "def work():\n"
+        "    end = time.process_time() + 0.8\n"
+        "    while time.process_time() < end:\n"
+        "        ballast.count(b'\\1')\n"
+        "    time.sleep(1.0)\n"
+        "workers = [fork(work) for _ in range(2)]\n"
+        "orphan(lambda: burn(0.8))\n"
+        "for _ in range(40):\n"
+        "    os.waitpid(fork(lambda: burn(0.025)), 0)\n"
+        "for pid in workers:\n"
+        "    os.waitpid(pid, 0)\n"
+        "time.sleep(1.5)\n"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Measured:
+    cpu_s: float
+    peak_mib: float
+    true_cpu_s: float
+    true_peak_mib: float
+    measuring: list[dict[str, str]]
+    rows: list[dict[str, str]]
+
+    @property
+    def cpu_error(self) -> float:
+        return self.cpu_s / self.true_cpu_s - 1
+
+    @property
+    def memory_error(self) -> float:
+        return self.peak_mib / self.true_peak_mib - 1
+
+
+@pytest.fixture
+def pod() -> Iterator[simulated.Pod]:
+    simulated_pod = simulated.Pod()
+    yield simulated_pod
+    simulated_pod.close()
+
+
+def run_in_pod(pod: simulated.Pod, script: str, tmp_path: Path) -> Measured:
+    """Start the sidecar, then the workload; the sidecar ends when the workload is gone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
+    output = tmp_path / "output"
+    args = ["--interval", str(INTERVAL), "--spool-dir", str(tmp_path / "spool"),
+            "--output-dir", str(output), "--health-port", "0", "--log-format", "json"]  # fmt: skip
+    sidecar_pid, log = pod.start_sidecar(args, env)
+    sidecar_shim = pod.last_shim
+    deadline = time.monotonic() + 20
+    while b'"measuring"' not in log.read_bytes():  # its first reading is taken
+        assert sidecar_shim.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the sidecar took no reading within 20 s"
+        time.sleep(0.02)
+    workload = pod.container("workload")
+    pod.start(workload, [sys.executable, "-c", COMMON + script])
+    assert pod.last_shim.wait(60) == 0
+    assert sidecar_shim.wait(30) == 0, log.read_text()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    rows = [
+        dict(zip(SENTINEL_COLUMNS, row.rstrip("\n").split(","), strict=True))
+        for row in chunk_rows(dir_chunks(output))
+    ]
+    cpu = sum(float(r["process_utime"] or 0) + float(r["process_stime"] or 0) for r in rows)
+    peak = max(float(r["process_memory_mib"] or 0) for r in rows)
+    assert sidecar_pid not in workload.pids()
+    return Measured(
+        cpu_s=cpu,
+        peak_mib=peak,
+        true_cpu_s=workload.cpu_seconds(),
+        true_peak_mib=workload.peak_working_set / 2**20,
+        measuring=[line for line in lines if line.get("event") == "measuring"],
+        rows=rows,
+    )
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_proc_path_matches_the_workload_cgroup(pod: simulated.Pod, tmp_path: Path, shape: str):
+    measured = run_in_pod(pod, SHAPES[shape], tmp_path)
+    print(
+        f"{shape}: cpu {measured.cpu_s:.3f} s of {measured.true_cpu_s:.3f} s "
+        f"({measured.cpu_error:+.1%}); peak {measured.peak_mib:.1f} MiB of "
+        f"{measured.true_peak_mib:.1f} MiB ({measured.memory_error:+.1%})"
+    )
+    assert abs(measured.cpu_error) <= 0.03
+    assert abs(measured.memory_error) <= 0.10
+    assert [(m["path"], m["reason"]) for m in measured.measuring] == [
+        ("none", "no workload process visible yet"),
+        ("proc", "workload cgroup outside this cgroup namespace"),
+    ]
+
+
+def test_a_busy_init_loses_at_most_its_last_interval(pod: simulated.Pod, tmp_path: Path):
+    # Busy until the very end: what it used after the last tick leaves with it.
+    measured = run_in_pod(pod, "ballast = hold(50)\nburn(2.0)\n", tmp_path)
+    lost = measured.true_cpu_s - measured.cpu_s
+    assert -0.01 <= lost <= INTERVAL * 1.2 + 0.05
