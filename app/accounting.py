@@ -60,6 +60,7 @@ class ProcAccounting:
 
     def __init__(self) -> None:
         self._previous: dict[str, _Sample] | None = None
+        self._sources: dict[str, ProcessInfo] = {}
         self._previous_uptime = 0.0
         self._pause: tuple[str, float, float] | None = None
         # Signed running sums, and what was reported: a child reaped between the reads of its
@@ -81,13 +82,21 @@ class ProcAccounting:
         to its (read, write) bytes; `alive` holds the keys of every process listed this tick,
         workload or not; `uptime` is when the listing began (seconds since boot)."""
         previous = self._previous
+        sources = self._sources
         current: dict[str, _Sample] = {}
+        self._sources = {}
         for process in workload:
-            before = previous.get(process.key) if previous else None
-            read, write = io.get(process.key, (None, None))
+            key = process.key
+            self._sources[key] = process
+            before = previous.get(key) if previous else None
+            read, write = io.get(key, (None, None))
             if process.zombie:  # its io file is gone with its memory; the counters are final
                 read, write = (before.read, before.write) if before else (0, 0)
-            current[process.key] = _Sample(
+            if before is not None and sources.get(key) is process:
+                if read == before.read and write == before.write:
+                    current[key] = before  # an unchanged stat line: nothing to add
+                    continue
+            current[key] = _Sample(
                 process.pid,
                 process.ppid,
                 process.started,
@@ -136,6 +145,8 @@ class ProcAccounting:
         new_since = self._previous_uptime - _START_SLACK_S
         for key, now in current.items():
             then = previous.get(key)
+            if then is now:
+                continue
             if then is None:
                 if now.started < new_since:
                     continue  # was out of sight, not new: counts from this tick on

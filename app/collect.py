@@ -12,10 +12,10 @@ import structlog
 
 from app.accounting import Counters, ProcAccounting
 from app.cgroup import CgroupDirs, CgroupFormatError, CgroupReader, CgroupReading
+from app.node import SystemReading
 from app.procfs import (
     ProcessInfo,
     ProcReader,
-    SystemReading,
     main_pid,
     select_tree,
     select_workload,

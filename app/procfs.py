@@ -1,9 +1,9 @@
 """Workload discovery in the shared pid namespace and /proc figures.
 
-Node-level figures come from psutil. The per-process files (`stat` for parentage, CPU times and
-RSS; `io`; `smaps_rollup` for PSS) are read here with one `pread` each: psutil's per-call
-pid-reuse checks and line parsing cost three to ten times more per process (see
-docs/PERFORMANCE.md); pid reuse is caught by the start time in the cache keys instead.
+The per-process files (`stat` for parentage, CPU times and RSS; `io`; `smaps_rollup` for PSS)
+are read here with one `pread` each: psutil's per-call pid-reuse checks and line parsing cost
+three to ten times more per process (see docs/PERFORMANCE.md); pid reuse is caught by the start
+time in the cache keys instead. Node-level figures come from app/node.py.
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
-
 from app.cgroup import parse_proc_cgroup
+from app.node import NodeReader, SystemReading
 
 _T = TypeVar("_T")
-_MIB = 1024 * 1024
-_GB = 1e9
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads
 # PSS (smaps_rollup) makes the kernel walk the page tables: its cost grows with the resident
 # size (docs/PERFORMANCE.md). While the set of processes is stable it is re-read at least this
@@ -70,29 +67,6 @@ class ProcessUsage:
     memory_bytes: int
     read_bytes: int | None
     write_bytes: int | None
-
-
-@dataclass(frozen=True)
-class SystemReading:
-    """Node-level figures as seen from the pod; counters cumulative, None where unreadable."""
-
-    processes: int
-    cpu_user_s: float | None
-    cpu_system_s: float | None
-    cpu_busy_s: float | None
-    memory_free_mib: float | None
-    memory_used_mib: float | None
-    memory_buffers_mib: float | None
-    memory_cached_mib: float | None
-    memory_active_mib: float | None
-    memory_inactive_mib: float | None
-    disk_read_bytes: int | None
-    disk_write_bytes: int | None
-    disk_space_total_gb: float | None
-    disk_space_used_gb: float | None
-    disk_space_free_gb: float | None
-    net_recv_bytes: int | None
-    net_sent_bytes: int | None
 
 
 def own_tree(processes: Iterable[ProcessInfo], own_pid: int) -> set[int]:
@@ -179,7 +153,7 @@ class _Memory:
 
 
 class ProcReader:
-    """Reads /proc under `proc_root`: direct reads per process and tick, psutil for the rest."""
+    """Reads /proc under `proc_root`: the processes, their usage, and the node's figures."""
 
     def __init__(
         self,
@@ -188,16 +162,17 @@ class ProcReader:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.proc_root = proc_root
-        self.disk_path = disk_path
-        # psutil keeps its /proc location in a module global; one agent reads one /proc.
-        psutil.PROCFS_PATH = str(proc_root)
         self._clock_ticks = clock_ticks()
+        self._node = NodeReader(proc_root, self._clock_ticks, disk_path=disk_path)
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._monotonic = monotonic
         self._memberships: dict[str, dict[str, str]] = {}
         self._memory: dict[str, _Memory] = {}
         self._denied: dict[str, set[str]] = {"io": set(), "smaps_rollup": set()}
         self._known: dict[int, ProcessInfo] = {}
+        # The last stat line read per pid and what it parsed to: most processes of a workload
+        # are idle most ticks, and an unchanged line need not be parsed again.
+        self._parsed: dict[int, tuple[bytes, ProcessInfo | None]] = {}
         self._fds: dict[tuple[int, str], int] = {}
         self._fd_budget = _fd_budget()
 
@@ -233,16 +208,26 @@ class ProcReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._node.close()
 
     def _stat(self, pid: int) -> ProcessInfo | None:
         try:
-            return parse_stat(pid, self._read(pid, "stat"), self._clock_ticks, self._page_size)
-        except (OSError, ValueError, IndexError):
+            data = self._read(pid, "stat")
+        except OSError:
             return None
+        last = self._parsed.get(pid)
+        if last is not None and last[0] == data:
+            return last[1]
+        try:
+            info = parse_stat(pid, data, self._clock_ticks, self._page_size)
+        except (ValueError, IndexError):
+            info = None
+        self._parsed[pid] = (data, info)
+        return info
 
     def pids(self) -> list[int]:
         """Every pid visible in /proc."""
-        return psutil.pids()
+        return sorted(int(name) for name in os.listdir(self.proc_root) if name.isdigit())
 
     def processes(
         self, pids: Iterable[int] | None = None, *, fresh: bool = True
@@ -260,6 +245,8 @@ class ProcReader:
         listed_pids = set(listed)
         for gone in [file for file in self._fds if file[0] not in listed_pids]:
             os.close(self._fds.pop(gone))
+        for pid in [pid for pid in self._parsed if pid not in listed_pids]:
+            del self._parsed[pid]
         live = {process.key for process in found}
         for cache in (self._memberships, self._memory):
             for key in [key for key in cache if key not in live]:
@@ -333,33 +320,7 @@ class ProcReader:
 
     def system(self, pids_count: int) -> SystemReading:
         """Node-level figures; each one None when its /proc file is unreadable."""
-        cpu = _try(psutil.cpu_times)
-        memory = _try(psutil.virtual_memory)
-        disk = _try(psutil.disk_io_counters)
-        space = _try(lambda: psutil.disk_usage(str(self.disk_path)))
-        net = _try(lambda: psutil.net_io_counters(pernic=True))
-        nics = [counters for name, counters in (net or {}).items() if name != "lo"]
-        return SystemReading(
-            processes=pids_count,
-            cpu_user_s=cpu.user + cpu.nice if cpu else None,
-            cpu_system_s=cpu.system + cpu.irq + cpu.softirq if cpu else None,
-            cpu_busy_s=sum(cpu) - cpu.idle - cpu.iowait - cpu.guest - cpu.guest_nice
-            if cpu
-            else None,
-            memory_free_mib=memory.free / _MIB if memory else None,
-            memory_used_mib=memory.used / _MIB if memory else None,
-            memory_buffers_mib=memory.buffers / _MIB if memory else None,
-            memory_cached_mib=memory.cached / _MIB if memory else None,
-            memory_active_mib=memory.active / _MIB if memory else None,
-            memory_inactive_mib=memory.inactive / _MIB if memory else None,
-            disk_read_bytes=disk.read_bytes if disk else None,
-            disk_write_bytes=disk.write_bytes if disk else None,
-            disk_space_total_gb=space.total / _GB if space else None,
-            disk_space_used_gb=space.used / _GB if space else None,
-            disk_space_free_gb=space.free / _GB if space else None,
-            net_recv_bytes=sum(n.bytes_recv for n in nics) if net is not None else None,
-            net_sent_bytes=sum(n.bytes_sent for n in nics) if net is not None else None,
-        )
+        return self._node.read(pids_count)
 
 
 def _fd_budget() -> int:

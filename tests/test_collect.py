@@ -6,7 +6,8 @@ from structlog.testing import capture_logs
 from app.accounting import Counters
 from app.cgroup import CgroupReader
 from app.collect import Collector, Reading, WorkloadReading
-from app.procfs import ProcReader, SystemReading
+from app.node import SystemReading
+from app.procfs import ProcReader
 from app.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
 from app.runner import Ticker
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write
