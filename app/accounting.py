@@ -92,10 +92,10 @@ class ProcAccounting:
             read, write = io.get(key, (None, None))
             if process.zombie:  # its io file is gone with its memory; the counters are final
                 read, write = (before.read, before.write) if before else (0, 0)
-            if before is not None and sources.get(key) is process:
-                if read == before.read and write == before.write:
-                    current[key] = before  # an unchanged stat line: nothing to add
-                    continue
+            unchanged = before is not None and sources.get(key) is process
+            if unchanged and before and read == before.read and write == before.write:
+                current[key] = before  # the same stat line and IO as last tick: nothing to add
+                continue
             current[key] = _Sample(
                 process.pid,
                 process.ppid,

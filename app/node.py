@@ -3,6 +3,7 @@
 Each tick reads four /proc files through descriptors kept open (`pread` at offset 0) and parses
 them here; psutil's readers open, line-parse and post-process every file on every call, which
 cost about 0.7 ms a tick, more than the whole workload of a small pod (docs/PERFORMANCE.md).
+Disk space is one statvfs, as psutil.disk_usage does.
 The semantics are psutil's: memory `used` is total - available, as `free` shows; disk counters
 sum whole devices (those in `/sys/block`), not partitions; network counters skip `lo`.
 """
@@ -14,8 +15,6 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-
-import psutil
 
 _T = TypeVar("_T")
 
@@ -122,6 +121,14 @@ def parse_net_dev(data: bytes, skip: Container[bytes] = (b"lo",)) -> tuple[int, 
     return received, sent
 
 
+def _disk_space(path: Path) -> tuple[int, int, int]:
+    """Total, used and free bytes of the filesystem holding `path`, as `df` and
+    psutil.disk_usage count them: free is what an unprivileged user may still write."""
+    stat = os.statvfs(path)
+    total = stat.f_blocks * stat.f_frsize
+    return total, total - stat.f_bfree * stat.f_frsize, stat.f_bavail * stat.f_frsize
+
+
 class NodeReader:
     """Reads the node's figures under `proc_root`, keeping each file open between ticks."""
 
@@ -147,7 +154,7 @@ class NodeReader:
         disk = self._parsed("diskstats", lambda data: parse_diskstats(data, self._is_disk))
         net = self._parsed("net/dev", parse_net_dev)
         try:
-            space = psutil.disk_usage(str(self._disk_path))
+            space = _disk_space(self._disk_path)
         except OSError:
             space = None
         return SystemReading(
@@ -163,9 +170,9 @@ class NodeReader:
             memory_inactive_mib=memory.inactive / _MIB if memory else None,
             disk_read_bytes=disk[0] if disk else None,
             disk_write_bytes=disk[1] if disk else None,
-            disk_space_total_gb=space.total / _GB if space else None,
-            disk_space_used_gb=space.used / _GB if space else None,
-            disk_space_free_gb=space.free / _GB if space else None,
+            disk_space_total_gb=space[0] / _GB if space else None,
+            disk_space_used_gb=space[1] / _GB if space else None,
+            disk_space_free_gb=space[2] / _GB if space else None,
             net_recv_bytes=net[0] if net else None,
             net_sent_bytes=net[1] if net else None,
         )

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 import structlog
 
 from app.config import Settings
@@ -234,6 +233,8 @@ def command_field(command: str) -> str:
 
 def host_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model. No probing."""
+    import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports
+
     return {
         "host_id": environ.get("NODE_NAME"),
         "host_hostname": environ.get("POD_NAME") or socket.gethostname(),

@@ -90,9 +90,9 @@ class Workload:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process from /proc/<pid>/stat."""
+    """CPU of one process and of the children it reaped (utime + stime + cutime + cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> tuple[float, float]:

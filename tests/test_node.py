@@ -117,3 +117,12 @@ def test_same_figures_as_psutil_on_this_host():
         assert ours.disk_write_bytes == pytest.approx(disk.write_bytes, rel=0.01, abs=2**20)
     received = sum(counters.bytes_recv for name, counters in net.items() if name != "lo")
     assert ours.net_recv_bytes == pytest.approx(received, rel=0.01, abs=2**20)
+
+
+def test_disk_space_as_psutil_counts_it(tmp_path: Path):
+    reader = NodeReader(fake_proc(tmp_path / "proc"), CLOCK_TICKS, disk_path=tmp_path)
+    reading = reader.read(1)
+    usage = psutil.disk_usage(str(tmp_path))
+    assert reading.disk_space_total_gb == usage.total / 1e9
+    assert reading.disk_space_used_gb == pytest.approx(usage.used / 1e9, abs=0.01)
+    assert reading.disk_space_free_gb == pytest.approx(usage.free / 1e9, abs=0.01)

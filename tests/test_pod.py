@@ -25,70 +25,12 @@ import pytest
 from app.rows import SENTINEL_COLUMNS
 from tests import pod as simulated
 from tests.agent import chunk_rows, dir_chunks
+from tests.pod import PRELUDE, SHAPES
 
 UNAVAILABLE = simulated.available()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 INTERVAL = 0.25
-
-COMMON = r"""
-import os, sys, time
-def burn(seconds):
-    end = time.process_time() + seconds
-    while time.process_time() < end:
-        pass
-def hold(mib):
-    block = bytearray(mib * 1024 * 1024)
-    block[::4096] = b"\1" * (len(block) // 4096)
-    return block
-def fork(work):
-    pid = os.fork()
-    if pid == 0:
-        work()
-        os._exit(0)
-    return pid
-def orphan(work):
-    # The middle process exits at once: the grandchild is reparented to pause.
-    os.waitpid(fork(lambda: fork(work)), 0)
-"""
-
-SHAPES = {
-    "long_lived": "ballast = hold(160)\nburn(2.5)\ntime.sleep(0.5)\nburn(1.0)\ntime.sleep(0.6)\n",
-    "short_children": (
-        "ballast = hold(100)\n"
-        "for _ in range(120):\n"
-        "    os.waitpid(fork(lambda: burn(0.025)), 0)\n"
-        "time.sleep(0.6)\n"
-    ),
-    "shared_workers": (
-        "data = hold(200)\n"
-        "def work():\n"
-        "    end = time.process_time() + 1.0\n"
-        "    while time.process_time() < end:\n"
-        "        data.count(b'\\1')\n"
-        "    time.sleep(1.0)\n"
-        "workers = [fork(work) for _ in range(4)]\n"
-        "for pid in workers:\n"
-        "    os.waitpid(pid, 0)\n"
-        "time.sleep(0.6)\n"
-    ),
-    "orphan": "ballast = hold(120)\norphan(lambda: burn(3.0))\nburn(0.5)\ntime.sleep(4.0)\n",
-    "mix": (
-        "ballast = hold(150)\n"
-        "def work():\n"
-        "    end = time.process_time() + 0.8\n"
-        "    while time.process_time() < end:\n"
-        "        ballast.count(b'\\1')\n"
-        "    time.sleep(1.0)\n"
-        "workers = [fork(work) for _ in range(2)]\n"
-        "orphan(lambda: burn(0.8))\n"
-        "for _ in range(40):\n"
-        "    os.waitpid(fork(lambda: burn(0.025)), 0)\n"
-        "for pid in workers:\n"
-        "    os.waitpid(pid, 0)\n"
-        "time.sleep(1.5)\n"
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -130,7 +72,7 @@ def run_in_pod(pod: simulated.Pod, script: str, tmp_path: Path) -> Measured:
         assert time.monotonic() < deadline, "the sidecar took no reading within 20 s"
         time.sleep(0.02)
     workload = pod.container("workload")
-    pod.start(workload, [sys.executable, "-c", COMMON + script])
+    pod.start(workload, [sys.executable, "-c", PRELUDE + script])
     assert pod.last_shim.wait(60) == 0
     assert sidecar_shim.wait(30) == 0, log.read_text()
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
