@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.rows import SENTINEL_COLUMNS
+from sentinel_sidecar.rows import SENTINEL_COLUMNS
+
 from tests import pod as simulated
 from tests.agent import chunk_rows, dir_chunks
 from tests.pod import PRELUDE, SHAPES

@@ -26,17 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from sentinel_sidecar import log
+from sentinel_sidecar.cgroup import CgroupReader
+from sentinel_sidecar.collect import Collector
+from sentinel_sidecar.health import Stats
+from sentinel_sidecar.procfs import ProcReader, clock_ticks
+from sentinel_sidecar.rows import header_line, make_row
+from sentinel_sidecar.sentinel import Credentials
+from sentinel_sidecar.sinks import S3Sink
+from sentinel_sidecar.spool import Spool, State, StateStore
+from sentinel_sidecar.streaming import Uploader, gzip_chunk
 
-from app import log
-from app.cgroup import CgroupReader
-from app.collect import Collector
-from app.health import Stats
-from app.procfs import ProcReader, clock_ticks
-from app.rows import header_line, make_row
-from app.sentinel import Credentials
-from app.sinks import S3Sink
-from app.spool import Spool, State, StateStore
-from app.streaming import Uploader, gzip_chunk
 from bench.workload import Workload, cpu_seconds, rss_mib, tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def median(values: list[float]) -> float:
 
 
 def agent_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "app", *args]
+    return [sys.executable, "-m", "sentinel_sidecar", *args]
 
 
 def start_agent(pid: int, interval: float, spool: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -355,8 +355,8 @@ def imports(repeats: int) -> dict[str, Any]:
         "print(elapsed, hwm)"
     )
     for name, imports_ in (
-        ("lazy_boto3", "import app.cli"),
-        ("eager_boto3", "import app.cli, boto3, botocore.config"),
+        ("lazy_boto3", "import sentinel_sidecar.cli"),
+        ("eager_boto3", "import sentinel_sidecar.cli, boto3, botocore.config"),
     ):
         seconds, rss = [], []
         for _ in range(repeats):
@@ -370,7 +370,7 @@ def imports(repeats: int) -> dict[str, Any]:
             rss.append(int(out[1]) / 1024)
         result[name] = {"import_s": round(median(seconds), 3), "max_rss_mib": round(median(rss), 1)}
     timing = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import app.cli"],
+        [sys.executable, "-X", "importtime", "-c", "import sentinel_sidecar.cli"],
         capture_output=True,
         text=True,
         check=True,
@@ -378,7 +378,7 @@ def imports(repeats: int) -> dict[str, Any]:
     top = []
     for line in timing.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
-        if match and len(match.group(3)) <= 3:  # top-level imports of app and its modules
+        if match and len(match.group(3)) <= 3:  # top-level imports of the package and its modules
             top.append((int(match.group(2)), match.group(4)))
     result["top_imports_ms"] = {name: round(us / 1000, 1) for us, name in sorted(top)[-8:][::-1]}
     return result
@@ -554,11 +554,11 @@ def table(results: dict[str, Any]) -> str:
     )
     imp = results["imports"]
     row(
-        "import app.cli, boto3 lazy (as shipped)",
+        "import sentinel_sidecar.cli, boto3 lazy (as shipped)",
         f"{imp['lazy_boto3']['import_s']} s, {imp['lazy_boto3']['max_rss_mib']} MiB",
     )
     row(
-        "import app.cli, boto3 eager (before)",
+        "import sentinel_sidecar.cli, boto3 eager (before)",
         f"{imp['eager_boto3']['import_s']} s, {imp['eager_boto3']['max_rss_mib']} MiB",
     )
     up = results["upload"]
@@ -616,7 +616,7 @@ def write_report(results: dict[str, Any], markdown: str) -> Path:
         f"{info['kernel']}, Python {info['python']}, cgroup layout {info['cgroup_layout']}. "
         "Medians of repeated runs; raw figures in "
         f"`bench/results/{results['date']}.json`.\n\n{markdown}\n\n"
-        f"Largest imports of `app.cli` (cumulative): {top}.\n\n"
+        f"Largest imports of `sentinel_sidecar.cli` (cumulative): {top}.\n\n"
         f"Pid namespace: {results['pid_namespace']}. To reproduce: `pip install -e '.[bench]'` "
         "then `python -m bench.run` (as root: the cgroup path, the simulated pod, and a pid "
         "namespace of its own as a sidecar has; about twelve minutes).\n\n" + NOTES_MARKER + notes

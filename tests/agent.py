@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.rows import header_line
+from sentinel_sidecar.rows import header_line
 
 
 def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -18,7 +18,7 @@ def start_agent(args: list[str], env: dict[str, str] | None = None) -> subproces
     environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     environment.update(env or {})
     return subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "sentinel_sidecar", *args],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -244,7 +244,7 @@ class Pod:
         log = Path(f"/tmp/{self.name}-sidecar.log")
         script = (
             "mount -t proc proc /proc && mount -t cgroup2 none /sys/fs/cgroup && "
-            f'exec "{sys.executable}" -m app run "$@"'
+            f'exec "{sys.executable}" -m sentinel_sidecar run "$@"'
         )
         with open(log, "wb") as output:
             pid = self.start(

@@ -4,9 +4,8 @@ child's CPU moves into its reaper's cutime/cstime."""
 from __future__ import annotations
 
 import pytest
-
-from app.accounting import ProcAccounting
-from app.procfs import ProcessInfo
+from sentinel_sidecar.accounting import ProcAccounting
+from sentinel_sidecar.procfs import ProcessInfo
 
 
 def proc(

@@ -1,8 +1,7 @@
 from pathlib import Path
 
 import pytest
-
-from app.cgroup import (
+from sentinel_sidecar.cgroup import (
     CgroupFormatError,
     CgroupReader,
     Layout,
@@ -13,6 +12,7 @@ from app.cgroup import (
     parse_proc_cgroup,
     parse_single,
 )
+
 from tests.fakefs import cgroup_v1, cgroup_v2, write
 
 

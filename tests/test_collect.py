@@ -1,15 +1,15 @@
 from pathlib import Path
 
 import pytest
+from sentinel_sidecar.accounting import Counters
+from sentinel_sidecar.cgroup import CgroupReader
+from sentinel_sidecar.collect import Collector, Reading, WorkloadReading
+from sentinel_sidecar.node import SystemReading
+from sentinel_sidecar.procfs import ProcReader
+from sentinel_sidecar.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
+from sentinel_sidecar.runner import Ticker
 from structlog.testing import capture_logs
 
-from app.accounting import Counters
-from app.cgroup import CgroupReader
-from app.collect import Collector, Reading, WorkloadReading
-from app.node import SystemReading
-from app.procfs import ProcReader
-from app.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
-from app.runner import Ticker
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write
 
 

@@ -3,9 +3,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from app.cli import main
-from app.config import ConfigError, Settings, add_flags, load
+from sentinel_sidecar.cli import main
+from sentinel_sidecar.config import ConfigError, Settings, add_flags, load
 
 
 def settings_from(argv: list[str], environ: dict[str, str]) -> Settings:

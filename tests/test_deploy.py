@@ -2,12 +2,15 @@
 
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import helm_python
 import kubernetes_validate
 import pytest
+import sentinel_sidecar
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,3 +228,31 @@ def test_compose_file_is_valid():
     sidecar = config["services"]["sentinel-sidecar"]
     assert sidecar["pid"] == "service:workload"
     assert sidecar["read_only"] is True and sidecar["user"] == "65532:65532"
+
+
+def test_one_version_everywhere():
+    """The package's version is written once; the image, chart and examples follow it."""
+    version = sentinel_sidecar.__version__
+    chart = yaml.safe_load((ROOT / "k8s/helm/sentinel-sidecar/Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    assert f"ARG VERSION={version}\n" in (ROOT / "Dockerfile").read_text()
+    for example in ("k8s/job-classic-sidecar.yaml", "k8s/job-native-sidecar.yaml",
+                    "docker-compose.yml"):  # fmt: skip
+        assert f"sentinel-sidecar:{version}" in (ROOT / example).read_text(), example
+
+
+def test_wheel_installs_only_sentinel_sidecar(tmp_path: Path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+         str(tmp_path), str(ROOT)],
+        check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+        metadata = next(n for n in archive.namelist() if n.endswith("METADATA"))
+        assert f"Version: {sentinel_sidecar.__version__}\n" in archive.read(metadata).decode()
+    assert tops == {
+        "sentinel_sidecar",
+        f"sentinel_sidecar-{sentinel_sidecar.__version__}.dist-info",
+    }

@@ -1,6 +1,5 @@
 import requests
-
-from app.health import HealthServer, Probe, Stats
+from sentinel_sidecar.health import HealthServer, Probe, Stats
 
 
 class Clock:

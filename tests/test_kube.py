@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from app.kube import pod_exit_code, workload_exit_code
+from sentinel_sidecar.kube import pod_exit_code, workload_exit_code
 
 
 def pod(workload_state: dict[str, Any]) -> dict[str, Any]:

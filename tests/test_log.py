@@ -2,8 +2,7 @@ import io
 import json
 
 import structlog
-
-from app import log
+from sentinel_sidecar import log
 
 
 def test_json_lines_with_event_name_and_secrets_redacted():

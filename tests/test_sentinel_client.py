@@ -3,10 +3,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from app.config import Settings
-from app.sentinel import Credentials, SentinelClient, SentinelError, command_field, register_body
-from app.sinks import parse_s3_uri
+from sentinel_sidecar.config import Settings
+from sentinel_sidecar.sentinel import (
+    Credentials,
+    SentinelClient,
+    SentinelError,
+    command_field,
+    register_body,
+)
+from sentinel_sidecar.sinks import parse_s3_uri
 
 
 def client(sentinel, token: str | None = None, **kwargs) -> SentinelClient:

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from app.spool import Spool, SpoolError, State, StateStore, read_exit_code
+from sentinel_sidecar.spool import Spool, SpoolError, State, StateStore, read_exit_code
 
 HEADER = "a,b,c\n"
 
@@ -135,7 +134,7 @@ def test_state_survives_a_failure_between_write_and_rename(tmp_path: Path, monke
 WRITER = """
 import sys
 from pathlib import Path
-from app.spool import State, StateStore
+from sentinel_sidecar.spool import State, StateStore
 store = StateStore(Path(sys.argv[1]))
 seq = 0
 print("ready", flush=True)

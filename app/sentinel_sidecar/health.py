@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import structlog
 
-log = structlog.get_logger("app.health")
+log = structlog.get_logger(__name__)
 
 # Ready means uploads have not been failing for longer than this many upload intervals.
 FAILING_INTERVALS = 3

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.sinks import parse_s3_uri
+from sentinel_sidecar.sinks import parse_s3_uri
 
 CONFIG_ENV = "TRACKER_CONFIG"
 

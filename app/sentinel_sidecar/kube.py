@@ -12,7 +12,7 @@ import structlog
 if TYPE_CHECKING:
     import requests
 
-log = structlog.get_logger("app.kube")
+log = structlog.get_logger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _POLL_SECONDS = 0.5

@@ -3,7 +3,7 @@
 The per-process files (`stat` for parentage, CPU times and RSS; `io`; `smaps_rollup` for PSS)
 are read here with one `pread` each: psutil's per-call pid-reuse checks and line parsing cost
 three to ten times more per process (see docs/PERFORMANCE.md); pid reuse is caught by the start
-time in the cache keys instead. Node-level figures come from app/node.py.
+time in the cache keys instead. Node-level figures come from node.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-from app.cgroup import parse_proc_cgroup
-from app.node import NodeReader, SystemReading
+from sentinel_sidecar.cgroup import parse_proc_cgroup
+from sentinel_sidecar.node import NodeReader, SystemReading
 
 _T = TypeVar("_T")
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads

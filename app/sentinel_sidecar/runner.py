@@ -14,19 +14,19 @@ from typing import Any
 
 import structlog
 
-from app.cgroup import CgroupReader
-from app.collect import Collector, Reading
-from app.config import Settings
-from app.health import HealthServer, Probe, Stats
-from app.kube import pod_exit_code
-from app.procfs import ProcReader, clock_ticks
-from app.rows import header_line, make_row
-from app.sentinel import SentinelClient, SentinelError, register_body
-from app.sinks import DirSink, S3Sink, SinkError
-from app.spool import Spool, State, StateStore, read_exit_code, set_aside
-from app.streaming import SentinelSink, Uploader, UploadLoop
+from sentinel_sidecar.cgroup import CgroupReader
+from sentinel_sidecar.collect import Collector, Reading
+from sentinel_sidecar.config import Settings
+from sentinel_sidecar.health import HealthServer, Probe, Stats
+from sentinel_sidecar.kube import pod_exit_code
+from sentinel_sidecar.procfs import ProcReader, clock_ticks
+from sentinel_sidecar.rows import header_line, make_row
+from sentinel_sidecar.sentinel import SentinelClient, SentinelError, register_body
+from sentinel_sidecar.sinks import DirSink, S3Sink, SinkError
+from sentinel_sidecar.spool import Spool, State, StateStore, read_exit_code, set_aside
+from sentinel_sidecar.streaming import SentinelSink, Uploader, UploadLoop
 
-log = structlog.get_logger("app.runner")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
-from app import config, log, report
-from app.config import ConfigError, Settings
-from app.runner import Runner, RunOutcome
-from app.spool import EXIT_CODE_FILE, SpoolError
+from sentinel_sidecar import __version__, config, log, report
+from sentinel_sidecar.config import ConfigError, Settings
+from sentinel_sidecar.runner import Runner, RunOutcome
+from sentinel_sidecar.spool import EXIT_CODE_FILE, SpoolError
 
 EXIT_USAGE = 2
 
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="sentinel-sidecar",
         description="Record what a workload uses; deliver it to Sentinel, S3 or a directory.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="action", required=True)
     run = commands.add_parser("run", help="track the pod's workload until SIGTERM or its exit")
     config.add_flags(run)
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _install_stop_handlers(stop: threading.Event) -> None:
     def handle(signum: int, _frame: object) -> None:
-        structlog.get_logger("app.cli").info("signal_received", signal=signal.Signals(signum).name)
+        structlog.get_logger(__name__).info("signal_received", signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)
@@ -56,7 +57,7 @@ def _execute(settings: Settings, stop: threading.Event) -> RunOutcome | None:
     try:
         return Runner(settings, stop).run()
     except SpoolError as exc:
-        structlog.get_logger("app.cli").error("run_not_started", error=str(exc))
+        structlog.get_logger(__name__).error("run_not_started", error=str(exc))
         return None
 
 
@@ -76,7 +77,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Eve
         [
             sys.executable,
             "-m",
-            "app.demo_workload",
+            "sentinel_sidecar.demo_workload",
             "--seconds",
             str(args.seconds),
             "--dir",

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from app.config import Settings
+from sentinel_sidecar.config import Settings
 
 if TYPE_CHECKING:
     import requests
 
-log = structlog.get_logger("app.sentinel")
+log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.accounting import Counters
-from app.collect import Reading, WorkloadReading
+from sentinel_sidecar.accounting import Counters
+from sentinel_sidecar.collect import Reading, WorkloadReading
 
 _MIB = 1024 * 1024
 

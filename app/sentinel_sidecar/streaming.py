@@ -11,12 +11,12 @@ from typing import Any
 
 import structlog
 
-from app.health import Stats
-from app.sentinel import Credentials, SentinelClient, SentinelError
-from app.sinks import CredentialsRejected, S3Sink, Sink, SinkError
-from app.spool import Spool, State, StateStore
+from sentinel_sidecar.health import Stats
+from sentinel_sidecar.sentinel import Credentials, SentinelClient, SentinelError
+from sentinel_sidecar.sinks import CredentialsRejected, S3Sink, Sink, SinkError
+from sentinel_sidecar.spool import Spool, State, StateStore
 
-log = structlog.get_logger("app.streaming")
+log = structlog.get_logger(__name__)
 
 REFRESH_MARGIN = 300.0  # refresh credentials when fewer seconds than this are left
 CALL_TIMEOUT = 60.0  # budget of one API call (with its retries) outside shutdown

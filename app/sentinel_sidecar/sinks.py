@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from app.sentinel import Credentials
+    from sentinel_sidecar.sentinel import Credentials
 
 # S3 answers these when temporary credentials expired or were replaced; a refresh fixes them.
 CREDENTIAL_ERRORS = frozenset(

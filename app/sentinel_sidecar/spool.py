@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-log = structlog.get_logger("app.spool")
+log = structlog.get_logger(__name__)
 
 METRICS_FILE = "metrics.csv"
 STATE_FILE = "state.json"

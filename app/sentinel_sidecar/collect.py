@@ -1,5 +1,5 @@
 """One Reading per tick: workload discovery, then cgroup counters where the workload's cgroup
-is visible and its own, else /proc accounting (app/accounting.py)."""
+is visible and its own, else /proc accounting (accounting.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from app.accounting import Counters, ProcAccounting
-from app.cgroup import CgroupDirs, CgroupFormatError, CgroupReader, CgroupReading
-from app.node import SystemReading
-from app.procfs import (
+from sentinel_sidecar.accounting import Counters, ProcAccounting
+from sentinel_sidecar.cgroup import CgroupDirs, CgroupFormatError, CgroupReader, CgroupReading
+from sentinel_sidecar.node import SystemReading
+from sentinel_sidecar.procfs import (
     ProcessInfo,
     ProcReader,
     main_pid,
@@ -21,7 +21,7 @@ from app.procfs import (
     select_workload,
 )
 
-log = structlog.get_logger("app.collect")
+log = structlog.get_logger(__name__)
 
 PROC_KEY = "proc"
 
