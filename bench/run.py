@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from bench.workload import Workload, cpu_seconds, rss_mib, tree
 from sentinel_sidecar import log
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector
@@ -36,8 +38,6 @@ from sentinel_sidecar.sentinel import Credentials
 from sentinel_sidecar.sinks import S3Sink
 from sentinel_sidecar.spool import Spool, State, StateStore
 from sentinel_sidecar.streaming import Uploader, gzip_chunk
-
-from bench.workload import Workload, cpu_seconds, rss_mib, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP_ROOT = Path("/sys/fs/cgroup")

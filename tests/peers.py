@@ -3,6 +3,7 @@ enforces credential expiry and can go down, and a Sentinel-compatible API server
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -32,39 +33,42 @@ _TRUST = json.dumps(
 # The unauthenticated calls moto allows before it checks every signature: exactly the set-up.
 _SETUP_ACTIONS = 5
 
-REGISTER_FIELDS = frozenset(
-    [
-        "project_name",
-        "job_name",
-        "stage_name",
-        "task_name",
-        "team",
-        "env",
-        "language",
-        "orchestrator",
-        "executor",
-        "external_run_id",
-        "container_image",
-        "command",
-        "tags",
-        "host_id",
-        "host_hostname",
-        "host_ip",
-        "host_vcpus",
-        "host_cpu_model",
-        "host_memory_mib",
-        "host_gpu_model",
-        "host_gpu_count",
-        "host_gpu_memory_mib",
-        "host_storage_gb",
-        "cloud_vendor_id",
-        "cloud_account_id",
-        "cloud_region_id",
-        "cloud_zone_id",
-        "cloud_instance_type",
-    ]
+# The service's run model: field -> accepted types (null is always accepted). A value of another
+# type is answered with 422, as the live service does (resource-tracker-rs recorded it for
+# `command` and `pid`); `tags` is an object of strings, `command` a JSON-array string.
+_TEXT = (str,)
+REGISTER_FIELDS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(
+        ["project_name", "job_name", "stage_name", "task_name", "team", "env", "language",
+         "orchestrator", "executor", "external_run_id", "container_image", "command"],
+        _TEXT,
+    ),
+    "tags": (dict,),
+    **dict.fromkeys(
+        ["host_id", "host_hostname", "host_ip", "host_server_allocation", "host_cpu_model",
+         "host_gpu_model", "cloud_vendor_id", "cloud_account_id", "cloud_region_id",
+         "cloud_zone_id", "cloud_instance_type"],
+        _TEXT,
+    ),
+    **dict.fromkeys(["host_vcpus", "host_memory_mib", "host_gpu_count", "host_gpu_memory_mib"],
+                    (int,)),
+    "host_storage_gb": (int, float),
+}  # fmt: skip
+FINISH_FIELDS = frozenset(
+    {"exit_code", "run_status", "finished_at", "data_source", "data_uris", "data_csv"}
 )
-FINISH_FIELDS = frozenset({"exit_code", "run_status", "data_source", "data_uris", "data_csv"})
+# The header the service validates on every object and inline CSV: exactly these, in order.
+SENTINEL_HEADER = (
+    "timestamp,system_processes,system_utime,system_stime,system_cpu_usage,"
+    "system_memory_free_mib,system_memory_used_mib,system_memory_buffers_mib,"
+    "system_memory_cached_mib,system_memory_active_mib,system_memory_inactive_mib,"
+    "system_disk_read_bytes,system_disk_write_bytes,system_disk_space_total_gb,"
+    "system_disk_space_used_gb,system_disk_space_free_gb,system_net_recv_bytes,"
+    "system_net_sent_bytes,system_gpu_usage,system_gpu_vram_mib,system_gpu_utilized,"
+    "process_pid,process_children,process_utime,process_stime,process_cpu_usage,"
+    "process_memory_mib,process_disk_read_bytes,process_disk_write_bytes,process_gpu_usage,"
+    "process_gpu_vram_mib,process_gpu_utilized"
+)
 
 
 def free_port() -> int:
@@ -269,10 +273,42 @@ class SentinelServer(LoopbackServer):
         self.unavailable_until = 0.0  # monotonic time before which POST /runs is refused
         self.unavailable_status = 503
         self.retry_after: str | None = None
+        self.processing_error: str | None = None  # set: finishes report a failed ingestion
         self.runs: dict[str, Run] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._serve(self._handler())
+
+    def _ingest(self, run: Run, body: dict[str, Any]) -> tuple[str | None, int, int]:
+        """Read the run's data as the service does: (problem or None, rows, files)."""
+        if body["data_source"] == "inline":
+            problem = _csv_problem(body["data_csv"], "data_csv")
+            return problem, body["data_csv"].count("\n") - 1, 0
+        rows = 0
+        s3 = self.moto.client("s3")
+        for uri in body["data_uris"]:
+            if not uri.startswith(run.prefix + "/"):
+                return f"{uri} is not under the run's prefix {run.prefix}", 0, 0
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            try:
+                stored = s3.get_object(Bucket=bucket, Key=key)
+            except s3.exceptions.NoSuchKey:
+                return f"{uri} does not exist", 0, 0
+            if stored.get("ContentEncoding"):
+                return (
+                    f"{uri}: Content-Encoding {stored['ContentEncoding']}: clients unpack it",
+                    0,
+                    0,
+                )
+            try:
+                text = gzip.decompress(stored["Body"].read()).decode()
+            except (OSError, UnicodeDecodeError):
+                return f"{uri} is not a gzipped UTF-8 CSV", 0, 0
+            problem = _csv_problem(text, uri)
+            if problem is not None:
+                return problem, 0, 0
+            rows += text.count("\n") - 1
+        return None, rows, len(body["data_uris"])
 
     def registrations(self) -> int:
         return sum(1 for path, status in self.requests if path == "/runs" and status == 200)
@@ -334,13 +370,9 @@ class SentinelServer(LoopbackServer):
                     return api.unavailable_status, {"detail": "try again later"}
                 if not isinstance(body, dict):
                     return 422, {"detail": "body must be an object"}
-                unknown = sorted(set(body) - REGISTER_FIELDS)
-                if unknown:
-                    return 422, {"detail": f"unknown fields: {unknown}"}
-                if any(value is None for value in body.values()):
-                    return 422, {"detail": "null values are not accepted"}
-                if "command" in body and not isinstance(json.loads(body["command"]), list):
-                    return 422, {"detail": "command must be a JSON array string"}
+                problem = _register_problem(body)
+                if problem is not None:
+                    return 422, {"detail": problem}
                 run_id = uuid.uuid4().hex
                 prefix = f"s3://{api.bucket}/runs/{run_id}"
                 api.runs[run_id] = Run(run_id, body, prefix)
@@ -351,22 +383,100 @@ class SentinelServer(LoopbackServer):
                 }
 
             def _finish(self, run: Run, body: Any) -> tuple[int, dict[str, Any]]:
-                if not isinstance(body, dict) or set(body) - FINISH_FIELDS:
-                    return 422, {"detail": "unknown fields in finish body"}
-                if body.get("run_status") not in ("finished", "failed"):
-                    return 422, {"detail": "run_status must be finished or failed"}
-                source = body.get("data_source")
-                if source == "s3" and not isinstance(body.get("data_uris"), list):
-                    return 422, {"detail": "data_uris required for s3"}
-                if source == "inline" and not isinstance(body.get("data_csv"), str):
-                    return 422, {"detail": "data_csv required for inline"}
-                if source not in ("s3", "inline"):
-                    return 422, {"detail": "data_source must be s3 or inline"}
+                started = time.monotonic()
+                problem = _finish_problem(body)
+                if problem is None:
+                    problem, rows, files = api._ingest(run, body)
+                if problem is not None:
+                    return 422, {"detail": problem}
                 run.finishes.append(body)
-                return 200, {"run": {"run_id": run.run_id, "status": body["run_status"]},
-                             "processing": {"status": "queued"}}  # fmt: skip
+                error = api.processing_error
+                return 200, {
+                    "run": {
+                        "run_id": run.run_id,
+                        "run_status": body["run_status"],
+                        "exit_code": body.get("exit_code"),
+                        "finished_at": body.get("finished_at"),
+                    },
+                    "processing": {
+                        "status": "failed" if error else "completed",
+                        "rows": 0 if error else rows,
+                        "files": files,
+                        "duration_ms": round((time.monotonic() - started) * 1000),
+                        "error": error,
+                    },
+                }
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
         return Handler
+
+
+def _register_problem(body: dict[str, Any]) -> str | None:
+    """Why the service would answer 422 to this register body, or None."""
+    unknown = sorted(set(body) - set(REGISTER_FIELDS))
+    if unknown:
+        return f"unknown fields: {unknown}"
+    for name, value in body.items():
+        accepted = REGISTER_FIELDS[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            return f"{name}: expected {'/'.join(t.__name__ for t in accepted)}, got {value!r}"
+    tags = body.get("tags")
+    if tags is not None and not all(isinstance(v, str) for v in [*tags, *tags.values()]):
+        return "tags: keys and values must be strings"
+    command = body.get("command")
+    if command is not None:
+        try:
+            parsed = json.loads(command)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(part, str) for part in parsed):
+            return "command must be a string holding a JSON array of strings"
+    return None
+
+
+def _finish_problem(body: Any) -> str | None:
+    """Why the service would answer 422 to this finish body (before reading data), or None."""
+    if not isinstance(body, dict):
+        return "body must be an object"
+    unknown = sorted(set(body) - FINISH_FIELDS)
+    if unknown:
+        return f"unknown fields in finish body: {unknown}"
+    if body.get("run_status") not in ("finished", "failed"):
+        return "run_status must be finished or failed"
+    exit_code = body.get("exit_code")
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+        return "exit_code must be an integer"
+    finished_at = body.get("finished_at")
+    if finished_at is not None:
+        try:
+            parsed = datetime.fromisoformat(str(finished_at).replace("Z", "+00:00"))
+        except ValueError:
+            return "finished_at must be ISO-8601"
+        if parsed.tzinfo is None:
+            return "finished_at must carry a time zone"
+    source = body.get("data_source")
+    if source == "s3":
+        uris = body.get("data_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+            return "data_uris must be a non-empty list of URIs"
+        if "data_csv" in body:
+            return "data_csv is for inline runs"
+    elif source == "inline":
+        if not isinstance(body.get("data_csv"), str):
+            return "data_csv required for inline"
+        if "data_uris" in body:
+            return "data_uris is for s3 runs"
+    else:
+        return "data_source must be s3 or inline"
+    return None
+
+
+def _csv_problem(text: str, where: str) -> str | None:
+    header = text.split("\n", 1)[0]
+    if header != SENTINEL_HEADER:
+        return f"{where}: the header is not the 32 Sentinel columns: {header[:120]!r}"
+    return None

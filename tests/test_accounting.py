@@ -4,6 +4,7 @@ child's CPU moves into its reaper's cutime/cstime."""
 from __future__ import annotations
 
 import pytest
+
 from sentinel_sidecar.accounting import ProcAccounting
 from sentinel_sidecar.procfs import ProcessInfo
 

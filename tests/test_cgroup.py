@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from sentinel_sidecar.cgroup import (
     CgroupFormatError,
     CgroupReader,
@@ -12,7 +13,6 @@ from sentinel_sidecar.cgroup import (
     parse_proc_cgroup,
     parse_single,
 )
-
 from tests.fakefs import cgroup_v1, cgroup_v2, write
 
 

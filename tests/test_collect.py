@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
+
 from sentinel_sidecar.accounting import Counters
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector, Reading, WorkloadReading
@@ -8,8 +10,6 @@ from sentinel_sidecar.node import SystemReading
 from sentinel_sidecar.procfs import ProcReader
 from sentinel_sidecar.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
 from sentinel_sidecar.runner import Ticker
-from structlog.testing import capture_logs
-
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write
 
 
@@ -89,7 +89,8 @@ def test_row_holds_deltas_rates_and_empty_unknowns():
     assert row["system_cpu_usage"] == "1.5000"
     assert row["system_disk_read_bytes"] == "4096"
     assert row["system_net_recv_bytes"] == ""  # unknown, not zero
-    assert row["system_gpu_usage"] == row["process_gpu_vram_mib"] == ""
+    gpu = [row[name] for name in SENTINEL_COLUMNS if "_gpu_" in name]
+    assert gpu == ["0"] * 6  # no GPU: 0, as the reference clients write and Sentinel reads
     assert row["process_pid"] == "20"
     assert row["process_children"] == "2"
     assert row["process_utime"] == "2.0000"
@@ -109,7 +110,8 @@ def test_row_without_workload_leaves_process_cells_empty():
             strict=True,
         )
     )
-    assert all(row[name] == "" for name in SENTINEL_COLUMNS if name.startswith("process_"))
+    process = [name for name in SENTINEL_COLUMNS if name.startswith("process_")]
+    assert all(row[name] == "" for name in process if "_gpu_" not in name)
 
 
 def test_counter_reset_never_gives_a_negative_delta():

@@ -1,8 +1,10 @@
 import argparse
+import json
 import os
 from pathlib import Path
 
 import pytest
+
 from sentinel_sidecar.cli import main
 from sentinel_sidecar.config import ConfigError, Settings, add_flags, load
 
@@ -104,12 +106,49 @@ def test_config_path_from_env(tmp_path: Path, capsys, monkeypatch):
         (["run", "--pid", "0"], {}, "expected a process id >= 1"),
         (["run"], {"TRACKER_LOG_LEVEL": "loud"}, "one of debug, info, warning, error"),
         (["run"], {"TRACKER_S3_URI": "s3://b/../x"}, "expected an s3://bucket/prefix URI"),
+        (["run"], {"TRACKER_TAGS": "team"}, "tags (env TRACKER_TAGS): 'team' is not allowed"),
+        (["run"], {"TRACKER_TAGS": '{"team": ["a"]}'}, "expected k=v,k2=v2 or a JSON object"),
+        (["run"], {"TRACKER_TAGS": "=ml"}, "tags (env TRACKER_TAGS)"),
+        (["run"], {"TRACKER_COMMAND": "python 'train.py"}, "command (env TRACKER_COMMAND)"),
     ],
 )
 def test_bad_flags_and_env_exit_2(capsys, monkeypatch, argv, environ, expected):
     code, err = run_cli(argv, capsys, monkeypatch, environ)
     assert code == 2
     assert expected in err
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("team=ml", {"team": "ml"}),
+        (" team = ml , stage=train,", {"team": "ml", "stage": "train"}),
+        ("url=a=b", {"url": "a=b"}),
+        ('{"team": "ml", "gpus": 4}', {"team": "ml", "gpus": "4"}),
+    ],
+)
+def test_tags_are_key_value_pairs(raw: str, expected: dict[str, str]):
+    assert settings_from([], {"TRACKER_TAGS": raw}).tags == expected
+
+
+def test_tags_and_command_from_yaml(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("tags:\n  team: ml\n  gpus: 4\ncommand: [python, train.py]\n")
+    settings = settings_from(["--config", str(config)], {})
+    assert settings.tags == {"team": "ml", "gpus": "4"}
+    assert settings.command == '["python", "train.py"]'
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("python train.py --lr 0.1", ["python", "train.py", "--lr", "0.1"]),
+        ('["python","x y.py"]', ["python", "x y.py"]),
+        ("sh -c 'a && b'", ["sh", "-c", "a && b"]),
+    ],
+)
+def test_command_becomes_a_json_array_string(raw: str, expected: list[str]):
+    assert json.loads(settings_from([], {"TRACKER_COMMAND": raw}).command or "") == expected
 
 
 def test_empty_yaml_file_is_all_defaults(tmp_path: Path):

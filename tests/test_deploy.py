@@ -1,5 +1,6 @@
 """Offline validation of the ways to deploy: Dockerfile, manifests, kustomize, Helm, compose."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
-import sentinel_sidecar
 import yaml
+
+import sentinel_sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -147,7 +149,10 @@ def test_chart_default_values_render_rbac_only():
 
 
 VALUE_SETS = {
-    "native-example": {"exampleJob": {"enabled": True}, "metadata": {"projectName": "p"}},
+    "native-example": {
+        "exampleJob": {"enabled": True},
+        "metadata": {"projectName": "p", "tags": {"team": "ml", "stage": "train"}},
+    },
     "classic-extended-token-file": {
         "sidecarMode": "classic",
         "token": {"as": "file"},
@@ -184,6 +189,8 @@ def test_chart_value_sets_render_valid_jobs(name):
         assert spec["terminationGracePeriodSeconds"] == 55
     if name == "native-example":
         assert env["TRACKER_PROJECT_NAME"]["value"] == "p"
+        assert json.loads(env["TRACKER_TAGS"]["value"]) == {"team": "ml", "stage": "train"}
+        assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
 
 
 def test_direct_s3_values_set_the_uri_and_no_token():
@@ -203,6 +210,7 @@ def test_direct_s3_values_set_the_uri_and_no_token():
         {"s3": {"uri": "https://bucket/x"}},
         {"agent": {"healthPort": 70000}},
         {"intervall": 1},
+        {"metadata": {"tags": "team=ml"}},
     ],
 )
 def test_chart_schema_rejects_bad_values(values):

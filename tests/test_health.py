@@ -1,4 +1,5 @@
 import requests
+
 from sentinel_sidecar.health import HealthServer, Probe, Stats
 
 
@@ -12,7 +13,7 @@ class Clock:
 
 def test_endpoints_follow_sampling_and_upload_health():
     clock = Clock()
-    stats = Stats(rows_sampled=5, chunks_uploaded=2, connected=True)
+    stats = Stats(rows_sampled=5, chunks_uploaded=2, ingestion_errors=1, connected=True)
     probe = Probe(stats, interval=1, upload_interval=10, pending_bytes=lambda: 123,
                   credentials_left=lambda: 250.0, monotonic=clock)  # fmt: skip
     server = HealthServer(0, probe, host="127.0.0.1")
@@ -25,6 +26,7 @@ def test_endpoints_follow_sampling_and_upload_health():
         metrics = requests.get(base + "/metrics", timeout=5).text
         assert "sentinel_sidecar_rows_sampled_total 5" in metrics
         assert "sentinel_sidecar_pending_bytes 123" in metrics
+        assert "sentinel_sidecar_ingestion_errors_total 1" in metrics
         assert "sentinel_sidecar_credentials_seconds_left 250.0" in metrics
         assert "# TYPE sentinel_sidecar_upload_failures_total counter" in metrics
         stats.failing_since_monotonic = clock.now

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sentinel_sidecar.kube import pod_exit_code, workload_exit_code
 
 

@@ -2,6 +2,7 @@ import io
 import json
 
 import structlog
+
 from sentinel_sidecar import log
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from sentinel_sidecar.node import (
     NodeReader,
     parse_cpu,
@@ -12,7 +13,6 @@ from sentinel_sidecar.node import (
     parse_net_dev,
 )
 from sentinel_sidecar.procfs import clock_ticks
-
 from tests.fakefs import CLOCK_TICKS, fake_proc, write
 
 DISKSTATS = (  # Linux 5.5+: 20 fields; a disk, its partition, a loop device, a device-mapper

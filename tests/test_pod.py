@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sentinel_sidecar.rows import SENTINEL_COLUMNS
 
+from sentinel_sidecar.rows import SENTINEL_COLUMNS
 from tests import pod as simulated
 from tests.agent import chunk_rows, dir_chunks
 from tests.pod import PRELUDE, SHAPES

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sentinel_sidecar.procfs import (
     PSS_REFRESH_SECONDS,
     ProcessInfo,
@@ -18,7 +19,6 @@ from sentinel_sidecar.procfs import (
     select_tree,
     select_workload,
 )
-
 from tests.fakefs import fake_proc, fake_process
 
 

@@ -3,15 +3,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from sentinel_sidecar.config import Settings
 from sentinel_sidecar.sentinel import (
     Credentials,
     SentinelClient,
     SentinelError,
-    command_field,
     register_body,
 )
 from sentinel_sidecar.sinks import parse_s3_uri
+from tests.peers import SENTINEL_HEADER
 
 
 def client(sentinel, token: str | None = None, **kwargs) -> SentinelClient:
@@ -29,9 +30,44 @@ def test_register_refresh_finish_round_trip(sentinel):
     assert registration.credentials.seconds_left(time.time()) > 3000
     fresh = api.refresh_credentials(registration.run_id, soon())
     assert fresh.session_token != registration.credentials.session_token
-    api.finish_run(registration.run_id, {"run_status": "finished", "data_source": "s3",
-                                         "data_uris": []}, soon())  # fmt: skip
+    csv = SENTINEL_HEADER + "\n" + ",".join(["1"] * 32) + "\n"
+    answer = api.finish_run(registration.run_id, {"run_status": "finished", "data_source": "inline",
+                                                  "data_csv": csv}, soon())  # fmt: skip
     assert sentinel.runs[registration.run_id].finishes
+    assert answer["processing"] == {**answer["processing"], "status": "completed", "rows": 1,
+                                    "error": None}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"run_status": "finished", "data_source": "s3", "data_uris": []},
+        {"run_status": "finished", "data_source": "inline", "data_csv": "a,b\n1,2\n"},
+        {"run_status": "finished", "data_source": "inline", "data_csv": "x", "pid": 1},
+        {"run_status": "finished", "data_source": "s3", "data_uris": ["s3://elsewhere/0001.csv.gz"]},
+        {"run_status": "done", "data_source": "inline", "data_csv": ""},
+        {"run_status": "finished", "finished_at": "yesterday", "data_source": "inline",
+         "data_csv": ""},
+    ],
+    ids=["empty-uris", "wrong-header", "unknown-field", "foreign-uri", "bad-status", "bad-time"],
+)  # fmt: skip
+def test_the_test_server_refuses_what_the_service_refuses(sentinel, body):
+    api = client(sentinel)
+    registration = api.register_run({}, soon())
+    with pytest.raises(SentinelError) as refused:
+        api.finish_run(registration.run_id, body, soon())
+    assert refused.value.status == 422
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"tags": "team=ml"}, {"tags": {"team": 1}}, {"command": "python x.py"}, {"pid": 1},
+     {"host_vcpus": "2"}],
+)  # fmt: skip
+def test_the_test_server_refuses_bad_register_bodies(sentinel, body):
+    with pytest.raises(SentinelError) as refused:
+        client(sentinel).register_run(body, soon())
+    assert refused.value.status == 422
 
 
 def test_503_is_retried_until_it_clears(sentinel):
@@ -105,11 +141,6 @@ def test_credentials_without_expiry_are_rejected():
         Credentials.from_api({"access_key": "a", "secret_key": "s", "session_token": "t"})
 
 
-def test_command_becomes_a_json_array_string():
-    assert command_field("python train.py --lr 0.1") == '["python", "train.py", "--lr", "0.1"]'
-    assert command_field('["python","x y.py"]') == '["python", "x y.py"]'
-
-
 def test_register_body_is_flat_without_nulls_or_pid():
     settings = Settings(project_name="p", team="ml", cloud_vendor_id="aws")
     body = register_body(settings, {"NODE_NAME": "n1", "POD_NAME": "pod-1"})
@@ -118,6 +149,17 @@ def test_register_body_is_flat_without_nulls_or_pid():
     assert body["cloud_vendor_id"] == "aws"
     assert "pid" not in body and None not in body.values()
     assert "cloud_region_id" not in body and "host_ip" not in body
+    assert "external_run_id" not in body  # no pod UID outside a pod
+
+
+def test_register_body_tags_are_an_object_and_the_pod_uid_names_the_run():
+    settings = Settings(tags={"team": "ml", "stage": "train"}, command='["python", "t.py"]')
+    body = register_body(settings, {"POD_UID": "0b5e-uid"})
+    assert body["tags"] == {"team": "ml", "stage": "train"}
+    assert body["external_run_id"] == "0b5e-uid"
+    assert body["command"] == '["python", "t.py"]'
+    mine = register_body(Settings(external_run_id="mine"), {"POD_UID": "0b5e-uid"})
+    assert mine["external_run_id"] == "mine"
 
 
 @pytest.mark.parametrize(

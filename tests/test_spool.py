@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sentinel_sidecar.spool import Spool, SpoolError, State, StateStore, read_exit_code
 
 HEADER = "a,b,c\n"

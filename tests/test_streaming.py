@@ -6,13 +6,21 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.agent import chunk_rows, spool_rows, start_agent, wait_for_rows, wait_until
-from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer, free_port
+from tests.peers import (
+    REGION,
+    SENTINEL_HEADER,
+    MotoServer,
+    S3Proxy,
+    SentinelServer,
+    free_port,
+)
 
 
 def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
@@ -71,7 +79,7 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
     ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    stop(agent)
+    err = stop(agent)
     assert ready.status_code == 200
     assert "sentinel_sidecar_chunks_uploaded_total" in metrics
     assert "sentinel_sidecar_credentials_seconds_left" in metrics
@@ -85,7 +93,15 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
     assert rows == spool_rows(spool)
     assert len(uris) >= 5
     [finish] = run.finishes
+    finished_at = finish.pop("finished_at")
     assert finish == {"run_status": "finished", "data_source": "s3", "data_uris": uris}
+    assert datetime.fromisoformat(finished_at.replace("Z", "+00:00")).tzinfo is not None
+    for key in moto.objects(sentinel.bucket, run.prefix.removeprefix(f"s3://{sentinel.bucket}/")):
+        stored = moto.client("s3").head_object(Bucket=sentinel.bucket, Key=key)
+        assert stored["ContentType"] == "application/gzip" and "ContentEncoding" not in stored
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    [done] = [event for event in events if event["event"] == "run_finished_on_api"]
+    assert done["processing_status"] == "completed" and done["processing_rows"] == len(rows)
     state = json.loads((spool / "state.json").read_text())
     assert state["finished"] and state["run_id"] == run.run_id and state["seq"] == len(uris)
 
@@ -221,6 +237,60 @@ def test_short_run_without_uploads_finishes_inline(tmp_path: Path, moto, proxy, 
     assert finish["data_source"] == "inline"
     assert finish["data_csv"] == (spool / "metrics.csv").read_text()
     assert moto.objects(sentinel.bucket) == {}
+
+
+def test_extended_schema_tags_and_pod_uid_reach_sentinel_as_it_takes_them(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    spool = tmp_path / "spool"
+    env = {**sentinel_env(sentinel, proxy), "TRACKER_TAGS": "team=ml,stage=train",
+           "POD_UID": "5a1d-uid", "TRACKER_SCHEMA": "extended"}  # fmt: skip
+    agent = start_agent(args(spool, workload.pid, "--upload-interval", "600"), env)
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    wait_for_rows(spool, 5)
+    err = stop(agent)
+    [run] = sentinel.runs.values()
+    assert run.body["tags"] == {"team": "ml", "stage": "train"}
+    assert run.body["external_run_id"] == "5a1d-uid"
+    [finish] = run.finishes  # the server checked the header: the 32 columns
+    assert finish["data_csv"].split("\n", 1)[0] == SENTINEL_HEADER
+    assert "schema_not_sent" in err
+
+
+def test_nothing_uploaded_and_too_large_for_inline_keeps_the_run_open(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    proxy.down = True  # S3 unreachable for the whole run
+    spool = tmp_path / "spool"
+    agent = start_agent(
+        args(spool, workload.pid, "--inline-max-bytes", "200", "--shutdown-timeout", "4"),
+        sentinel_env(sentinel, proxy),
+    )
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    wait_for_rows(spool, 5)
+    err = stop(agent)
+    [run] = sentinel.runs.values()
+    assert run.finishes == []  # never `data_uris: []`: that would close the run empty
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    [kept] = [event for event in events if event["event"] == "run_not_finished"]
+    assert kept["rows_in_spool"] == len(spool_rows(spool)) > 0
+    assert not json.loads((spool / "state.json").read_text())["finished"]
+
+
+def test_data_the_service_could_not_ingest_is_an_error_and_a_metric(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    sentinel.processing_error = "row 3: timestamp is not a number"
+    spool = tmp_path / "spool"
+    agent = start_agent(
+        args(spool, workload.pid, "--upload-interval", "600"), sentinel_env(sentinel, proxy)
+    )
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    wait_for_rows(spool, 5)
+    err = stop(agent)
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    [failed] = [event for event in events if event["event"] == "run_data_not_ingested"]
+    assert failed["level"] == "error" and failed["error"] == sentinel.processing_error
 
 
 def test_exit_code_file_sets_failed_status(tmp_path: Path, moto, proxy, sentinel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +63,8 @@ class Settings:
     executor: str | None = None
     external_run_id: str | None = None
     container_image: str | None = None
-    command: str | None = None
-    tags: str | None = None
+    command: str | None = None  # a JSON array of strings, as the API takes it
+    tags: dict[str, str] | None = None
     cloud_vendor_id: str | None = None
     cloud_account_id: str | None = None
     cloud_region_id: str | None = None
@@ -74,7 +76,7 @@ class Settings:
         """Where local mode writes chunks: `output_dir`, else `<spool_dir>/output`."""
         return self.output_dir if self.output_dir is not None else self.spool_dir / "output"
 
-    def metadata(self) -> dict[str, str]:
+    def metadata(self) -> dict[str, Any]:
         """The run metadata fields of the Sentinel API that are set."""
         values = {name: getattr(self, name) for name in METADATA_FIELDS}
         return {name: value for name, value in values.items() if value is not None}
@@ -200,6 +202,45 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
+def _tags(value: Any) -> dict[str, str]:
+    """Key-value pairs from a mapping (YAML), a JSON object, or `k=v,k2=v2`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+            if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
+                raise ValueError
+            value = {key.strip(): item.strip() for key, _, item in pairs}
+    if not isinstance(value, dict) or not value:
+        raise ValueError
+    tags = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or isinstance(item, bool | dict | list):
+            raise ValueError
+        tags[key] = "" if item is None else str(item)
+    return tags
+
+
+def _command(value: Any) -> str:
+    """The command as a JSON array string: from a JSON array, a list (YAML) or a shell line."""
+    if isinstance(value, list):
+        parts = value
+    elif isinstance(value, str):
+        try:
+            parts = json.loads(value)
+        except ValueError:
+            parts = shlex.split(value)  # ValueError on an unbalanced quote
+        if not isinstance(parts, list):
+            parts = shlex.split(value)
+    else:
+        raise ValueError
+    if not parts or not all(isinstance(part, str) for part in parts):
+        raise ValueError
+    return json.dumps(parts)
+
+
 def _s3_uri(value: Any) -> str:
     parse_s3_uri(_text(value))
     return str(value)
@@ -241,6 +282,8 @@ _RULES: dict[str, _Rule] = {
     "s3_endpoint_url": _TEXT,
     "aws_region": _TEXT,
     **dict.fromkeys(METADATA_FIELDS + CLOUD_FIELDS, _TEXT),
+    "command": _Rule("str", _command, "a command line or a JSON array of strings"),
+    "tags": _Rule("dict", _tags, "k=v,k2=v2 or a JSON object of strings"),
 }
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))

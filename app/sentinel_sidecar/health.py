@@ -23,6 +23,7 @@ class Stats:
     rows_sampled: int = 0
     chunks_uploaded: int = 0
     upload_failures: int = 0
+    ingestion_errors: int = 0
     last_sample_monotonic: float | None = None
     last_upload_wall: float | None = None
     failing_since_monotonic: float | None = None
@@ -59,6 +60,8 @@ class Probe:
             ("rows_sampled_total", "counter", "Rows appended to the spool.", stats.rows_sampled),
             ("chunks_uploaded_total", "counter", "Chunks confirmed.", stats.chunks_uploaded),
             ("upload_failures_total", "counter", "Failed chunk uploads.", stats.upload_failures),
+            ("ingestion_errors_total", "counter",
+             "Finished runs whose data Sentinel reported as not ingested.", stats.ingestion_errors),
             ("pending_bytes", "gauge", "Spooled bytes not yet uploaded.", self.pending_bytes()),
             ("credentials_seconds_left", "gauge", "Seconds until the upload credentials expire.",
              left),

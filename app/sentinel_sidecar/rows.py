@@ -142,9 +142,9 @@ def make_row(before: Reading, after: Reading, schema: str) -> list[str]:
         _fmt(s1.disk_space_free_gb),
         _fmt(_int_delta(s0.net_recv_bytes, s1.net_recv_bytes)),
         _fmt(_int_delta(s0.net_sent_bytes, s1.net_sent_bytes)),
-        "",  # system_gpu_usage: no GPU support yet, unknown rather than zero
-        "",
-        "",
+        "0",  # system_gpu_*: 0 without a GPU, as the reference clients write and Sentinel reads
+        "0",
+        "0",
         _fmt(after.workload.main_pid),
         _fmt(max(0, after.workload.process_count - 1) if has_workload else None),
         _fmt(user if has_workload else None, 4),
@@ -155,9 +155,9 @@ def make_row(before: Reading, after: Reading, schema: str) -> list[str]:
         _fmt(_mib(after.workload.memory_bytes)),
         _fmt(_as_int(work["read"]) if has_workload else None),
         _fmt(_as_int(work["write"]) if has_workload else None),
-        "",
-        "",
-        "",
+        "0",  # process_gpu_*
+        "0",
+        "0",
     ]
     if schema == "extended":
         cells.extend(_extended_cells(before.workload, after.workload))

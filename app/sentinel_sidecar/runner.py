@@ -62,11 +62,14 @@ class Runner:
         self.stats = Stats()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
+        # Sentinel validates exactly the 32 columns; the extended ones go only to local and
+        # direct-S3 destinations.
+        self._schema = "sentinel" if settings.mode == "sentinel" else settings.schema
 
     def run(self) -> RunOutcome:
         """Sample until stopped or until the workload is gone, then deliver everything."""
         settings = self.settings
-        header = header_line(settings.schema)
+        header = header_line(self._schema)
         store = StateStore(settings.spool_dir)
         previous = store.load()
         if previous is not None and previous.finished:
@@ -81,6 +84,9 @@ class Runner:
             log.info("run_resumed", seq=state.seq, offset=state.offset, mode=settings.mode)
         else:
             log.info("run_started", spool=str(spool.path), mode=settings.mode)
+        if self._schema != settings.schema:
+            log.warning("schema_not_sent", schema=settings.schema, mode=settings.mode,
+                        reason="Sentinel takes the 32-column schema only")  # fmt: skip
         uploader = Uploader(
             spool,
             store,
@@ -213,7 +219,7 @@ class Runner:
         """One sample appended to the spool; a failing read is logged and skipped."""
         try:
             reading = collector.read()
-            spool.append(",".join(make_row(previous, reading, self.settings.schema)) + "\n")
+            spool.append(",".join(make_row(previous, reading, self._schema)) + "\n")
         except Exception:
             # The sampler must survive anything /proc or cgroupfs throws at it.
             log.exception("sample_failed")
@@ -253,7 +259,7 @@ class Runner:
             "run_id": state.run_id,
             "started_at": _iso(state.started_at or self._wall_clock()),
             "finished_at": _iso(self._wall_clock()),
-            "schema": settings.schema,
+            "schema": self._schema,
             "rows": spool.count_rows(),
             "chunks": state.seq,
             "uris": list(state.uploaded_uris),
@@ -310,21 +316,37 @@ class Runner:
         if not sink.connected or sink.run_id is None:
             log.error("run_not_registered", rows_in_spool=summary["rows"], spool=str(spool.path))
             return None
-        body: dict[str, Any] = {"run_status": summary["run_status"]}
+        body: dict[str, Any] = {
+            "run_status": summary["run_status"],
+            "finished_at": summary["finished_at"],
+        }
         if summary["exit_code"] is not None:
             body["exit_code"] = summary["exit_code"]
         if inline:
             body["data_source"] = "inline"
             body["data_csv"] = spool.read_all().decode()
-        else:
+        elif summary["uris"]:
             body["data_source"] = "s3"
             body["data_uris"] = summary["uris"]
+        else:
+            # Finishing with no data would close the run empty; the spool keeps every row for
+            # a restart of the agent to deliver.
+            log.error("run_not_finished", reason="no chunk uploaded and too large to go inline",
+                      rows_in_spool=summary["rows"], spool=str(spool.path))  # fmt: skip
+            return None
         try:
-            sink.client.finish_run(sink.run_id, body, deadline)
+            answer = sink.client.finish_run(sink.run_id, body, deadline)
         except SentinelError as exc:
             log.error("finish_run_failed", error=str(exc), status=exc.status)
             return None
-        log.info("run_finished_on_api", run_id=sink.run_id, data_source=body["data_source"])
+        processing = answer.get("processing") if isinstance(answer, dict) else None
+        processing = processing if isinstance(processing, dict) else {}
+        log.info("run_finished_on_api", run_id=sink.run_id, data_source=body["data_source"],
+                 processing_status=processing.get("status"), processing_rows=processing.get("rows"),
+                 processing_files=processing.get("files"))  # fmt: skip
+        if processing.get("error"):
+            self.stats.ingestion_errors += 1
+            log.error("run_data_not_ingested", run_id=sink.run_id, error=processing["error"])
         return f"{self.settings.sentinel_api_url.rstrip('/')}/runs/{sink.run_id}"
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
-import shlex
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -220,17 +218,6 @@ class SentinelClient:
         return data
 
 
-def command_field(command: str) -> str:
-    """`command` as the API wants it: a JSON-array string (`'["python", "train.py"]'`)."""
-    try:
-        parsed = json.loads(command)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, list) and all(isinstance(part, str) for part in parsed):
-        return json.dumps(parsed)
-    return json.dumps(shlex.split(command))
-
-
 def host_fields(environ: Mapping[str, str]) -> dict[str, Any]:
     """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model. No probing."""
     import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports
@@ -257,9 +244,11 @@ def _cpu_model() -> str | None:
 
 
 def register_body(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The flat `POST /runs` body: metadata, host and configured cloud fields; no nulls, no pid."""
+    """The flat `POST /runs` body: metadata, host and configured cloud fields; no nulls, no pid.
+
+    `external_run_id` defaults to the pod's UID (`POD_UID` from the Downward API): a register
+    retried after a lost answer may create a second run, and the UID tells them apart."""
     environ = os.environ if environ is None else environ
     body: dict[str, Any] = {**settings.metadata(), **host_fields(environ), **settings.cloud()}
-    if "command" in body:
-        body["command"] = command_field(body["command"])
+    body.setdefault("external_run_id", environ.get("POD_UID"))
     return {key: value for key, value in body.items() if value is not None}

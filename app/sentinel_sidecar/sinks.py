@@ -162,22 +162,24 @@ class S3Sink:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def put_chunk(self, seq: int, body: bytes) -> str:
-        """Upload chunk `seq`; return its `s3://` URI."""
-        return self._put(chunk_name(seq), body, "text/csv", "gzip")
+        """Upload chunk `seq` (a gzipped CSV); return its `s3://` URI.
+
+        Stored as `application/gzip` without `Content-Encoding`: with it, S3 clients unpack the
+        object on download and the `.csv.gz` is no longer gzip."""
+        return self._put(chunk_name(seq), body, "application/gzip")
 
     def put_summary(self, summary: dict[str, Any]) -> str:
         """Upload `run.json` next to the chunks."""
         body = (json.dumps(summary, indent=2) + "\n").encode()
-        return self._put("run.json", body, "application/json", None)
+        return self._put("run.json", body, "application/json")
 
-    def _put(self, name: str, body: bytes, content_type: str, encoding: str | None) -> str:
+    def _put(self, name: str, body: bytes, content_type: str) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        extra = {"ContentEncoding": encoding} if encoding else {}
         key = self.key(name)
         try:
             self._get_client().put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")

@@ -117,7 +117,7 @@ serviceAccountName: {{ .Values.serviceAccount.name }}
 {{- range $key, $value := .Values.metadata }}
 {{- if $value }}
 - name: TRACKER_{{ $key | snakecase | upper }}
-  value: {{ $value | quote }}
+  value: {{ if kindIs "map" $value }}{{ $value | toJson | quote }}{{ else }}{{ $value | quote }}{{ end }}
 {{- end }}
 {{- end }}
 - name: POD_NAME
@@ -132,6 +132,10 @@ serviceAccountName: {{ .Values.serviceAccount.name }}
   valueFrom:
     fieldRef:
       fieldPath: spec.nodeName
+- name: POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
