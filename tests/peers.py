@@ -154,16 +154,46 @@ class ProxyLog:
 
 
 class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 with a free port, serving until `close()`."""
+    """A threaded HTTP server on 127.0.0.1 with a free port, serving until `close()`.
+
+    `hang` makes it misbehave as real peers do: "blackhole" reads the request and never
+    answers; "slow" answers after 30 s; "trickle" sends its answer one byte every 2 s. Every
+    wait ends when the server is closed."""
+
+    hang: str | None = None
 
     def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    def _answer(self, handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
+                data: bytes) -> None:  # fmt: skip
+        """Send an answer the way `hang` says."""
+        if self.hang == "blackhole":
+            self._closing.wait(600)
+            handler.close_connection = True
+            return
+        if self.hang == "slow":
+            self._closing.wait(30)
+        head = f"HTTP/1.1 {status} {http.client.responses.get(status, 'Status')}\r\n"
+        head += "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+        head += f"Content-Length: {len(data)}\r\n\r\n"
+        raw = head.encode() + data
+        if self.hang != "trickle":
+            handler.wfile.write(raw)
+            return
+        for index in range(len(raw)):
+            if self._closing.wait(2):
+                return
+            handler.wfile.write(raw[index : index + 1])
+            handler.wfile.flush()
+
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -206,15 +236,11 @@ class S3Proxy(LoopbackServer):
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 answer = upstream.getresponse()
                 data = answer.read()
-                proxy.log.append(ProxyLog(self.command, self.path, answer.status, token))
-                self.send_response(answer.status)
-                for key, value in answer.getheaders():
-                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
                 upstream.close()
+                proxy.log.append(ProxyLog(self.command, self.path, answer.status, token))
+                skip = ("connection", "transfer-encoding", "content-length")
+                kept = {k: v for k, v in answer.getheaders() if k.lower() not in skip}
+                proxy._answer(self, answer.status, kept, data)
 
             def _expired(self, token: str) -> None:
                 proxy.log.append(ProxyLog(self.command, self.path, 400, token))
@@ -331,18 +357,16 @@ class SentinelServer(LoopbackServer):
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 status, answer = self._route()
                 with api._lock:
                     api.requests.append((self.path, status))
-                data = json.dumps(answer).encode()
-                self.send_response(status)
+                headers = {"Content-Type": "application/json"}
                 if status in (429, 503) and api.retry_after is not None:
-                    self.send_header("Retry-After", api.retry_after)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    headers["Retry-After"] = api.retry_after
+                api._answer(self, status, headers, json.dumps(answer).encode())
 
             def _route(self) -> tuple[int, dict[str, Any]]:
                 if self.headers.get("Authorization") != f"Bearer {api.token}":

@@ -1,0 +1,102 @@
+"""SIGTERM against peers that hang: the agent is done inside `shutdown_timeout` + 1 s, exits 0,
+finishes the run with what was confirmed when the API still answers, and keeps the rest.
+
+The peers misbehave as real ones do (tests/peers.py `hang`): accept and never answer, answer
+after 30 s, or trickle the answer one byte every 2 s — the last two beat any per-read timeout.
+"""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agent import start_agent, wait_until
+from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer
+
+BUDGET = 5.0
+HANGS = ["blackhole", "slow", "trickle"]
+
+
+def events(err: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def start(spool: Path, pid: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    args = ["run", "--spool-dir", str(spool), "--interval", "0.1", "--upload-interval", "0.5",
+            "--pid", str(pid), "--health-port", "0", "--shutdown-timeout", str(BUDGET)]  # fmt: skip
+    return start_agent(args, env)
+
+
+def sigterm(agent: subprocess.Popen[str]) -> tuple[float, str]:
+    """Seconds from SIGTERM to exit, and the agent's log."""
+    started = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    try:
+        _out, err = agent.communicate(timeout=BUDGET + 30)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        _out, err = agent.communicate()
+        raise AssertionError(f"alive {BUDGET + 30} s after SIGTERM:\n{err[-3000:]}") from None
+    elapsed = time.monotonic() - started
+    assert agent.returncode == 0, err[-3000:]
+    return elapsed, err
+
+
+def uploaded(spool: Path) -> list[str]:
+    return list(json.loads((spool / "state.json").read_text())["uploaded_uris"])
+
+
+def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
+    return {"SENTINEL_API_URL": sentinel.url, "SENTINEL_API_TOKEN": sentinel.token,
+            "S3_ENDPOINT_URL": proxy.endpoint, "AWS_REGION": REGION}  # fmt: skip
+
+
+@pytest.mark.parametrize("hang", HANGS)
+def test_s3_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload, hang: str):
+    spool = tmp_path / "spool"
+    agent = start(spool, workload.pid, sentinel_env(sentinel, proxy))
+    wait_until(lambda: (spool / "state.json").exists() and len(uploaded(spool)) >= 2, 30,
+               "two uploads")  # fmt: skip
+    proxy.hang = hang
+    time.sleep(1.0)  # the next upload is on its way to the hanging S3
+    elapsed, err = sigterm(agent)
+    assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} S3)"
+    [run] = sentinel.runs.values()
+    [finish] = run.finishes  # the API still answers: the run is finished
+    assert finish["data_uris"] == uploaded(spool)  # what was confirmed, nothing in flight
+    assert any(event["event"] == "rows_not_uploaded" for event in events(err))
+
+
+@pytest.mark.parametrize("hang", HANGS)
+def test_api_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload, hang: str):
+    spool = tmp_path / "spool"
+    agent = start(spool, workload.pid, sentinel_env(sentinel, proxy))
+    wait_until(lambda: (spool / "state.json").exists() and len(uploaded(spool)) >= 1, 30,
+               "an upload")  # fmt: skip
+    sentinel.hang = hang
+    elapsed, err = sigterm(agent)
+    assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} API)"
+    assert not json.loads((spool / "state.json").read_text())["finished"]  # resumable
+    assert any(event["event"] == "finish_run_failed" for event in events(err))
+
+
+@pytest.mark.parametrize("hang", HANGS)
+def test_direct_s3_hanging_at_sigterm(tmp_path: Path, moto: MotoServer, workload, hang: str):
+    bucket = moto.new_bucket()
+    proxy = S3Proxy(moto.port)
+    try:
+        spool = tmp_path / "spool"
+        env = {"TRACKER_S3_URI": f"s3://{bucket}/direct", "S3_ENDPOINT_URL": proxy.endpoint,
+               "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
+        agent = start(spool, workload.pid, env)
+        wait_until(lambda: (spool / "state.json").exists() and len(uploaded(spool)) >= 1, 30,
+                   "an upload")  # fmt: skip
+        proxy.hang = hang
+        elapsed, _err = sigterm(agent)
+        assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} S3)"
+    finally:
+        proxy.close()
