@@ -432,7 +432,7 @@ def upload_path(repeats: int) -> dict[str, Any]:
                     spool, store, state, sink, max_chunk_bytes=8 * MIB, stats=Stats()
                 )
                 wall0, cpu0 = time.perf_counter(), time.thread_time()
-                uploader.upload_next()
+                uploader.upload_next(time.monotonic() + 60)
                 cycle_wall.append(time.perf_counter() - wall0)
                 cycle_cpu.append(time.thread_time() - cpu0)
                 spool.close()

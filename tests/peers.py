@@ -369,10 +369,10 @@ class SentinelServer(LoopbackServer):
                 api._answer(self, status, headers, json.dumps(answer).encode())
 
             def _route(self) -> tuple[int, dict[str, Any]]:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""  # read whatever the answer
                 if self.headers.get("Authorization") != f"Bearer {api.token}":
                     return 401, {"detail": "Invalid or missing token"}
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:

@@ -41,6 +41,7 @@ def sigterm(agent: subprocess.Popen[str]) -> tuple[float, str]:
         _out, err = agent.communicate()
         raise AssertionError(f"alive {BUDGET + 30} s after SIGTERM:\n{err[-3000:]}") from None
     elapsed = time.monotonic() - started
+    print(f"exit {elapsed:.2f} s after SIGTERM")  # pytest -s shows the figures
     assert agent.returncode == 0, err[-3000:]
     return elapsed, err
 

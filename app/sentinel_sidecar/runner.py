@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector, Reading
 from sentinel_sidecar.config import Settings
+from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.health import HealthServer, Probe, Stats
 from sentinel_sidecar.kube import pod_exit_code
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
@@ -27,6 +28,7 @@ from sentinel_sidecar.spool import Spool, State, StateStore, read_exit_code, set
 from sentinel_sidecar.streaming import SentinelSink, Uploader, UploadLoop
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -239,20 +241,25 @@ class Runner:
         sink: DirSink | S3Sink | SentinelSink,
     ) -> RunOutcome:
         settings = self.settings
+        # One budget for everything after the stop: each network call gets the time left as
+        # its total deadline (a peer that trickles its answer beats any per-read timeout), and
+        # the last part of the budget is kept for the finish or run.json.
         deadline = self._monotonic() + settings.shutdown_timeout
-        loop.stop(self._left(deadline) / 2)
+        uploads_until = deadline - min(5.0, settings.shutdown_timeout / 3)
+        loop.stop()
         spool.sync()
         if isinstance(sink, SentinelSink):
             sink.deadline = deadline
-            uploader.prepare()
+            self._within(uploads_until, uploader.prepare, "register")
+        # Inline only when no upload is in flight: one that lands later would hold the same rows.
         inline = (
             isinstance(sink, SentinelSink)
+            and uploader.idle_before(uploads_until)
             and uploader.state.seq == 0
             and spool.size <= settings.inline_max_bytes
         )
-        if not inline and isinstance(sink, S3Sink | SentinelSink):
-            sink.limit_timeouts(self._left(deadline) / 2)
-        drained = inline or uploader.drain(deadline)
+        drained = inline or uploader.drain(uploads_until)
+        uploader.close()
         exit_code = self._exit_code(deadline)
         state = uploader.state
         summary: dict[str, Any] = {
@@ -289,14 +296,27 @@ class Runner:
         """From the exit-code file, else (if enabled) the pod status, within half the time left."""
         code = read_exit_code(self.settings.spool_dir)
         if code is None and self.settings.k8s_exit_code:
-            code = pod_exit_code(
-                os.environ,
-                self._monotonic() + min(10.0, self._left(deadline) / 2),
-                own_container=self.settings.k8s_container_name,
-                workload_container=self.settings.k8s_workload_container,
-                monotonic=self._monotonic,
+            until = self._monotonic() + min(10.0, self._left(deadline) / 2)
+            code = self._within(
+                until,
+                lambda: pod_exit_code(
+                    os.environ,
+                    until,
+                    own_container=self.settings.k8s_container_name,
+                    workload_container=self.settings.k8s_workload_container,
+                    monotonic=self._monotonic,
+                ),
+                "exit code from the pod status",
             )
         return code
+
+    def _within(self, deadline: float, call: Callable[[], _T], what: str) -> _T | None:
+        """`call()` within `deadline`; None (logged) when it is still running then."""
+        try:
+            return call_before(deadline, call, what=what, monotonic=self._monotonic)
+        except DeadlineExceeded as exc:
+            log.error("shutdown_call_abandoned", call=what, error=str(exc))
+            return None
 
     def _deliver_summary(
         self,
@@ -309,8 +329,9 @@ class Runner:
         """run.json for local and direct-S3 mode; `finish_run` for Sentinel. None on failure."""
         if not isinstance(sink, SentinelSink):
             try:
-                return sink.put_summary(summary)
-            except SinkError as exc:
+                return call_before(deadline, lambda: sink.put_summary(summary),
+                                   what="run.json", monotonic=self._monotonic)  # fmt: skip
+            except (SinkError, DeadlineExceeded) as exc:
                 log.error("run_summary_failed", error=str(exc))
                 return None
         if not sink.connected or sink.run_id is None:
@@ -334,10 +355,15 @@ class Runner:
             log.error("run_not_finished", reason="no chunk uploaded and too large to go inline",
                       rows_in_spool=summary["rows"], spool=str(spool.path))  # fmt: skip
             return None
+        run_id = sink.run_id
         try:
-            answer = sink.client.finish_run(sink.run_id, body, deadline)
+            answer = call_before(deadline, lambda: sink.client.finish_run(run_id, body, deadline),
+                                 what="finish", monotonic=self._monotonic)  # fmt: skip
         except SentinelError as exc:
             log.error("finish_run_failed", error=str(exc), status=exc.status)
+            return None
+        except DeadlineExceeded as exc:
+            log.error("finish_run_failed", error=str(exc), status=None)
             return None
         processing = answer.get("processing") if isinstance(answer, dict) else None
         processing = processing if isinstance(processing, dict) else {}

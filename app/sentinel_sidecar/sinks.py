@@ -126,12 +126,6 @@ class S3Sink:
         self._credentials = credentials
         self._client = None
 
-    def limit_timeouts(self, seconds: float) -> None:
-        """Cut connect/read timeouts to `seconds` with a single attempt (the shutdown budget)."""
-        seconds = max(0.5, seconds)
-        self._timeouts = (min(self._timeouts[0], seconds), min(self._timeouts[1], seconds))
-        self._client = None
-
     def _get_client(self) -> Any:
         if self._client is None:
             # Imported here: boto3 costs ~25 MiB and most of start-up, and local mode needs none.
@@ -142,7 +136,7 @@ class S3Sink:
             config = Config(
                 connect_timeout=connect,
                 read_timeout=read,
-                retries={"mode": "standard", "max_attempts": 3 if read >= 5 else 1},
+                retries={"mode": "standard", "max_attempts": 3},
                 s3={"addressing_style": "path"} if self._endpoint_url else None,
             )
             credentials = self._credentials

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.health import Stats
 from sentinel_sidecar.sentinel import Credentials, SentinelClient, SentinelError
 from sentinel_sidecar.sinks import CredentialsRejected, S3Sink, Sink, SinkError
@@ -112,11 +113,6 @@ class SentinelSink:
         if left is not None and left < REFRESH_MARGIN:
             self.refresh()
 
-    def limit_timeouts(self, seconds: float) -> None:
-        """Cut S3 timeouts for the shutdown budget."""
-        if self._s3 is not None:
-            self._s3.limit_timeouts(seconds)
-
     def put_chunk(self, seq: int, body: bytes) -> str:
         """Upload with fresh credentials; on an expiry answer refresh at once and retry once."""
         if self._s3 is None:
@@ -154,7 +150,9 @@ class Uploader:
         self.failures = 0
         self._monotonic = monotonic
         self._wall_clock = wall_clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards `state`; never held across network I/O
+        self._busy = threading.Lock()  # one upload at a time
+        self._closed = False  # set at shutdown: an upload that lands later is never counted
         stats.connected = not isinstance(sink, SentinelSink)
 
     @property
@@ -175,23 +173,43 @@ class Uploader:
             log.error(event, error=str(exc), status=exc.status)
             return False
         with self._lock:
-            self.state = state
+            if self._closed:
+                return False
             self.store.save(state)
+            self.state = state
         structlog.contextvars.bind_contextvars(run_id=state.run_id)
         self.stats.connected = True
         return True
 
-    def upload_next(self) -> bool:
-        """Deliver the next chunk; False when nothing whole is pending. Raises SinkError."""
-        with self._lock:
-            rows = self.spool.read_chunk(self.state.offset, self.max_chunk_bytes)
+    def upload_next(self, deadline: float) -> bool:
+        """Deliver the next chunk before `deadline` (monotonic); False when nothing whole is
+        pending. Raises SinkError, or DeadlineExceeded (the upload is abandoned, not counted)."""
+        if not self._busy.acquire(timeout=max(0.0, deadline - self._monotonic())):
+            raise DeadlineExceeded("an earlier upload is still in flight")
+        try:
+            with self._lock:
+                state = self.state
+                if self._closed:
+                    return False
+            rows = self.spool.read_chunk(state.offset, self.max_chunk_bytes)
             if not rows:
                 return False
-            seq = self.state.seq + 1
+            seq = state.seq + 1
             body = gzip_chunk(self.spool.header_bytes, rows)
-            uri = self.sink.put_chunk(seq, body)
-            self.state = self.state.after_upload(uri, self.state.offset + len(rows))
-            self.store.save(self.state)
+            uri = call_before(
+                deadline,
+                lambda: self.sink.put_chunk(seq, body),
+                what=f"upload of chunk {seq}",
+                monotonic=self._monotonic,
+            )
+            moved = state.after_upload(uri, state.offset + len(rows))
+            with self._lock:
+                if self._closed:
+                    return False
+                self.store.save(moved)  # disk first: the cursor in memory never runs ahead
+                self.state = moved
+        finally:
+            self._busy.release()
         self.stats.chunks_uploaded += 1
         self.stats.last_upload_wall = self._wall_clock()
         log.info("chunk_uploaded", seq=seq, raw_bytes=len(rows), gz_bytes=len(body), uri=uri)
@@ -206,9 +224,9 @@ class Uploader:
         end = self.spool.size
         while self._monotonic() < deadline:
             try:
-                if self.state.offset >= end or not self.upload_next():
+                if self.state.offset >= end or not self.upload_next(deadline):
                     break
-            except SinkError as exc:
+            except (SinkError, DeadlineExceeded) as exc:
                 self.failures += 1
                 self.stats.upload_failures += 1
                 if self.stats.failing_since_monotonic is None:
@@ -220,6 +238,18 @@ class Uploader:
             self.failures = 0
             self.stats.failing_since_monotonic = None
         return done
+
+    def idle_before(self, deadline: float) -> bool:
+        """True when no upload is in flight, waiting for one until `deadline` at most."""
+        if not self._busy.acquire(timeout=max(0.0, deadline - self._monotonic())):
+            return False
+        self._busy.release()
+        return True
+
+    def close(self) -> None:
+        """From now on nothing moves the cursor: an abandoned upload that lands is not counted."""
+        with self._lock:
+            self._closed = True
 
     def finish(self) -> None:
         """Mark the run finished in the saved state."""
@@ -302,8 +332,7 @@ class UploadLoop(threading.Thread):
             if left is not None:
                 delay = min(delay, max(1.0, left - REFRESH_MARGIN))
 
-    def stop(self, timeout: float) -> None:
-        """Stop the loop and wait up to `timeout` seconds for a running upload to end."""
+    def stop(self) -> None:
+        """Stop the loop; an upload it has in flight goes on (the drain waits for it)."""
         self.stopping.set()
         self.wake.set()
-        self.join(timeout)
