@@ -101,3 +101,39 @@ def test_direct_s3_hanging_at_sigterm(tmp_path: Path, moto: MotoServer, workload
         assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} S3)"
     finally:
         proxy.close()
+
+
+def test_sigterm_with_the_first_upload_in_flight_never_goes_inline_too(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    # S3 stores the chunk at once but answers 30 s later: it may land, so the same rows must
+    # not also go inline (they did: 9 rows both inline and in 0001.csv.gz).
+    proxy.hang = "slow"
+    spool = tmp_path / "spool"
+    agent = start(spool, workload.pid, sentinel_env(sentinel, proxy))
+    wait_until(lambda: any(e.method == "PUT" for e in proxy.log), 30, "the first PUT")
+    elapsed, err = sigterm(agent)
+    assert elapsed <= BUDGET + 1
+    [run] = sentinel.runs.values()
+    assert run.finishes == []  # not inline, and no empty data_uris either
+    assert any(event["event"] == "run_not_finished" for event in events(err))
+    assert not json.loads((spool / "state.json").read_text())["finished"]  # a restart resumes
+
+
+def test_an_outage_is_retried_on_the_backoff_not_on_every_sample(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    # Past upload_threshold_bytes every sample used to wake the upload loop: ~1 failed PUT per
+    # sample for the whole outage.
+    proxy.down = True
+    spool = tmp_path / "spool"
+    args = ["run", "--spool-dir", str(spool), "--interval", "0.05", "--upload-interval", "1",
+            "--upload-threshold-bytes", "1", "--pid", str(workload.pid), "--health-port", "0",
+            "--shutdown-timeout", "2"]  # fmt: skip
+    agent = start_agent(args, sentinel_env(sentinel, proxy))
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    time.sleep(8)
+    _elapsed, err = sigterm(agent)
+    failed = [event for event in events(err) if event["event"] == "chunk_upload_failed"]
+    # backoff 1, 2, 4 s from the first failure (+ the drain at the stop): not one per 50 ms
+    assert 1 <= len(failed) <= 6, len(failed)

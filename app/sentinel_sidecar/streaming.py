@@ -280,8 +280,10 @@ class UploadLoop(threading.Thread):
         self._attempts = 0
 
     def nudge(self) -> None:
-        """Called after each append: wake early when enough bytes are pending."""
-        if self.uploader.pending_bytes >= self.threshold_bytes:
+        """Called after each append: wake early when enough bytes are pending, unless the
+        loop is backing off after a failure (then pending bytes must not cut the backoff
+        short: during an outage every sample would retry)."""
+        if self._attempts == 0 and self.uploader.pending_bytes >= self.threshold_bytes:
             self.wake.set()
 
     def _cycle(self, drain_due: bool) -> bool:
