@@ -300,6 +300,7 @@ class SentinelServer(LoopbackServer):
         self.unavailable_status = 503
         self.retry_after: str | None = None
         self.processing_error: str | None = None  # set: finishes report a failed ingestion
+        self.register_answer: dict[str, Any] | None = None  # set: answered to every register
         self.runs: dict[str, Run] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
@@ -397,6 +398,8 @@ class SentinelServer(LoopbackServer):
                 problem = _register_problem(body)
                 if problem is not None:
                     return 422, {"detail": problem}
+                if api.register_answer is not None:
+                    return 200, api.register_answer
                 run_id = uuid.uuid4().hex
                 prefix = f"s3://{api.bucket}/runs/{run_id}"
                 api.runs[run_id] = Run(run_id, body, prefix)

@@ -6,6 +6,8 @@ import pytest
 
 from sentinel_sidecar.config import Settings
 from sentinel_sidecar.sentinel import (
+    REJECTED_ANSWER_BACKOFF,
+    RETRY_AFTER_CAP,
     Credentials,
     SentinelClient,
     SentinelError,
@@ -84,6 +86,34 @@ def test_429_honours_retry_after(sentinel):
     api = client(sentinel, sleep=lambda s: (slept.append(s), time.sleep(s)))
     api.register_run({}, soon())
     assert slept and all(wait == 1.0 for wait in slept)
+
+
+def test_a_long_retry_after_is_capped_and_handed_to_the_caller(sentinel):
+    sentinel.unavailable_status, sentinel.retry_after = 429, "100000"
+    sentinel.unavailable_until = time.monotonic() + 60
+    slept: list[float] = []
+    api = client(sentinel, sleep=slept.append)
+    with pytest.raises(SentinelError) as refused:
+        api.register_run({}, soon(5))
+    assert slept == []  # not retried after 1, 2, 4 s against the server's word
+    assert refused.value.retry_after == RETRY_AFTER_CAP
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"upload_uri_prefix": "s3://b/p", "upload_credentials": {}},
+        {"run_id": "r1", "upload_uri_prefix": "https://b/p", "upload_credentials": {}},
+        {"run_id": "r1", "upload_uri_prefix": "s3://b/p", "upload_credentials": None},
+        {"run_id": "r1", "upload_uri_prefix": "s3://b/p", "upload_credentials": "x"},
+    ],
+    ids=["no-run-id", "bad-prefix", "null-credentials", "string-credentials"],
+)
+def test_an_unusable_register_answer_asks_for_a_long_wait(sentinel, answer):
+    sentinel.register_answer = answer
+    with pytest.raises(SentinelError) as refused:
+        client(sentinel).register_run({}, soon())
+    assert refused.value.retry_after == REJECTED_ANSWER_BACKOFF
 
 
 def test_retries_stop_at_the_deadline(sentinel):

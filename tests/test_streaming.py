@@ -293,6 +293,23 @@ def test_data_the_service_could_not_ingest_is_an_error_and_a_metric(
     assert failed["level"] == "error" and failed["error"] == sentinel.processing_error
 
 
+def test_an_unusable_register_answer_is_not_retried_within_seconds(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    # Each retry of a register may leave a run behind: 5 orphan runs in 10 s were seen.
+    sentinel.register_answer = {"run_id": "r1", "upload_uri_prefix": "s3://b/p",
+                                "upload_credentials": None}  # fmt: skip
+    spool = tmp_path / "spool"
+    agent = start_agent(
+        args(spool, workload.pid, "--upload-interval", "0.5"), sentinel_env(sentinel, proxy)
+    )
+    wait_until(lambda: sentinel.registrations() >= 1, 20, "registration")
+    time.sleep(4)
+    err = stop(agent)  # no crash: exit 0
+    assert sentinel.registrations() == 1  # not again at once, nor at the stop
+    assert "register_answer_rejected" in err
+
+
 def test_exit_code_file_sets_failed_status(tmp_path: Path, moto, proxy, sentinel):
     spool = tmp_path / "spool"
     spool.mkdir()

@@ -25,14 +25,24 @@ log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 600.0  # the longest Retry-After honoured, in seconds
+# After a register answer the agent cannot use, wait this long before registering again: each
+# attempt may leave a run behind on the service.
+REJECTED_ANSWER_BACKOFF = 120.0
 
 
 class SentinelError(Exception):
-    """The API answered with an error, or could not be reached before the deadline."""
+    """The API answered with an error, or could not be reached before the deadline.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    `retry_after`: seconds the caller should wait before the next attempt, when the service
+    asked for it (Retry-After) or its answer could not be used."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
     @property
     def is_auth(self) -> bool:
@@ -55,8 +65,10 @@ class Credentials:
         return self.expires_at.timestamp() - now
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> Credentials:
+    def from_api(cls, data: object) -> Credentials:
         """Parse `upload_credentials`; `expires_at` or `expiration`, ISO-8601 with Z or offset."""
+        if not isinstance(data, Mapping):
+            raise SentinelError(f"upload_credentials malformed: {type(data).__name__}")
         expiry = data.get("expires_at") or data.get("expiration")
         try:
             expires_at = datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
@@ -140,13 +152,22 @@ class SentinelClient:
         """`POST /runs`."""
         data = self._post("/runs", body, deadline)
         try:
+            if not data.get("run_id"):
+                raise SentinelError("register response lacks run_id")
+            prefix = data.get("upload_uri_prefix")
+            if not isinstance(prefix, str) or not prefix.startswith("s3://"):
+                raise SentinelError(f"register response has a bad upload_uri_prefix {prefix!r}")
             return Registration(
                 run_id=str(data["run_id"]),
-                upload_uri_prefix=str(data["upload_uri_prefix"]),
-                credentials=Credentials.from_api(data["upload_credentials"]),
+                upload_uri_prefix=prefix,
+                credentials=Credentials.from_api(data.get("upload_credentials")),
             )
-        except KeyError as exc:
-            raise SentinelError(f"register response lacks {exc}") from exc
+        except SentinelError as exc:
+            # The service may have created a run all the same: report it, and do not register
+            # again for a while, so such runs stay rare.
+            log.error("register_answer_rejected", error=str(exc), run_id=data.get("run_id"),
+                      retry_in_s=REJECTED_ANSWER_BACKOFF)  # fmt: skip
+            raise SentinelError(str(exc), retry_after=REJECTED_ANSWER_BACKOFF) from exc
 
     def refresh_credentials(self, run_id: str, deadline: float) -> Credentials:
         """`POST /runs/{run_id}/refresh-credentials`."""
@@ -195,6 +216,13 @@ class SentinelClient:
                               message=response.text[:500])  # fmt: skip
                     raise error
                 wait = _retry_after(response)
+                if wait is not None and wait > RETRY_AFTER_CAP:
+                    wait = RETRY_AFTER_CAP
+            if wait is not None and self._monotonic() + wait >= deadline:
+                log.warning("sentinel_retry_after", path=path, status=error.status,
+                            wait_s=round(wait, 1))  # fmt: skip
+                error.retry_after = wait
+                raise error
             if wait is None:
                 ceiling = min(self._max_backoff, self._base_backoff * 2 ** (attempt - 1))
                 wait = random.uniform(ceiling / 2, ceiling)

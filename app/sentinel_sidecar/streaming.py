@@ -148,6 +148,8 @@ class Uploader:
         self.max_chunk_bytes = max_chunk_bytes
         self.stats = stats
         self.failures = 0
+        self.retry_after: float | None = None  # set when the API asked to wait before retrying
+        self._register_not_before = 0.0
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._lock = threading.Lock()  # guards `state`; never held across network I/O
@@ -166,11 +168,15 @@ class Uploader:
             return True
         if self.sink.connected:
             return True
+        if self._monotonic() < self._register_not_before:
+            return False  # the last answer asked to wait (even at the stop: no extra run)
         try:
             state = self.sink.connect(self.state)
         except SentinelError as exc:
             event = "sentinel_auth_failed" if exc.is_auth else "sentinel_connect_failed"
-            log.error(event, error=str(exc), status=exc.status)
+            log.error(event, error=str(exc), status=exc.status, retry_after_s=exc.retry_after)
+            self.retry_after = exc.retry_after
+            self._register_not_before = self._monotonic() + (exc.retry_after or 0.0)
             return False
         with self._lock:
             if self._closed:
@@ -327,7 +333,8 @@ class UploadLoop(threading.Thread):
                 if drain_due:
                     next_drain = now + self.upload_interval
             else:
-                next_drain = now + self._backoff()
+                wait, self.uploader.retry_after = self.uploader.retry_after or 0.0, None
+                next_drain = now + max(self._backoff(), wait)
             delay = max(0.0, next_drain - now)
             sink = self.uploader.sink
             left = sink.seconds_left() if isinstance(sink, SentinelSink) else None
