@@ -101,6 +101,11 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
         assert stored["ContentType"] == "application/gzip" and "ContentEncoding" not in stored
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     [done] = [event for event in events if event["event"] == "run_finished_on_api"]
+    # run_id on the lines of every thread once registered (the main thread's too)
+    late = [
+        e for e in events if e["event"] in ("chunk_uploaded", "run_finished", "run_finished_on_api")
+    ]
+    assert {e.get("run_id") for e in late} == {run.run_id} and len(late) >= 3
     assert done["processing_status"] == "completed" and done["processing_rows"] == len(rows)
     state = json.loads((spool / "state.json").read_text())
     assert state["finished"] and state["run_id"] == run.run_id and state["seq"] == len(uris)

@@ -53,9 +53,11 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def _execute(settings: Settings, stop: threading.Event) -> RunOutcome | None:
+def _execute(
+    settings: Settings, stop: threading.Event, context: log.RunContext
+) -> RunOutcome | None:
     try:
-        return Runner(settings, stop).run()
+        return Runner(settings, stop, context=context).run()
     except SpoolError as exc:
         structlog.get_logger(__name__).error("run_not_started", error=str(exc))
         return None
@@ -71,7 +73,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Eve
         "health_port": 0,
     }
     settings = config.load(args, environ, defaults)
-    log.configure(settings.log_level, settings.log_format)
+    context = log.configure(settings.log_level, settings.log_format)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     workload = subprocess.Popen(
         [
@@ -94,7 +96,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Eve
     threading.Thread(target=reap, name="demo-reaper", daemon=True).start()
     print(f"demo: tracking workload pid {workload.pid} for ~{args.seconds:.0f} s ...", flush=True)
     try:
-        outcome = _execute(dataclasses.replace(settings, pid=workload.pid), stop)
+        outcome = _execute(dataclasses.replace(settings, pid=workload.pid), stop, context)
     finally:
         if workload.poll() is None:
             os.killpg(workload.pid, signal.SIGTERM)
@@ -124,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    log.configure(settings.log_level, settings.log_format)
-    return 0 if _execute(settings, stop) is not None else 1
+    context = log.configure(settings.log_level, settings.log_format)
+    return 0 if _execute(settings, stop, context) is not None else 1
 
 
 if __name__ == "__main__":

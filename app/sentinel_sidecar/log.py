@@ -34,8 +34,30 @@ def redact_secrets(
     return event_dict
 
 
-def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Configure structlog for the whole process; call once at start-up."""
+class RunContext:
+    """Fields every log line carries once bound, whichever thread writes it: structlog's
+    contextvars are per thread, so a run_id bound in the upload thread never reached the main
+    thread's lines (run_finished had none)."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, Any] = {}
+
+    def bind(self, **fields: Any) -> None:
+        # Replaced, never mutated: the processor may read it from another thread at any time.
+        self._fields = {**self._fields, **fields}
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in self._fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> RunContext:
+    """Configure structlog for the whole process; call once at start-up. Returns the context
+    whose bound fields go into every line."""
+    context = RunContext()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -44,6 +66,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
@@ -54,3 +77,4 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+    return context

@@ -20,6 +20,7 @@ from sentinel_sidecar.config import Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.health import HealthServer, Probe, Stats
 from sentinel_sidecar.kube import pod_exit_code
+from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
 from sentinel_sidecar.sentinel import SentinelClient, SentinelError, register_body
@@ -58,10 +59,12 @@ class Runner:
         *,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        context: RunContext | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.stats = Stats()
+        self._context = context or RunContext()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         # Sentinel validates exactly the 32 columns; the extended ones go only to local and
@@ -82,6 +85,8 @@ class Runner:
         state = previous if resumed and previous is not None else self._new_state(spool, header)
         sink = self._sink(state, resumed)
         store.save(state)
+        if state.run_id:
+            self._context.bind(run_id=state.run_id)
         if resumed:
             log.info("run_resumed", seq=state.seq, offset=state.offset, mode=settings.mode)
         else:
@@ -98,6 +103,7 @@ class Runner:
             stats=self.stats,
             monotonic=self._monotonic,
             wall_clock=self._wall_clock,
+            context=self._context,
         )
         loop = UploadLoop(
             uploader,

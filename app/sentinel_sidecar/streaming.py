@@ -13,6 +13,7 @@ import structlog
 
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.health import Stats
+from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.sentinel import Credentials, SentinelClient, SentinelError
 from sentinel_sidecar.sinks import CredentialsRejected, S3Sink, Sink, SinkError
 from sentinel_sidecar.spool import Spool, State, StateStore
@@ -140,8 +141,10 @@ class Uploader:
         stats: Stats,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        context: RunContext | None = None,
     ) -> None:
         self.spool = spool
+        self._context = context or RunContext()
         self.store = store
         self.state = state
         self.sink = sink
@@ -183,7 +186,7 @@ class Uploader:
                 return False
             self.store.save(state)
             self.state = state
-        structlog.contextvars.bind_contextvars(run_id=state.run_id)
+        self._context.bind(run_id=state.run_id)
         self.stats.connected = True
         return True
 
