@@ -1,0 +1,49 @@
+"""The upload cursor at its edges, with a real spool and a directory sink."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sentinel_sidecar.health import Stats
+from sentinel_sidecar.rows import header_line
+from sentinel_sidecar.sinks import DirSink
+from sentinel_sidecar.spool import Spool, State, StateStore
+from sentinel_sidecar.streaming import Uploader
+from tests.agent import chunk_rows, dir_chunks, spool_rows
+
+HEADER = header_line("sentinel")
+
+
+def uploader_for(spool: Spool, store: StateStore, output: Path) -> Uploader:
+    state = store.load() or State(None, None, 0, spool.data_start, (), HEADER)
+    return Uploader(spool, store, state, DirSink(output), max_chunk_bytes=1 << 20, stats=Stats())
+
+
+def test_a_failed_state_save_never_lets_the_cursor_run_ahead(tmp_path: Path):
+    # The cursor in memory moved before state.json was saved: later chunks went out past the
+    # saved one and a restart sent 20 rows again.
+    directory, output = tmp_path / "spool", tmp_path / "output"
+    directory.mkdir()
+    spool, store = Spool(directory, HEADER), StateStore(directory)
+    uploader = uploader_for(spool, store, output)
+    for n in range(10):
+        spool.append(f"row {n}\n")
+    (directory / "state.json.tmp").mkdir()  # the next save fails (as on a full disk)
+    with pytest.raises(OSError):
+        uploader.upload_next(time.monotonic() + 10)
+    assert (uploader.state.seq, uploader.state.offset) == (0, spool.data_start)
+    (directory / "state.json.tmp").rmdir()
+    for n in range(10, 20):
+        spool.append(f"row {n}\n")
+    assert uploader.upload_next(time.monotonic() + 10)  # chunk 1 again, now with 20 rows
+    spool.close()
+    # A restart from what is on disk goes on after the saved cursor: nothing twice.
+    spool = Spool(directory, HEADER)
+    for n in range(20, 25):
+        spool.append(f"row {n}\n")
+    restarted = uploader_for(spool, store, output)
+    assert restarted.state.seq == 1
+    assert restarted.upload_next(time.monotonic() + 10)
+    spool.close()
+    assert chunk_rows(dir_chunks(output)) == spool_rows(directory)
