@@ -84,6 +84,7 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
     assert "sentinel_sidecar_chunks_uploaded_total" in metrics
     assert "sentinel_sidecar_credentials_seconds_left" in metrics
     [run] = sentinel.runs.values()
+    print("register body:", json.dumps(run.body))  # pytest -s shows what the server received
     assert "pid" not in run.body
     assert run.body["host_id"] == "node-a" and run.body["host_hostname"] == "job-abc"
     assert json.loads(run.body["command"]) == ["python", "train.py", "--epochs", "3"]
@@ -93,6 +94,7 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
     assert rows == spool_rows(spool)
     assert len(uris) >= 5
     [finish] = run.finishes
+    print("finish body:", json.dumps(finish))
     finished_at = finish.pop("finished_at")
     assert finish == {"run_status": "finished", "data_source": "s3", "data_uris": uris}
     assert datetime.fromisoformat(finished_at.replace("Z", "+00:00")).tzinfo is not None
