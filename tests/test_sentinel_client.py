@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.config import Settings
+from sentinel_sidecar.config import Settings, parse_s3_uri
 from sentinel_sidecar.sentinel import (
     REJECTED_ANSWER_BACKOFF,
     RETRY_AFTER_CAP,
@@ -13,7 +13,6 @@ from sentinel_sidecar.sentinel import (
     SentinelError,
     register_body,
 )
-from sentinel_sidecar.sinks import parse_s3_uri
 from tests.peers import SENTINEL_HEADER
 
 

@@ -6,13 +6,12 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sentinel_sidecar.sinks import parse_s3_uri
 
 CONFIG_ENV = "TRACKER_CONFIG"
 
@@ -239,6 +238,22 @@ def _command(value: Any) -> str:
     if not parts or not all(isinstance(part, str) for part in parts):
         raise ValueError
     return json.dumps(parts)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` as (bucket, prefix without slashes at the ends); ValueError if bad."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket):
+        raise ValueError(f"{uri!r} has no valid bucket name")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
+    return bucket, prefix
 
 
 def _s3_uri(value: Any) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from sentinel_sidecar.config import parse_s3_uri
 
 if TYPE_CHECKING:
     from sentinel_sidecar.sentinel import Credentials
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 CREDENTIAL_ERRORS = frozenset(
     {"ExpiredToken", "InvalidToken", "InvalidAccessKeyId", "AccessDenied"}
 )
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class SinkError(Exception):
@@ -38,19 +38,6 @@ class Sink(Protocol):
 def chunk_name(seq: int) -> str:
     """Object/file name of chunk `seq`: `0001.csv.gz`."""
     return f"{seq:04d}.csv.gz"
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/prefix` as (bucket, prefix without slashes at the ends); ValueError if bad."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an s3:// URI")
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    if not _BUCKET.match(bucket):
-        raise ValueError(f"{uri!r} has no valid bucket name")
-    prefix = prefix.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
-    return bucket, prefix
 
 
 class DirSink:
