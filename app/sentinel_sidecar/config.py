@@ -10,6 +10,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,21 @@ CONFIG_ENV = "TRACKER_CONFIG"
 
 class ConfigError(Exception):
     """A setting has a value the agent cannot use; the message is one line for the user."""
+
+
+class Mode(StrEnum):
+    """Where the data goes."""
+
+    SENTINEL = "sentinel"  # a token is set: the Sentinel API, its S3 and STS credentials
+    S3 = "s3"  # an S3 URI and no token: your bucket, boto3's default credentials
+    LOCAL = "local"  # neither: a local directory
+
+
+class Schema(StrEnum):
+    """The CSV columns: the 32 Sentinel takes, or those plus the workload cgroup's."""
+
+    SENTINEL = "sentinel"
+    EXTENDED = "extended"
 
 
 @dataclass(frozen=True)
@@ -34,7 +50,7 @@ class Settings:
     exit_with_workload: bool = True
     spool_dir: Path = Path("/var/lib/sentinel-sidecar")
     output_dir: Path | None = None
-    schema: str = "sentinel"
+    schema: Schema = Schema.SENTINEL
     proc_root: Path = Path("/proc")
     cgroup_root: Path = Path("/sys/fs/cgroup")
     pid: int | None = None
@@ -86,11 +102,11 @@ class Settings:
         return {name: value for name, value in values.items() if value is not None}
 
     @property
-    def mode(self) -> str:
-        """`sentinel` with a token, else `s3` with an S3 URI, else `local`."""
+    def mode(self) -> Mode:
+        """Sentinel with a token, else S3 with an S3 URI, else local."""
         if self.sentinel_api_token or self.sentinel_api_token_file:
-            return "sentinel"
-        return "s3" if self.s3_uri else "local"
+            return Mode.SENTINEL
+        return Mode.S3 if self.s3_uri else Mode.LOCAL
 
 
 METADATA_FIELDS = (
@@ -279,7 +295,9 @@ _RULES: dict[str, _Rule] = {
     "exit_with_workload": _BOOL,
     "spool_dir": _PATH,
     "output_dir": _PATH,
-    "schema": _choice("sentinel", "extended"),
+    "schema": _Rule(
+        "str", lambda value: Schema(_choice(*Schema).parse(value)), "one of " + ", ".join(Schema)
+    ),
     "proc_root": _PATH,
     "cgroup_root": _PATH,
     "pid": _number(int, 1, "a process id >= 1"),

@@ -16,7 +16,7 @@ import structlog
 
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector, Reading
-from sentinel_sidecar.config import Settings
+from sentinel_sidecar.config import Mode, Schema, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.health import HealthServer, Probe, Stats
 from sentinel_sidecar.kube import pod_exit_code
@@ -69,7 +69,7 @@ class Runner:
         self._monotonic = monotonic
         # Sentinel validates exactly the 32 columns; the extended ones go only to local and
         # direct-S3 destinations.
-        self._schema = "sentinel" if settings.mode == "sentinel" else settings.schema
+        self._schema = Schema.SENTINEL if settings.mode is Mode.SENTINEL else settings.schema
 
     def run(self) -> RunOutcome:
         """Sample until stopped or until the workload is gone, then deliver everything."""
@@ -132,7 +132,7 @@ class Runner:
 
     def _new_state(self, spool: Spool, header: str) -> State:
         now = self._wall_clock()
-        direct = self.settings.mode == "s3"
+        direct = self.settings.mode is Mode.S3
         return State(
             run_id=_direct_run_id(now) if direct else None,
             upload_uri_prefix=None,
@@ -145,7 +145,7 @@ class Runner:
 
     def _sink(self, state: State, resumed: bool) -> DirSink | S3Sink | SentinelSink:
         settings = self.settings
-        if settings.mode == "sentinel":
+        if settings.mode is Mode.SENTINEL:
             client = SentinelClient(
                 settings.sentinel_api_url,
                 settings.sentinel_api_token,
@@ -159,7 +159,7 @@ class Runner:
                 wall_clock=self._wall_clock,
                 monotonic=self._monotonic,
             )
-        if settings.mode == "s3":
+        if settings.mode is Mode.S3:
             assert settings.s3_uri is not None and state.run_id is not None
             return S3Sink(
                 f"{settings.s3_uri.rstrip('/')}/{state.run_id}",
