@@ -47,7 +47,17 @@ def sigterm(agent: subprocess.Popen[str]) -> tuple[float, str]:
 
 
 def uploaded(spool: Path) -> list[str]:
-    return list(json.loads((spool / "state.json").read_text())["uploaded_uris"])
+    state = spool / "state.json"
+    return list(json.loads(state.read_text())["uploaded_uris"]) if state.exists() else []
+
+
+def start_uploading(
+    spool: Path, pid: int, env: dict[str, str], uploads: int
+) -> subprocess.Popen[str]:
+    """The agent, once it has `uploads` chunks confirmed."""
+    agent = start(spool, pid, env)
+    wait_until(lambda: len(uploaded(spool)) >= uploads, 30, f"{uploads} uploads")
+    return agent
 
 
 def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
@@ -58,9 +68,7 @@ def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
 @pytest.mark.parametrize("hang", HANGS)
 def test_s3_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload, hang: str):
     spool = tmp_path / "spool"
-    agent = start(spool, workload.pid, sentinel_env(sentinel, proxy))
-    wait_until(lambda: (spool / "state.json").exists() and len(uploaded(spool)) >= 2, 30,
-               "two uploads")  # fmt: skip
+    agent = start_uploading(spool, workload.pid, sentinel_env(sentinel, proxy), 2)
     proxy.hang = hang
     time.sleep(1.0)  # the next upload is on its way to the hanging S3
     elapsed, err = sigterm(agent)
@@ -74,9 +82,7 @@ def test_s3_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload, 
 @pytest.mark.parametrize("hang", HANGS)
 def test_api_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload, hang: str):
     spool = tmp_path / "spool"
-    agent = start(spool, workload.pid, sentinel_env(sentinel, proxy))
-    wait_until(lambda: (spool / "state.json").exists() and len(uploaded(spool)) >= 1, 30,
-               "an upload")  # fmt: skip
+    agent = start_uploading(spool, workload.pid, sentinel_env(sentinel, proxy), 1)
     sentinel.hang = hang
     elapsed, err = sigterm(agent)
     assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} API)"
@@ -93,9 +99,7 @@ def test_direct_s3_hanging_at_sigterm(tmp_path: Path, moto: MotoServer, workload
         env = {"TRACKER_S3_URI": f"s3://{bucket}/direct", "S3_ENDPOINT_URL": proxy.endpoint,
                "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
                "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
-        agent = start(spool, workload.pid, env)
-        wait_until(lambda: (spool / "state.json").exists() and len(uploaded(spool)) >= 1, 30,
-                   "an upload")  # fmt: skip
+        agent = start_uploading(spool, workload.pid, env, 1)
         proxy.hang = hang
         elapsed, _err = sigterm(agent)
         assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} S3)"

@@ -92,8 +92,11 @@ class ProcAccounting:
             read, write = io.get(key, (None, None))
             if process.zombie:  # its io file is gone with its memory; the counters are final
                 read, write = (before.read, before.write) if before else (0, 0)
-            unchanged = before is not None and sources.get(key) is process
-            if unchanged and before and read == before.read and write == before.write:
+            if (
+                before is not None
+                and sources.get(key) is process
+                and (read, write) == (before.read, before.write)
+            ):
                 current[key] = before  # the same stat line and IO as last tick: nothing to add
                 continue
             current[key] = _Sample(

@@ -246,9 +246,9 @@ def _command(value: Any) -> str:
         try:
             parts = json.loads(value)
         except ValueError:
-            parts = shlex.split(value)  # ValueError on an unbalanced quote
+            parts = None
         if not isinstance(parts, list):
-            parts = shlex.split(value)
+            parts = shlex.split(value)  # ValueError on an unbalanced quote
     else:
         raise ValueError
     if not parts or not all(isinstance(part, str) for part in parts):

@@ -169,7 +169,6 @@ class ProcReader:
         self._memberships: dict[str, dict[str, str]] = {}
         self._memory: dict[str, _Memory] = {}
         self._denied: dict[str, set[str]] = {"io": set(), "smaps_rollup": set()}
-        self._known: dict[int, ProcessInfo] = {}
         # The last stat line read per pid and what it parsed to: most processes of a workload
         # are idle most ticks, and an unchanged line need not be parsed again.
         self._parsed: dict[int, tuple[bytes, ProcessInfo | None]] = {}
@@ -225,6 +224,11 @@ class ProcReader:
         self._parsed[pid] = (data, info)
         return info
 
+    def _info(self, pid: int, fresh: bool) -> ProcessInfo | None:
+        """The process as last parsed when not `fresh` and known, else read now."""
+        last = None if fresh else self._parsed.get(pid)
+        return (last[1] if last else None) or self._stat(pid)
+
     def pids(self) -> list[int]:
         """Every pid visible in /proc."""
         return sorted(int(name) for name in os.listdir(self.proc_root) if name.isdigit())
@@ -239,9 +243,7 @@ class ProcReader:
         parentage but not the CPU times (the cgroup path).
         """
         listed = self.pids() if pids is None else list(pids)
-        known = {} if fresh else self._known
-        found = [info for pid in listed if (info := known.get(pid) or self._stat(pid)) is not None]
-        self._known = {process.pid: process for process in found}
+        found = [info for pid in listed if (info := self._info(pid, fresh)) is not None]
         listed_pids = set(listed)
         for gone in [file for file in self._fds if file[0] not in listed_pids]:
             os.close(self._fds.pop(gone))

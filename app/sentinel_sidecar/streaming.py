@@ -151,8 +151,7 @@ class Uploader:
         self.max_chunk_bytes = max_chunk_bytes
         self.stats = stats
         self.failures = 0
-        self.retry_after: float | None = None  # set when the API asked to wait before retrying
-        self._register_not_before = 0.0
+        self._register_not_before = 0.0  # monotonic time the API asked to wait for
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._lock = threading.Lock()  # guards `state`; never held across network I/O
@@ -178,7 +177,6 @@ class Uploader:
         except SentinelError as exc:
             event = "sentinel_auth_failed" if exc.is_auth else "sentinel_connect_failed"
             log.error(event, error=str(exc), status=exc.status, retry_after_s=exc.retry_after)
-            self.retry_after = exc.retry_after
             self._register_not_before = self._monotonic() + (exc.retry_after or 0.0)
             return False
         with self._lock:
@@ -247,6 +245,10 @@ class Uploader:
             self.failures = 0
             self.stats.failing_since_monotonic = None
         return done
+
+    def register_wait(self) -> float:
+        """Seconds before the next register may be tried (the API asked to wait)."""
+        return max(0.0, self._register_not_before - self._monotonic())
 
     def idle_before(self, deadline: float) -> bool:
         """True when no upload is in flight, waiting for one until `deadline` at most."""
@@ -336,8 +338,7 @@ class UploadLoop(threading.Thread):
                 if drain_due:
                     next_drain = now + self.upload_interval
             else:
-                wait, self.uploader.retry_after = self.uploader.retry_after or 0.0, None
-                next_drain = now + max(self._backoff(), wait)
+                next_drain = now + max(self._backoff(), self.uploader.register_wait())
             delay = max(0.0, next_drain - now)
             sink = self.uploader.sink
             left = sink.seconds_left() if isinstance(sink, SentinelSink) else None
