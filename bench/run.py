@@ -31,13 +31,14 @@ from bench.workload import Workload, cpu_seconds, rss_mib, tree
 from sentinel_sidecar import log
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector
-from sentinel_sidecar.health import Stats
+from sentinel_sidecar.delivery.destination import chunk_name
+from sentinel_sidecar.delivery.s3 import S3Destination, S3Store
+from sentinel_sidecar.delivery.sentinel_api import Credentials
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
-from sentinel_sidecar.sentinel import Credentials
-from sentinel_sidecar.sinks import S3Sink
 from sentinel_sidecar.spool import Spool, State, StateStore
-from sentinel_sidecar.streaming import Uploader, gzip_chunk
+from sentinel_sidecar.telemetry import Telemetry
+from sentinel_sidecar.uploader import Uploader, gzip_chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -412,24 +413,34 @@ def upload_path(repeats: int) -> dict[str, Any]:
             issued["Expiration"],
             "us-east-1",
         )
-        sink = S3Sink(f"s3://{bucket}/bench", endpoint_url=moto.endpoint)
-        sink.use_credentials(credentials)
-        sink.put_chunk(1, b"warm-up")  # client creation and connection outside the timing
+        objects = S3Store(f"s3://{bucket}/bench", region=None, endpoint_url=moto.endpoint)
+        objects.use_credentials(credentials)
+        # client creation and connection outside the timing
+        objects.put(chunk_name(1), b"warm-up", "application/gzip")
         put_times = []
         for seq in range(repeats):
             started = time.perf_counter()
-            sink.put_chunk(seq + 2, gzip_chunk(header, big))
+            objects.put(chunk_name(seq + 2), gzip_chunk(header, big), "application/gzip")
             put_times.append(time.perf_counter() - started)
         minute = rows[: len(rows) // 2]  # 60 rows: one upload_interval at interval 1 s
+        # The direct-S3 destination on boto3's default chain: the moto user's keys.
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=moto.user["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=moto.user["aws_secret_access_key"],
+        )
+        destination = S3Destination(
+            f"s3://{bucket}/cycle", name="bench", region="us-east-1", endpoint_url=moto.endpoint
+        )
         cycle_wall, cycle_cpu = [], []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as spool_dir:
                 spool = Spool(Path(spool_dir), header.decode())
                 spool.append(minute.decode())
                 store = StateStore(Path(spool_dir))
-                state = State(None, None, 0, spool.data_start, (), header.decode())
+                state = State(None, None, 0, spool.data_start, (), header.decode(), False, 0.0)
+                state = destination.open(state, time.monotonic() + 60)
                 uploader = Uploader(
-                    spool, store, state, sink, max_chunk_bytes=8 * MIB, stats=Stats()
+                    spool, store, state, destination, max_chunk_bytes=8 * MIB, telemetry=Telemetry()
                 )
                 wall0, cpu0 = time.perf_counter(), time.thread_time()
                 uploader.upload_next(time.monotonic() + 60)

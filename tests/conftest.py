@@ -2,17 +2,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from tests.peers import MotoServer, S3Proxy, SentinelServer
-
-
-@pytest.fixture(autouse=True)
-def _real_procfs_after_each_test() -> Iterator[None]:
-    """ProcReader points psutil at its proc_root; put it back for the next test."""
-    yield
-    psutil.PROCFS_PATH = "/proc"
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 import requests
 
-from sentinel_sidecar.health import HealthServer, Probe, Stats
+from sentinel_sidecar.delivery.destination import DestinationStatus
+from sentinel_sidecar.health import HealthServer, Probe
+from sentinel_sidecar.telemetry import Telemetry
 
 
 class Clock:
@@ -13,9 +15,9 @@ class Clock:
 
 def test_endpoints_follow_sampling_and_upload_health():
     clock = Clock()
-    stats = Stats(rows_sampled=5, chunks_uploaded=2, ingestion_errors=1, connected=True)
+    stats = Telemetry(rows_sampled=5, chunks_uploaded=2, ingestion_errors=1)
     probe = Probe(stats, interval=1, upload_interval=10, pending_bytes=lambda: 123,
-                  credentials_left=lambda: 250.0, monotonic=clock)  # fmt: skip
+                  destination=lambda: DestinationStatus(True, 250.0), monotonic=clock)  # fmt: skip
     server = HealthServer(0, probe, host="127.0.0.1")
     server.start()
     base = f"http://127.0.0.1:{server.port}"
@@ -41,5 +43,5 @@ def test_endpoints_follow_sampling_and_upload_health():
 
 
 def test_not_ready_before_registration():
-    probe = Probe(Stats(connected=False), 1, 10, lambda: 0, lambda: None)
+    probe = Probe(Telemetry(), 1, 10, lambda: 0, lambda: DestinationStatus(ready=False))
     assert not probe.ready() and probe.alive()

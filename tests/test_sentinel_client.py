@@ -4,14 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.config import Settings, parse_s3_uri
-from sentinel_sidecar.sentinel import (
+from sentinel_sidecar.config import parse_s3_uri
+from sentinel_sidecar.delivery.sentinel_api import (
     REJECTED_ANSWER_BACKOFF,
     RETRY_AFTER_CAP,
     Credentials,
     SentinelClient,
     SentinelError,
-    register_body,
 )
 from tests.peers import SENTINEL_HEADER
 
@@ -168,27 +167,6 @@ def test_credentials_accept_expires_at_or_expiration(field, value):
 def test_credentials_without_expiry_are_rejected():
     with pytest.raises(SentinelError, match="malformed"):
         Credentials.from_api({"access_key": "a", "secret_key": "s", "session_token": "t"})
-
-
-def test_register_body_is_flat_without_nulls_or_pid():
-    settings = Settings(project_name="p", team="ml", cloud_vendor_id="aws")
-    body = register_body(settings, {"NODE_NAME": "n1", "POD_NAME": "pod-1"})
-    assert body["project_name"] == "p" and body["team"] == "ml"
-    assert body["host_id"] == "n1" and body["host_hostname"] == "pod-1"
-    assert body["cloud_vendor_id"] == "aws"
-    assert "pid" not in body and None not in body.values()
-    assert "cloud_region_id" not in body and "host_ip" not in body
-    assert "external_run_id" not in body  # no pod UID outside a pod
-
-
-def test_register_body_tags_are_an_object_and_the_pod_uid_names_the_run():
-    settings = Settings(tags={"team": "ml", "stage": "train"}, command='["python", "t.py"]')
-    body = register_body(settings, {"POD_UID": "0b5e-uid"})
-    assert body["tags"] == {"team": "ml", "stage": "train"}
-    assert body["external_run_id"] == "0b5e-uid"
-    assert body["command"] == '["python", "t.py"]'
-    mine = register_body(Settings(external_run_id="mine"), {"POD_UID": "0b5e-uid"})
-    assert mine["external_run_id"] == "mine"
 
 
 @pytest.mark.parametrize(

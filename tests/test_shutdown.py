@@ -87,7 +87,8 @@ def test_api_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload,
     elapsed, err = sigterm(agent)
     assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} API)"
     assert not json.loads((spool / "state.json").read_text())["finished"]  # resumable
-    assert any(event["event"] == "finish_run_failed" for event in events(err))
+    [failed] = [event for event in events(err) if event["event"] == "shutdown_call_failed"]
+    assert failed["call"] == "close of the run"
 
 
 @pytest.mark.parametrize("hang", HANGS)
@@ -138,6 +139,8 @@ def test_an_outage_is_retried_on_the_backoff_not_on_every_sample(
     wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
     time.sleep(8)
     _elapsed, err = sigterm(agent)
-    failed = [event for event in events(err) if event["event"] == "chunk_upload_failed"]
-    # backoff 1, 2, 4 s from the first failure (+ the drain at the stop): not one per 50 ms
-    assert 1 <= len(failed) <= 6, len(failed)
+    puts = [entry for entry in proxy.log if entry.method == "PUT"]
+    # backoff steps of ≤1, ≤2, ≤4, ≤8 s (with jitter) + the drain at the stop: not one per 50 ms
+    assert 2 <= len(puts) <= 8, len(puts)
+    failing = [event for event in events(err) if event["event"] == "delivery_failing"]
+    assert len(failing) == 1  # one line for the outage, not one per attempt

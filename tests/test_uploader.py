@@ -1,15 +1,15 @@
-"""The upload cursor at its edges, with a real spool and a directory sink."""
+"""The upload cursor at its edges, with a real spool and a local destination."""
 
 import time
 from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.health import Stats
+from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.rows import header_line
-from sentinel_sidecar.sinks import DirSink
 from sentinel_sidecar.spool import Spool, State, StateStore
-from sentinel_sidecar.streaming import Uploader
+from sentinel_sidecar.telemetry import Telemetry
+from sentinel_sidecar.uploader import Uploader
 from tests.agent import chunk_rows, dir_chunks, spool_rows
 
 HEADER = header_line("sentinel")
@@ -17,7 +17,10 @@ HEADER = header_line("sentinel")
 
 def uploader_for(spool: Spool, store: StateStore, output: Path) -> Uploader:
     state = store.load() or State(None, None, 0, spool.data_start, (), HEADER)
-    return Uploader(spool, store, state, DirSink(output), max_chunk_bytes=1 << 20, stats=Stats())
+    destination = LocalDestination(output, new_run=False)
+    return Uploader(
+        spool, store, state, destination, max_chunk_bytes=1 << 20, telemetry=Telemetry()
+    )
 
 
 def test_a_failed_state_save_never_lets_the_cursor_run_ahead(tmp_path: Path):
@@ -36,7 +39,7 @@ def test_a_failed_state_save_never_lets_the_cursor_run_ahead(tmp_path: Path):
     (directory / "state.json.tmp").rmdir()
     for n in range(10, 20):
         spool.append(f"row {n}\n")
-    assert uploader.upload_next(time.monotonic() + 10)  # chunk 1 again, now with 20 rows
+    assert uploader.upload_next(time.monotonic() + 10)  # chunk 1 again, the same 10 rows
     spool.close()
     # A restart from what is on disk goes on after the saved cursor: nothing twice.
     spool = Spool(directory, HEADER)

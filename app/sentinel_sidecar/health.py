@@ -10,56 +10,48 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import structlog
 
+from sentinel_sidecar.delivery.destination import DestinationStatus
+from sentinel_sidecar.telemetry import Telemetry
+
 log = structlog.get_logger(__name__)
 
 # Ready means uploads have not been failing for longer than this many upload intervals.
 FAILING_INTERVALS = 3
 
 
-@dataclass
-class Stats:
-    """Counters the sampler and the upload loop update; each field has one writer thread."""
-
-    rows_sampled: int = 0
-    chunks_uploaded: int = 0
-    upload_failures: int = 0
-    ingestion_errors: int = 0
-    last_sample_monotonic: float | None = None
-    last_upload_wall: float | None = None
-    failing_since_monotonic: float | None = None
-    connected: bool = False
-
-
 @dataclass(frozen=True)
 class Probe:
     """What the endpoints judge by."""
 
-    stats: Stats
+    telemetry: Telemetry
     interval: float
     upload_interval: float
     pending_bytes: Callable[[], int]
-    credentials_left: Callable[[], float | None]
+    destination: Callable[[], DestinationStatus]
     monotonic: Callable[[], float] = time.monotonic
 
     def alive(self) -> bool:
         """The sampling loop took a sample recently (or is still starting)."""
-        last = self.stats.last_sample_monotonic
+        last = self.telemetry.last_sample_monotonic
         return last is None or self.monotonic() - last < 3 * self.interval + 10
 
     def ready(self) -> bool:
-        """Registered (or a mode without registration) and uploads not failing for long."""
-        failing = self.stats.failing_since_monotonic
+        """The destination is open (registered, where it needs that) and deliveries have not
+        been failing for long."""
+        failing = self.telemetry.failing_since_monotonic
         too_long = FAILING_INTERVALS * self.upload_interval
-        return self.stats.connected and (failing is None or self.monotonic() - failing < too_long)
+        recent = failing is None or self.monotonic() - failing < too_long
+        return self.destination().ready and recent
 
     def metrics(self) -> str:
         """Prometheus text exposition."""
-        stats = self.stats
-        left = self.credentials_left()
+        stats = self.telemetry
+        left = self.destination().credentials_left
         series = [
             ("rows_sampled_total", "counter", "Rows appended to the spool.", stats.rows_sampled),
             ("chunks_uploaded_total", "counter", "Chunks confirmed.", stats.chunks_uploaded),
-            ("upload_failures_total", "counter", "Failed chunk uploads.", stats.upload_failures),
+            ("upload_failures_total", "counter", "Failed delivery attempts.",
+             stats.upload_failures),
             ("ingestion_errors_total", "counter",
              "Finished runs whose data Sentinel reported as not ingested.", stats.ingestion_errors),
             ("pending_bytes", "gauge", "Spooled bytes not yet uploaded.", self.pending_bytes()),

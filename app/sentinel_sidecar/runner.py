@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
@@ -18,15 +17,16 @@ from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector, Reading
 from sentinel_sidecar.config import Mode, Schema, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
-from sentinel_sidecar.health import HealthServer, Probe, Stats
+from sentinel_sidecar.delivery import destination_for
+from sentinel_sidecar.delivery.destination import DeliveryError, Destination, RunSummary
+from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.kube import pod_exit_code
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
-from sentinel_sidecar.sentinel import SentinelClient, SentinelError, register_body
-from sentinel_sidecar.sinks import DirSink, S3Sink, SinkError
 from sentinel_sidecar.spool import Spool, State, StateStore, read_exit_code, set_aside
-from sentinel_sidecar.streaming import SentinelSink, Uploader, UploadLoop
+from sentinel_sidecar.telemetry import Telemetry
+from sentinel_sidecar.uploader import Uploader, UploadWorker
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -34,19 +34,14 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a finished run delivered."""
+    """What a finished run delivered, and where its summary went (None: the run stays open)."""
 
-    summary: dict[str, Any]
+    summary: RunSummary
     summary_uri: str | None
 
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-def _direct_run_id(wall_clock: float) -> str:
-    name = os.environ.get("POD_NAME") or socket.gethostname()
-    return f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(wall_clock))}"
 
 
 class Runner:
@@ -63,7 +58,7 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.stop = stop
-        self.stats = Stats()
+        self.telemetry = Telemetry()
         self._context = context or RunContext()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
@@ -83,7 +78,7 @@ class Runner:
         spool = Spool(settings.spool_dir, header)
         resumed = previous is not None and previous.header == header
         state = previous if resumed and previous is not None else self._new_state(spool, header)
-        sink = self._sink(state, resumed)
+        destination = destination_for(settings, new_run=not resumed, telemetry=self.telemetry)
         store.save(state)
         if state.run_id:
             self._context.bind(run_id=state.run_id)
@@ -98,17 +93,18 @@ class Runner:
             spool,
             store,
             state,
-            sink,
+            destination,
             max_chunk_bytes=settings.max_chunk_bytes,
-            stats=self.stats,
+            telemetry=self.telemetry,
             monotonic=self._monotonic,
             wall_clock=self._wall_clock,
             context=self._context,
         )
-        loop = UploadLoop(
+        worker = UploadWorker(
             uploader,
             upload_interval=settings.upload_interval,
             threshold_bytes=settings.upload_threshold_bytes,
+            monotonic=self._monotonic,
         )
         procs = ProcReader(settings.proc_root)
         collector = Collector(
@@ -119,69 +115,37 @@ class Runner:
             wall_clock=self._wall_clock,
             monotonic=self._monotonic,
         )
-        health = self._health(uploader, sink)
-        loop.start()
+        health = self._health(uploader)
+        worker.start()
         try:
-            self._sample(collector, spool, loop)
+            self._sample(collector, spool, worker)
         finally:
             procs.close()
-            outcome = self._finish(spool, uploader, loop, sink)
+            outcome = self._finish(spool, uploader, worker, destination)
             if health is not None:
                 health.stop()
         return outcome
 
     def _new_state(self, spool: Spool, header: str) -> State:
-        now = self._wall_clock()
-        direct = self.settings.mode is Mode.S3
         return State(
-            run_id=_direct_run_id(now) if direct else None,
+            run_id=None,
             upload_uri_prefix=None,
             seq=0,
             offset=spool.data_start,
             uploaded_uris=(),
             header=header,
-            started_at=now,
+            started_at=self._wall_clock(),
         )
 
-    def _sink(self, state: State, resumed: bool) -> DirSink | S3Sink | SentinelSink:
-        settings = self.settings
-        if settings.mode is Mode.SENTINEL:
-            client = SentinelClient(
-                settings.sentinel_api_url,
-                settings.sentinel_api_token,
-                settings.sentinel_api_token_file,
-            )
-            return SentinelSink(
-                client,
-                register_body(settings),
-                region=settings.aws_region,
-                endpoint_url=settings.s3_endpoint_url,
-                wall_clock=self._wall_clock,
-                monotonic=self._monotonic,
-            )
-        if settings.mode is Mode.S3:
-            assert settings.s3_uri is not None and state.run_id is not None
-            return S3Sink(
-                f"{settings.s3_uri.rstrip('/')}/{state.run_id}",
-                region=settings.aws_region,
-                endpoint_url=settings.s3_endpoint_url,
-            )
-        sink = DirSink(settings.local_output_dir)
-        if not resumed and sink.has_output():
-            log.warning("output_dir_set_aside", moved_to=sink.set_aside())
-        return sink
-
-    def _health(
-        self, uploader: Uploader, sink: DirSink | S3Sink | SentinelSink
-    ) -> HealthServer | None:
+    def _health(self, uploader: Uploader) -> HealthServer | None:
         if self.settings.health_port == 0:
             return None
         probe = Probe(
-            stats=self.stats,
+            telemetry=self.telemetry,
             interval=self.settings.interval,
             upload_interval=self.settings.upload_interval,
             pending_bytes=lambda: uploader.pending_bytes,
-            credentials_left=sink.seconds_left if isinstance(sink, SentinelSink) else lambda: None,
+            destination=uploader.status,
             monotonic=self._monotonic,
         )
         try:
@@ -193,7 +157,7 @@ class Runner:
         server.start()
         return server
 
-    def _sample(self, collector: Collector, spool: Spool, loop: UploadLoop) -> None:
+    def _sample(self, collector: Collector, spool: Spool, worker: UploadWorker) -> None:
         started = self._monotonic()
         previous = collector.read()
         ticker = Ticker(self.settings.interval, previous.monotonic)
@@ -203,7 +167,7 @@ class Runner:
             stopping = self.stop.wait(max(0.0, due - self._monotonic()))
             reading = self._take(collector, spool, previous)
             previous = reading or previous
-            loop.nudge()
+            worker.nudge()
             if stopping:
                 log.info("stop_requested")
                 return
@@ -232,19 +196,15 @@ class Runner:
             # The sampler must survive anything /proc or cgroupfs throws at it.
             log.exception("sample_failed")
             return None
-        self.stats.rows_sampled += 1
-        self.stats.last_sample_monotonic = self._monotonic()
+        self.telemetry.rows_sampled += 1
+        self.telemetry.last_sample_monotonic = self._monotonic()
         return reading
 
     def _left(self, deadline: float) -> float:
         return max(0.0, deadline - self._monotonic())
 
     def _finish(
-        self,
-        spool: Spool,
-        uploader: Uploader,
-        loop: UploadLoop,
-        sink: DirSink | S3Sink | SentinelSink,
+        self, spool: Spool, uploader: Uploader, worker: UploadWorker, destination: Destination
     ) -> RunOutcome:
         settings = self.settings
         # One budget for everything after the stop: each network call gets the time left as
@@ -252,47 +212,40 @@ class Runner:
         # the last part of the budget is kept for the finish or run.json.
         deadline = self._monotonic() + settings.shutdown_timeout
         uploads_until = deadline - min(5.0, settings.shutdown_timeout / 3)
-        loop.stop()
         spool.sync()
-        if isinstance(sink, SentinelSink):
-            sink.deadline = deadline
-            self._within(uploads_until, uploader.prepare, "register")
-        # Inline only when no upload is in flight: one that lands later would hold the same rows.
-        inline = (
-            isinstance(sink, SentinelSink)
-            and uploader.idle_before(uploads_until)
-            and uploader.state.seq == 0
-            and spool.size <= settings.inline_max_bytes
-        )
-        drained = inline or uploader.drain(uploads_until)
+        worker.stop(uploads_until)
+        exit_code = self._exit_code(deadline)  # while the worker drains
+        if not worker.done_before(uploads_until + 0.5):
+            log.error("upload_worker_not_done", waited_s=round(settings.shutdown_timeout, 1))
         uploader.close()
-        exit_code = self._exit_code(deadline)
         state = uploader.state
-        summary: dict[str, Any] = {
-            "run_id": state.run_id,
-            "started_at": _iso(state.started_at or self._wall_clock()),
-            "finished_at": _iso(self._wall_clock()),
-            "schema": self._schema,
-            "rows": spool.count_rows(),
-            "chunks": state.seq,
-            "uris": list(state.uploaded_uris),
-            "exit_code": exit_code,
-            "run_status": "failed" if exit_code else "finished",
-            "bytes_not_uploaded": 0 if inline else uploader.pending_bytes,
-        }
-        if summary["bytes_not_uploaded"]:
-            log.error("rows_not_uploaded", bytes=summary["bytes_not_uploaded"],
+        summary = RunSummary(
+            run_id=state.run_id,
+            started_at=_iso(state.started_at or self._wall_clock()),
+            finished_at=_iso(self._wall_clock()),
+            schema=self._schema,
+            rows=spool.count_rows(),
+            chunks=state.seq,
+            uris=state.uploaded_uris,
+            exit_code=exit_code,
+            bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
+            inline=worker.inline,
+        )
+        if summary.bytes_not_uploaded:
+            log.error("rows_not_uploaded", bytes=summary.bytes_not_uploaded,
                       spool=str(spool.path))  # fmt: skip
-        summary_uri = self._deliver_summary(sink, summary, spool, inline, deadline)
+        summary_uri = self._within(
+            deadline, lambda: destination.close(summary, spool, deadline), "close of the run"
+        )
         if summary_uri is not None:
             uploader.finish()
         spool.close()
         log.info(
             "run_finished",
-            rows=summary["rows"],
-            chunks=summary["chunks"],
-            drained=drained,
-            inline=inline,
+            rows=summary.rows,
+            chunks=summary.chunks,
+            closed=summary_uri is not None,
+            inline=summary.inline,
             exit_code=exit_code,
             agent_max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )
@@ -317,69 +270,12 @@ class Runner:
         return code
 
     def _within(self, deadline: float, call: Callable[[], _T], what: str) -> _T | None:
-        """`call()` within `deadline`; None (logged) when it is still running then."""
+        """`call()` within `deadline`; None (logged) when it fails or is still running then."""
         try:
             return call_before(deadline, call, what=what, monotonic=self._monotonic)
-        except DeadlineExceeded as exc:
-            log.error("shutdown_call_abandoned", call=what, error=str(exc))
+        except (DeliveryError, DeadlineExceeded) as exc:
+            log.error("shutdown_call_failed", call=what, error=str(exc))
             return None
-
-    def _deliver_summary(
-        self,
-        sink: DirSink | S3Sink | SentinelSink,
-        summary: dict[str, Any],
-        spool: Spool,
-        inline: bool,
-        deadline: float,
-    ) -> str | None:
-        """run.json for local and direct-S3 mode; `finish_run` for Sentinel. None on failure."""
-        if not isinstance(sink, SentinelSink):
-            try:
-                return call_before(deadline, lambda: sink.put_summary(summary),
-                                   what="run.json", monotonic=self._monotonic)  # fmt: skip
-            except (SinkError, DeadlineExceeded) as exc:
-                log.error("run_summary_failed", error=str(exc))
-                return None
-        if not sink.connected or sink.run_id is None:
-            log.error("run_not_registered", rows_in_spool=summary["rows"], spool=str(spool.path))
-            return None
-        body: dict[str, Any] = {
-            "run_status": summary["run_status"],
-            "finished_at": summary["finished_at"],
-        }
-        if summary["exit_code"] is not None:
-            body["exit_code"] = summary["exit_code"]
-        if inline:
-            body["data_source"] = "inline"
-            body["data_csv"] = spool.read_all().decode()
-        elif summary["uris"]:
-            body["data_source"] = "s3"
-            body["data_uris"] = summary["uris"]
-        else:
-            # Finishing with no data would close the run empty; the spool keeps every row for
-            # a restart of the agent to deliver.
-            log.error("run_not_finished", reason="no chunk uploaded and too large to go inline",
-                      rows_in_spool=summary["rows"], spool=str(spool.path))  # fmt: skip
-            return None
-        run_id = sink.run_id
-        try:
-            answer = call_before(deadline, lambda: sink.client.finish_run(run_id, body, deadline),
-                                 what="finish", monotonic=self._monotonic)  # fmt: skip
-        except SentinelError as exc:
-            log.error("finish_run_failed", error=str(exc), status=exc.status)
-            return None
-        except DeadlineExceeded as exc:
-            log.error("finish_run_failed", error=str(exc), status=None)
-            return None
-        processing = answer.get("processing") if isinstance(answer, dict) else None
-        processing = processing if isinstance(processing, dict) else {}
-        log.info("run_finished_on_api", run_id=sink.run_id, data_source=body["data_source"],
-                 processing_status=processing.get("status"), processing_rows=processing.get("rows"),
-                 processing_files=processing.get("files"))  # fmt: skip
-        if processing.get("error"):
-            self.stats.ingestion_errors += 1
-            log.error("run_data_not_ingested", run_id=sink.run_id, error=processing["error"])
-        return f"{self.settings.sentinel_api_url.rstrip('/')}/runs/{sink.run_id}"
 
 
 class Ticker:

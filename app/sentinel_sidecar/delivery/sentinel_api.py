@@ -1,11 +1,8 @@
-"""Sentinel API client: register a run, refresh its upload credentials, finish it."""
+"""The Sentinel API's HTTP client: register a run, refresh its upload credentials, finish it."""
 
 from __future__ import annotations
 
-import os
-import platform
 import random
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,8 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-
-from sentinel_sidecar.config import Settings
 
 if TYPE_CHECKING:
     import requests
@@ -136,6 +131,8 @@ class SentinelClient:
         self._monotonic = monotonic
         self._base_backoff = base_backoff
         self._max_backoff = max_backoff
+        self._unavailable_since: float | None = None
+        self._failed_attempts = 0
         if token is None and token_file is not None:
             self._token = self._read_token_file()
 
@@ -202,6 +199,7 @@ class SentinelClient:
                 wait = None
             else:
                 if response.ok:
+                    self._available()
                     return self._json(response, path)
                 error = SentinelError(
                     f"POST {path}: HTTP {response.status_code}: {response.text[:500]}",
@@ -212,12 +210,13 @@ class SentinelClient:
                     self._token = self._read_token_file()
                     continue
                 if response.status_code not in _RETRY_STATUSES:
-                    log.error("sentinel_request_rejected", path=path, status=response.status_code,
+                    log.debug("sentinel_request_rejected", path=path, status=response.status_code,
                               message=response.text[:500])  # fmt: skip
                     raise error
                 wait = _retry_after(response)
                 if wait is not None and wait > RETRY_AFTER_CAP:
                     wait = RETRY_AFTER_CAP
+            self._unavailable(path, error)
             if wait is not None and self._monotonic() + wait >= deadline:
                 log.warning("sentinel_retry_after", path=path, status=error.status,
                             wait_s=round(wait, 1))  # fmt: skip
@@ -228,9 +227,24 @@ class SentinelClient:
                 wait = random.uniform(ceiling / 2, ceiling)
             if self._monotonic() + wait >= deadline:
                 raise error
-            log.warning("sentinel_request_retry", path=path, attempt=attempt, wait_s=round(wait, 2),
-                        error=str(error))  # fmt: skip
+            log.debug("sentinel_request_retry", path=path, attempt=attempt, wait_s=round(wait, 2),
+                      error=str(error))  # fmt: skip
             self._sleep(wait)
+
+    def _unavailable(self, path: str, error: SentinelError) -> None:
+        """One warning when the API starts failing, not one per attempt."""
+        self._failed_attempts += 1
+        if self._unavailable_since is None:
+            self._unavailable_since = self._monotonic()
+            log.warning("sentinel_api_unavailable", path=path, status=error.status,
+                        error=str(error))  # fmt: skip
+
+    def _available(self) -> None:
+        if self._unavailable_since is not None:
+            log.info("sentinel_api_recovered", failed_attempts=self._failed_attempts,
+                     down_s=round(self._monotonic() - self._unavailable_since, 1))  # fmt: skip
+        self._unavailable_since = None
+        self._failed_attempts = 0
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -244,39 +258,3 @@ class SentinelClient:
         if not isinstance(data, dict):
             raise SentinelError(f"POST {path}: response is not a JSON object")
         return data
-
-
-def host_fields(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model. No probing."""
-    import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports
-
-    return {
-        "host_id": environ.get("NODE_NAME"),
-        "host_hostname": environ.get("POD_NAME") or socket.gethostname(),
-        "host_ip": environ.get("HOST_IP") or environ.get("POD_IP"),
-        "host_vcpus": psutil.cpu_count(logical=True),
-        "host_cpu_model": _cpu_model(),
-        "host_memory_mib": round(psutil.virtual_memory().total / 1024 / 1024),
-    }
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def register_body(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The flat `POST /runs` body: metadata, host and configured cloud fields; no nulls, no pid.
-
-    `external_run_id` defaults to the pod's UID (`POD_UID` from the Downward API): a register
-    retried after a lost answer may create a second run, and the UID tells them apart."""
-    environ = os.environ if environ is None else environ
-    body: dict[str, Any] = {**settings.metadata(), **host_fields(environ), **settings.cloud()}
-    body.setdefault("external_run_id", environ.get("POD_UID"))
-    return {key: value for key, value in body.items() if value is not None}

@@ -1,0 +1,97 @@
+"""What every destination does, and the run summary it closes a run with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.spool import Spool, State
+
+
+class ErrorKind(StrEnum):
+    """What the upload worker does about a failure."""
+
+    TRANSIENT = "transient"  # network, 5xx, a deadline: back off and try again
+    CREDENTIALS = "credentials"  # S3 refused the credentials: renew them, retry at once, once
+    REJECTED = "rejected"  # the peer refused the request (4xx): back off, log as an error
+
+
+class DeliveryError(Exception):
+    """A destination could not do what was asked; the cursor does not move.
+
+    `retry_after`: seconds before the next attempt when the peer asked for a wait."""
+
+    def __init__(
+        self, message: str, kind: ErrorKind = ErrorKind.TRANSIENT, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class DestinationStatus:
+    """What `/readyz` and `/metrics` show of a destination."""
+
+    ready: bool  # open: chunks can go (registered, credentials in hand)
+    credentials_left: float | None = None  # seconds until the upload credentials expire
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a run ended: `run.json` in local and direct-S3 mode, the finish call for Sentinel."""
+
+    run_id: str | None
+    started_at: str  # ISO-8601 UTC
+    finished_at: str
+    schema: str
+    rows: int
+    chunks: int
+    uris: tuple[str, ...]
+    exit_code: int | None
+    bytes_not_uploaded: int
+    inline: bool  # the rows go with the close, not as chunks
+
+    @property
+    def run_status(self) -> str:
+        """`failed` for a non-zero exit code, else `finished`."""
+        return "failed" if self.exit_code else "finished"
+
+    def to_json(self) -> bytes:
+        """`run.json`."""
+        data: dict[str, Any] = {**asdict(self), "uris": list(self.uris)}
+        data["run_status"] = self.run_status
+        return (json.dumps(data, indent=2) + "\n").encode()
+
+
+class Destination(Protocol):
+    """Where a run's chunks and its summary go. Every call does one attempt and returns before
+    its `deadline` (monotonic) as far as the destination can bound it; retries, backoff and the
+    total budget are the upload worker's."""
+
+    inline_max_bytes: int  # a run this small may go whole with `close` (0: never)
+
+    def open(self, state: State, deadline: float) -> State:
+        """Register or resume the run; the state to save (run id, prefix). DeliveryError."""
+        ...
+
+    def put_chunk(self, seq: int, body: bytes, deadline: float) -> str:
+        """Store chunk `seq` (a gzipped CSV); its URI once it is durable. DeliveryError."""
+        ...
+
+    def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
+        """Write `run.json` or finish the run; where it now is, None when it stays open
+        (logged with the reason). DeliveryError."""
+        ...
+
+    def status(self) -> DestinationStatus:
+        """Ready or not, credential time left."""
+        ...
+
+
+def chunk_name(seq: int) -> str:
+    """Object/file name of chunk `seq`: `0001.csv.gz`."""
+    return f"{seq:04d}.csv.gz"

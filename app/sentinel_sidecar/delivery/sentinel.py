@@ -1,0 +1,173 @@
+"""Sentinel mode: register (or resume) the run on the API, upload chunks to the run's S3 prefix
+with the short-lived credentials the API hands out, renewed before they expire, and finish the
+run with the workload's exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sentinel_sidecar.delivery.destination import (
+    DeliveryError,
+    DestinationStatus,
+    ErrorKind,
+    RunSummary,
+    chunk_name,
+)
+from sentinel_sidecar.delivery.s3 import S3Store
+from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, SentinelError
+from sentinel_sidecar.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.spool import Spool, State
+
+log = structlog.get_logger(__name__)
+
+REFRESH_MARGIN = 300.0  # renew the credentials when fewer seconds than this are left
+
+
+def _delivery_error(exc: SentinelError) -> DeliveryError:
+    client_error = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+    kind = ErrorKind.REJECTED if client_error else ErrorKind.TRANSIENT
+    return DeliveryError(str(exc), kind, exc.retry_after)
+
+
+class SentinelDestination:
+    """One run on the Sentinel API; chunks through an `S3Store` on the run's prefix."""
+
+    def __init__(
+        self,
+        client: SentinelClient,
+        register_body: Mapping[str, Any],
+        *,
+        api_url: str,
+        inline_max_bytes: int,
+        region: str | None,
+        endpoint_url: str | None,
+        telemetry: Telemetry,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.inline_max_bytes = inline_max_bytes
+        self._register_body = dict(register_body)
+        self._api_url = api_url.rstrip("/")
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._telemetry = telemetry
+        self._wall_clock = wall_clock
+        self._run_id: str | None = None
+        self._store: S3Store | None = None
+        self._credentials: Credentials | None = None
+        self._stale = False  # S3 refused the credentials: renew before the next put
+
+    def open(self, state: State, deadline: float) -> State:
+        """Register a new run, or resume the one in `state` with fresh credentials."""
+        try:
+            if state.run_id and state.upload_uri_prefix:
+                credentials = self.client.refresh_credentials(state.run_id, deadline)
+                log.info("run_resumed_on_api", run_id=state.run_id, seq=state.seq)
+            else:
+                registration = self.client.register_run(self._register_body, deadline)
+                state = dataclasses.replace(
+                    state,
+                    run_id=registration.run_id,
+                    upload_uri_prefix=registration.upload_uri_prefix,
+                )
+                credentials = registration.credentials
+                log.info("run_registered", run_id=state.run_id, prefix=state.upload_uri_prefix)
+        except SentinelError as exc:
+            raise _delivery_error(exc) from exc
+        assert state.upload_uri_prefix is not None and state.run_id is not None
+        try:
+            store = S3Store(
+                state.upload_uri_prefix, region=self._region, endpoint_url=self._endpoint_url
+            )
+        except ValueError as exc:
+            raise DeliveryError(
+                f"the API sent a bad upload_uri_prefix: {exc}", ErrorKind.REJECTED
+            ) from exc
+        store.use_credentials(credentials)
+        store.locate()
+        self._credentials = credentials
+        self._store = store
+        self._run_id = state.run_id
+        return state
+
+    def put_chunk(self, seq: int, body: bytes, deadline: float) -> str:
+        """Upload chunk `seq`, renewing the credentials first when they are (nearly) spent."""
+        store = self._opened()
+        left = self._seconds_left()
+        if self._stale or (left is not None and left < REFRESH_MARGIN):
+            self._refresh(deadline)
+        try:
+            return store.put(chunk_name(seq), body, "application/gzip")
+        except DeliveryError as exc:
+            if exc.kind is ErrorKind.CREDENTIALS:
+                self._stale = True
+            raise
+
+    def _refresh(self, deadline: float) -> None:
+        assert self._store is not None and self._run_id is not None
+        try:
+            credentials = self.client.refresh_credentials(self._run_id, deadline)
+        except SentinelError as exc:
+            raise _delivery_error(exc) from exc
+        self._store.use_credentials(credentials)
+        self._credentials = credentials
+        self._stale = False
+        log.info("credentials_refreshed", expires_at=credentials.expires_at.isoformat())
+
+    def _seconds_left(self) -> float | None:
+        if self._credentials is None:
+            return None
+        return self._credentials.seconds_left(self._wall_clock())
+
+    def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
+        """Finish the run with its chunks' URIs or, for a small run, the CSV inline. Never with
+        no data: then the run stays open and the spool keeps every row for a restart."""
+        if self._run_id is None:
+            log.error("run_not_registered", rows_in_spool=summary.rows, spool=str(spool.path))
+            return None
+        body: dict[str, Any] = {
+            "run_status": summary.run_status,
+            "finished_at": summary.finished_at,
+        }
+        if summary.exit_code is not None:
+            body["exit_code"] = summary.exit_code
+        if summary.inline:
+            body["data_source"] = "inline"
+            body["data_csv"] = spool.read_all().decode()
+        elif summary.uris:
+            body["data_source"] = "s3"
+            body["data_uris"] = list(summary.uris)
+        else:
+            log.error("run_not_finished", reason="no chunk uploaded and too large to go inline",
+                      rows_in_spool=summary.rows, spool=str(spool.path))  # fmt: skip
+            return None
+        try:
+            answer = self.client.finish_run(self._run_id, body, deadline)
+        except SentinelError as exc:
+            raise _delivery_error(exc) from exc
+        processing = answer.get("processing")
+        processing = processing if isinstance(processing, dict) else {}
+        log.info("run_finished_on_api", data_source=body["data_source"],
+                 processing_status=processing.get("status"), processing_rows=processing.get("rows"),
+                 processing_files=processing.get("files"))  # fmt: skip
+        if processing.get("error"):
+            self._telemetry.ingestion_errors += 1
+            log.error("run_data_not_ingested", error=processing["error"])
+        return f"{self._api_url}/runs/{self._run_id}"
+
+    def status(self) -> DestinationStatus:
+        """Ready once registered with credentials in hand."""
+        left = self._seconds_left()
+        return DestinationStatus(ready=self._store is not None, credentials_left=left)
+
+    def _opened(self) -> S3Store:
+        if self._store is None:
+            raise DeliveryError("the run is not registered yet")
+        return self._store

@@ -1,0 +1,336 @@
+"""The upload side. `Uploader` moves the spool's cursor chunk by chunk through a destination;
+`UploadWorker` is the one thread that drives it: when to upload, retries with backoff and
+jitter, and the last drain when the agent stops."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from sentinel_sidecar.deadline import Call, DeadlineExceeded
+from sentinel_sidecar.delivery.destination import (
+    DeliveryError,
+    Destination,
+    DestinationStatus,
+    ErrorKind,
+)
+from sentinel_sidecar.log import RunContext
+from sentinel_sidecar.spool import Spool, State, StateStore
+from sentinel_sidecar.telemetry import Telemetry
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+CALL_BUDGET = 30.0  # at least this long for one cycle's network calls outside the stop
+
+
+def gzip_chunk(header: bytes, rows: bytes) -> bytes:
+    """A standalone gzipped CSV: the header line, then whole rows."""
+    return gzip.compress(header + rows, compresslevel=6, mtime=0)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Chunk `seq`: the rows up to spool offset `end`, gzipped. Sent again unchanged until
+    acknowledged, so an abandoned attempt that lands late stores the same object."""
+
+    seq: int
+    end: int
+    raw_bytes: int
+    body: bytes
+
+
+class Uploader:
+    """The spool's cursor and the destination. The cursor moves only after the destination
+    acknowledged a chunk, and on disk before in memory; no lock is held across network I/O.
+    Network calls run through `Call` so that a deadline (or `cap`) ends the wait."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        store: StateStore,
+        state: State,
+        destination: Destination,
+        *,
+        max_chunk_bytes: int,
+        telemetry: Telemetry,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        context: RunContext | None = None,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.state = state
+        self.destination = destination
+        self.max_chunk_bytes = max_chunk_bytes
+        self.telemetry = telemetry
+        self.opened = False
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self._context = context or RunContext()
+        self._pending: Chunk | None = None
+        self._calls: list[Call[Any]] = []  # started and not known to be over
+        self._changed = threading.Event()  # a call ended or the cap moved
+        self._cap = math.inf  # no wait goes past this monotonic time (set at the stop)
+        self._lock = threading.Lock()  # guards `state` and `_closed`
+        self._closed = False
+
+    @property
+    def pending_bytes(self) -> int:
+        """Spooled bytes not yet delivered."""
+        return max(0, self.spool.size - self.state.offset)
+
+    @property
+    def in_flight(self) -> bool:
+        """True while a call to the destination may still take effect (abandoned ones too)."""
+        return any(call.running for call in self._calls)
+
+    def status(self) -> DestinationStatus:
+        """The destination's readiness and credential time left."""
+        return self.destination.status()
+
+    def cap(self, until: float) -> None:
+        """From now on stop waiting for any call at `until` (monotonic)."""
+        self._cap = min(self._cap, until)
+        self._changed.set()
+
+    def open(self, deadline: float) -> None:
+        """Register or resume the run (once); DeliveryError or DeadlineExceeded."""
+        if self.opened:
+            return
+        state = self.state
+        opened = self._call(lambda: self.destination.open(state, deadline), "open", deadline)
+        with self._lock:
+            if self._closed:
+                return
+            if opened != state:
+                self.store.save(opened)
+                self.state = opened
+        self.opened = True
+        if opened.run_id:
+            self._context.bind(run_id=opened.run_id)
+
+    def upload_next(self, deadline: float) -> bool:
+        """Deliver the next chunk before `deadline` (monotonic); False when nothing whole is
+        pending. DeliveryError, or DeadlineExceeded (abandoned, never counted)."""
+        with self._lock:
+            if self._closed:
+                return False
+            state = self.state
+        chunk = self._pending
+        if chunk is None:
+            rows = self.spool.read_chunk(state.offset, self.max_chunk_bytes)
+            if not rows:
+                return False
+            body = gzip_chunk(self.spool.header_bytes, rows)
+            chunk = Chunk(state.seq + 1, state.offset + len(rows), len(rows), body)
+            self._pending = chunk
+        uri = self._call(
+            lambda: self.destination.put_chunk(chunk.seq, chunk.body, deadline),
+            f"upload of chunk {chunk.seq}",
+            deadline,
+        )
+        moved = state.after_upload(uri, chunk.end)
+        with self._lock:
+            if self._closed:
+                return False
+            self.store.save(moved)  # disk first: the cursor in memory never runs ahead
+            self.state = moved
+        self._pending = None
+        self.telemetry.chunks_uploaded += 1
+        self.telemetry.last_upload_wall = self._wall_clock()
+        log.info("chunk_uploaded", seq=chunk.seq, raw_bytes=chunk.raw_bytes,
+                 gz_bytes=len(chunk.body), uri=uri)  # fmt: skip
+        return True
+
+    def _call(self, call: Callable[[], _T], what: str, deadline: float) -> _T:
+        running: Call[_T] = Call(call, what=what, on_done=self._changed.set)
+        self._calls = [*(c for c in self._calls if c.running), running]
+        while running.running:
+            left = min(deadline, self._cap) - self._monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"{what}: still running at the deadline, abandoned")
+            self._changed.wait(left)
+            self._changed.clear()
+        return running.result()
+
+    def close(self) -> None:
+        """From now on nothing moves the cursor: an abandoned upload that lands is not counted."""
+        with self._lock:
+            self._closed = True
+
+    def finish(self) -> None:
+        """Mark the run finished in the saved state."""
+        with self._lock:
+            self.state = dataclasses.replace(self.state, finished=True)
+            self.store.save(self.state)
+
+
+class UploadWorker(threading.Thread):
+    """Wakes every `upload_interval` (early once `threshold_bytes` are pending), opens the
+    destination, drains; after a failure waits a backoff step with jitter, one attempt per
+    step, and logs one line per change of state, not one per attempt. `stop(until)` ends it
+    with a last drain (or the inline decision) before `until`."""
+
+    def __init__(
+        self,
+        uploader: Uploader,
+        *,
+        upload_interval: float,
+        threshold_bytes: int,
+        max_backoff: float = 300.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="upload-worker", daemon=True)
+        self.uploader = uploader
+        self.upload_interval = upload_interval
+        self.threshold_bytes = threshold_bytes
+        self.max_backoff = max_backoff
+        self.inline = False  # set by the last drain: the rows go with the close
+        self._monotonic = monotonic
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._until = math.inf
+        self._attempts = 0  # failed steps in a row
+        self._not_before = 0.0  # monotonic: the peer asked to wait until then
+        self._failing: ErrorKind | None = None
+
+    def nudge(self) -> None:
+        """After each append: wake early when enough bytes are pending, unless backing off
+        (pending bytes must not cut a backoff short: during an outage every sample would)."""
+        if self._attempts == 0 and self.uploader.pending_bytes >= self.threshold_bytes:
+            self._wake.set()
+
+    def stop(self, until: float) -> None:
+        """End with a last drain before `until` (monotonic); calls in flight are cut there."""
+        self._until = until
+        self.uploader.cap(until)
+        self._stopping.set()
+        self._wake.set()
+
+    def done_before(self, deadline: float) -> bool:
+        """Wait for the last drain until `deadline` (monotonic); True when it ended."""
+        self.join(max(0.0, deadline - self._monotonic()))
+        return not self.is_alive()
+
+    def run(self) -> None:
+        self._serve()
+        self._last_drain()
+
+    def _serve(self) -> None:
+        next_drain = self._monotonic() + self.upload_interval
+        delay = 0.0  # open at once; the first upload waits for its interval
+        while True:
+            woken = self._wake.wait(delay)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            started = self._monotonic()
+            drain_due = woken or started >= next_drain
+            budget = started + max(self.upload_interval, CALL_BUDGET)
+            ok = self._step(self._drain_cycle if drain_due else self._open_cycle, budget)
+            now = self._monotonic()
+            if not ok:
+                next_drain = now + self._backoff()
+            elif drain_due:
+                next_drain = now + self.upload_interval
+            delay = max(0.0, next_drain - now)
+
+    def _open_cycle(self, deadline: float) -> None:
+        self.uploader.open(deadline)
+
+    def _drain_cycle(self, deadline: float) -> None:
+        self.uploader.open(deadline)
+        self.uploader.spool.sync()
+        self._drain(deadline)
+
+    def _drain(self, deadline: float) -> None:
+        """Deliver the rows spooled so far; rows appended meanwhile wait for the next cycle,
+        so a drain never ends with a chunk of one or two rows."""
+        uploader = self.uploader
+        end = uploader.spool.size
+        renewed = False
+        while uploader.state.offset < end and self._monotonic() < deadline:
+            try:
+                if not uploader.upload_next(deadline):
+                    return
+            except DeliveryError as exc:
+                if exc.kind is not ErrorKind.CREDENTIALS or renewed:
+                    raise
+                renewed = True  # the destination renews them on the next attempt
+                log.warning("credentials_rejected", error=str(exc))
+
+    def _last_drain(self) -> None:
+        uploader = self.uploader
+        wait = self._not_before - self._monotonic()
+        if not uploader.opened and wait > 0:
+            # Opening now could leave a second run behind on the service.
+            log.warning("open_skipped_at_stop", wait_s=round(wait, 1))
+            return
+
+        def last(deadline: float) -> None:
+            uploader.open(deadline)
+            # Inline only when no upload may still land: it would hold the same rows.
+            small = uploader.spool.size <= uploader.destination.inline_max_bytes
+            if small and uploader.state.seq == 0 and not uploader.in_flight:
+                self.inline = True
+                return
+            self._drain(deadline)
+
+        self._step(last, self._until)
+
+    def _step(self, step: Callable[[float], None], deadline: float) -> bool:
+        """Run one step of delivery; failures are counted and logged on a change of state."""
+        try:
+            step(deadline)
+        except (DeliveryError, DeadlineExceeded) as exc:
+            self._failed(exc)
+            return False
+        except Exception as exc:
+            # The worker must survive anything (disk full, a bug in a destination): rows stay
+            # spooled and the next step tries again.
+            log.exception("upload_step_failed")
+            self._failed(exc)
+            return False
+        self._recovered()
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        now = self._monotonic()
+        self._attempts += 1
+        retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
+        self._not_before = now + retry_after if retry_after else 0.0
+        telemetry = self.uploader.telemetry
+        telemetry.upload_failures += 1
+        if telemetry.failing_since_monotonic is None:
+            telemetry.failing_since_monotonic = now
+        kind = exc.kind if isinstance(exc, DeliveryError) else ErrorKind.TRANSIENT
+        if kind is not self._failing:
+            self._failing = kind
+            report = log.error if kind is ErrorKind.REJECTED else log.warning
+            report("delivery_failing", kind=kind, error=str(exc), opened=self.uploader.opened,
+                   retry_after_s=retry_after)  # fmt: skip
+
+    def _recovered(self) -> None:
+        telemetry = self.uploader.telemetry
+        if self._failing is not None and telemetry.failing_since_monotonic is not None:
+            down = self._monotonic() - telemetry.failing_since_monotonic
+            log.info("delivery_recovered", failed_attempts=self._attempts, down_s=round(down, 1))
+        self._failing = None
+        self._attempts = 0
+        self._not_before = 0.0
+        telemetry.failing_since_monotonic = None
+
+    def _backoff(self) -> float:
+        step = min(CALL_BUDGET, self.upload_interval) * 2.0 ** min(self._attempts - 1, 10)
+        ceiling = min(self.max_backoff, max(self.upload_interval, step))
+        return max(random.uniform(ceiling / 2, ceiling), self._not_before - self._monotonic())
