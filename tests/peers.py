@@ -7,6 +7,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -120,9 +121,11 @@ class MotoServer:
             service, endpoint_url=self.endpoint, region_name=REGION, **(credentials or self.user)
         )
 
-    def new_bucket(self) -> str:
+    def new_bucket(self, region: str = REGION) -> str:
         name = f"runs-{uuid.uuid4().hex[:12]}"
-        self.client("s3").create_bucket(Bucket=name)
+        where = {} if region == REGION else {"LocationConstraint": region}
+        self.client("s3").create_bucket(Bucket=name, **({"CreateBucketConfiguration": where}
+                                                         if where else {}))  # fmt: skip
         return name
 
     def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
@@ -143,6 +146,9 @@ class MotoServer:
     def close(self) -> None:
         self._process.terminate()
         self._process.wait(10)
+
+
+_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/")
 
 
 @dataclass
@@ -200,11 +206,14 @@ class LoopbackServer:
 
 class S3Proxy(LoopbackServer):
     """Forwards S3 requests to moto unchanged; answers the real `ExpiredToken` error for a
-    session token past its expiry, and drops connections while `down`."""
+    session token past its expiry, S3's `AuthorizationHeaderMalformed` (with the bucket's
+    region in `x-amz-bucket-region`) for a request signed for another region than the bucket's
+    (moto checks neither), and drops connections while `down`."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.expiry: dict[str, float] = {}  # session token -> UNIX time it stops working
+        self.bucket_regions: dict[str, str] = {}  # bucket -> the only region it answers in
         self.down = False
         self.log: list[ProxyLog] = []
         self._serve(self._handler())
@@ -231,6 +240,12 @@ class S3Proxy(LoopbackServer):
                 if token is not None and time.time() >= proxy.expiry.get(token, float("inf")):
                     self._expired(token)
                     return
+                bucket = self.path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
+                signed = _SIGNED_REGION.search(self.headers.get("Authorization") or "")
+                expected = proxy.bucket_regions.get(bucket)
+                if expected and signed and signed.group(1) != expected:
+                    self._wrong_region(signed.group(1), expected, token)
+                    return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 upstream.request(self.command, self.path, body=body, headers=headers)
@@ -243,17 +258,33 @@ class S3Proxy(LoopbackServer):
                 proxy._answer(self, answer.status, kept, data)
 
             def _expired(self, token: str) -> None:
+                self._error(token, "ExpiredToken", "The provided token has expired.")
+
+            def _wrong_region(self, signed: str, expected: str, token: str | None) -> None:
+                message = (
+                    f"The authorization header is malformed; the region '{signed}' is wrong; "
+                    f"expecting '{expected}'"
+                )
+                region = {"x-amz-bucket-region": expected}
+                extra = f"<Region>{expected}</Region>"
+                self._error(token, "AuthorizationHeaderMalformed", message, extra, region)
+
+            def _error(self, token: str | None, code: str, message: str, extra: str = "",
+                       headers: dict[str, str] | None = None) -> None:  # fmt: skip
                 proxy.log.append(ProxyLog(self.command, self.path, 400, token))
                 data = (
-                    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
-                    "<Message>The provided token has expired.</Message>"
+                    f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message>{extra}"
                     f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>"
                 ).encode()
+                body = b"" if self.command == "HEAD" else data
                 self.send_response(400)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
@@ -301,6 +332,7 @@ class SentinelServer(LoopbackServer):
         self.retry_after: str | None = None
         self.processing_error: str | None = None  # set: finishes report a failed ingestion
         self.register_answer: dict[str, Any] | None = None  # set: answered to every register
+        self.credentials_region: str | None = REGION  # None: the credentials name no region
         self.runs: dict[str, Run] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
@@ -351,7 +383,7 @@ class SentinelServer(LoopbackServer):
             "secret_key": issued["SecretAccessKey"],
             "session_token": issued["SessionToken"],
             self.expiry_field: expires.isoformat().replace("+00:00", "Z"),
-            "region": REGION,
+            "region": self.credentials_region,
         }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -363,3 +363,49 @@ def test_direct_s3_mode_uses_the_default_credential_chain(tmp_path: Path, moto, 
         f"s3://{bucket}/direct/"
     )
     assert all(gzip.decompress(body) for body in chunks)
+
+
+def test_direct_s3_signs_for_the_buckets_own_region(tmp_path: Path, moto, workload):
+    # The pod runs in us-east-1, the bucket lives in eu-west-1: S3 refuses requests signed for
+    # the wrong region (AuthorizationHeaderMalformed), so the agent asks the bucket first.
+    bucket = moto.new_bucket("eu-west-1")
+    proxy = S3Proxy(moto.port)
+    proxy.bucket_regions[bucket] = "eu-west-1"
+    try:
+        spool = tmp_path / "spool"
+        env = {"TRACKER_S3_URI": f"s3://{bucket}/direct", "S3_ENDPOINT_URL": proxy.endpoint,
+               "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
+        agent = start_agent(args(spool, workload.pid), env)
+        wait_until(lambda: len(moto.objects(bucket)) >= 2, 20, "uploads")
+        err = stop(agent)
+    finally:
+        proxy.close()
+    [located] = [e for e in events_of(err) if e["event"] == "s3_region"]
+    assert (located["region"], located["source"]) == ("eu-west-1", "bucket")
+    puts = [entry for entry in proxy.log if entry.method == "PUT"]
+    assert puts and all(entry.status == 200 for entry in puts)  # signed right the first time
+    chunks = [body for key, body in moto.objects(bucket).items() if key.endswith(".csv.gz")]
+    assert chunk_rows(chunks) == spool_rows(spool)
+
+
+def test_sentinel_credentials_without_a_region_use_the_buckets(tmp_path: Path, moto, workload):
+    proxy = S3Proxy(moto.port)
+    sentinel = SentinelServer(moto, proxy, moto.new_bucket("eu-west-1"))
+    sentinel.credentials_region = None
+    proxy.bucket_regions[sentinel.bucket] = "eu-west-1"
+    try:
+        spool = tmp_path / "spool"
+        agent = start_agent(args(spool, workload.pid), sentinel_env(sentinel, proxy))
+        wait_until(lambda: len(moto.objects(sentinel.bucket)) >= 2, 20, "uploads")
+        err = stop(agent)
+        uris, rows = delivered(moto, sentinel)
+    finally:
+        sentinel.close()
+        proxy.close()
+    [located] = [e for e in events_of(err) if e["event"] == "s3_region"]
+    assert (located["region"], located["source"]) == ("eu-west-1", "bucket")
+    assert all(entry.status == 200 for entry in proxy.log if entry.method == "PUT")
+    assert rows == spool_rows(spool)
+    [run] = sentinel.runs.values()
+    assert run.finishes[0]["data_uris"] == uris
