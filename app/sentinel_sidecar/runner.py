@@ -215,7 +215,7 @@ class Runner:
         spool.sync()
         worker.stop(uploads_until)
         exit_code = self._exit_code(deadline)  # while the worker drains
-        if not worker.done_before(uploads_until + 0.5):
+        if not worker.done_before(min(deadline, uploads_until + 0.5)):
             log.error("upload_worker_not_done", waited_s=round(settings.shutdown_timeout, 1))
         uploader.close()
         state = uploader.state
