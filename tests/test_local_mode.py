@@ -28,7 +28,7 @@ def agent_args(tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT])
 def test_signal_delivers_every_row_exactly_once(tmp_path: Path, workload, signum):
     agent = start_agent(agent_args(tmp_path, "--pid", str(workload.pid)))
     wait_for_rows(tmp_path / "spool", 15)

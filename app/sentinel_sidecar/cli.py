@@ -12,14 +12,16 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from sentinel_sidecar import __version__, config, log, report
+# Only light modules here: the stop handlers are installed before the heavy imports (structlog,
+# boto3, requests), so a SIGTERM during start-up drains like any other.
+from sentinel_sidecar import __version__, config, signals
 from sentinel_sidecar.config import ConfigError, Settings
-from sentinel_sidecar.runner import Runner, RunOutcome
-from sentinel_sidecar.spool import EXIT_CODE_FILE, SpoolError
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.log import RunContext
+    from sentinel_sidecar.runner import RunOutcome
 
 EXIT_USAGE = 2
 
@@ -44,18 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
-    def handle(signum: int, _frame: object) -> None:
-        structlog.get_logger(__name__).info("signal_received", signal=signal.Signals(signum).name)
-        stop.set()
+def _execute(settings: Settings, stop: signals.StopFlag, context: RunContext) -> RunOutcome | None:
+    import structlog
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    from sentinel_sidecar.runner import Runner
+    from sentinel_sidecar.spool import SpoolError
 
-
-def _execute(
-    settings: Settings, stop: threading.Event, context: log.RunContext
-) -> RunOutcome | None:
     try:
         return Runner(settings, stop, context=context).run()
     except SpoolError as exc:
@@ -63,7 +59,10 @@ def _execute(
         return None
 
 
-def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Event) -> int:
+def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFlag) -> int:
+    from sentinel_sidecar import log, report
+    from sentinel_sidecar.spool import EXIT_CODE_FILE
+
     base: Path = args.dir or Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
     defaults: dict[str, Any] = {
         "spool_dir": base / "spool",
@@ -112,12 +111,21 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: threading.Eve
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sentinel-sidecar` console script."""
-    stop = threading.Event()
-    _install_stop_handlers(stop)  # first, so an early SIGTERM still ends the run cleanly
+    stop = signals.StopFlag()
+    signals.install(stop)  # first, so an early SIGTERM still ends the run cleanly
+    try:
+        return _main(argv, stop)
+    finally:
+        signals.ignore()
+
+
+def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     args = _parser().parse_args(argv)
     environ = dict(os.environ)
     try:
         if args.action == "report":
+            from sentinel_sidecar import report
+
             print(report.render(report.summarize(args.directory)))
             return 0
         if args.action == "demo":
@@ -126,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from sentinel_sidecar import log
+
     context = log.configure(settings.log_level, settings.log_format)
     return 0 if _execute(settings, stop, context) is not None else 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sentinel_sidecar.kube import pod_exit_code
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
+from sentinel_sidecar.signals import StopFlag
 from sentinel_sidecar.spool import Spool, State, StateStore, read_exit_code, set_aside
 from sentinel_sidecar.telemetry import Telemetry
 from sentinel_sidecar.uploader import Uploader, UploadWorker
@@ -50,7 +50,7 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        stop: threading.Event,
+        stop: StopFlag,
         *,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -169,7 +169,7 @@ class Runner:
             previous = reading or previous
             worker.nudge()
             if stopping:
-                log.info("stop_requested")
+                log.info("stop_requested", signal=self.stop.reason)
                 return
             if reading is None:
                 continue
