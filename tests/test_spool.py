@@ -140,8 +140,8 @@ store = StateStore(Path(sys.argv[1]))
 seq = 0
 print("ready", flush=True)
 while True:
-    seq += 1
-    uris = tuple("u" * 50 for _ in range(seq % 50))
+    seq = seq % 50 + 1  # the file's size varies from save to save
+    uris = tuple("u" * 50 for _ in range(seq))
     store.save(State("r", "s3://b/p", seq, seq * 10, uris, "h\\n"))
 """
 

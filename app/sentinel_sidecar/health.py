@@ -36,12 +36,23 @@ class Probe:
         return last is None or self.monotonic() - last < 3 * self.interval + 10
 
     def ready(self) -> bool:
-        """The destination is open (registered, where it needs that) and deliveries have not
-        been failing for long."""
+        """Nothing stands in the way of delivery."""
+        return self.not_ready() is None
+
+    def not_ready(self) -> str | None:
+        """Why `/readyz` fails: rows cannot be written to the spool, the destination is not
+        open (registered, where it needs that), or deliveries have been failing for long."""
+        if self.telemetry.spool_unwritable:
+            return "spool_unwritable"
+        if not self.destination().ready:
+            return "destination_not_open"
         failing = self.telemetry.failing_since_monotonic
-        too_long = FAILING_INTERVALS * self.upload_interval
-        recent = failing is None or self.monotonic() - failing < too_long
-        return self.destination().ready and recent
+        if (
+            failing is not None
+            and self.monotonic() - failing >= FAILING_INTERVALS * self.upload_interval
+        ):
+            return "deliveries_failing"
+        return None
 
     def metrics(self) -> str:
         """Prometheus text exposition."""
@@ -49,6 +60,9 @@ class Probe:
         left = self.destination().credentials_left
         series = [
             ("rows_sampled_total", "counter", "Rows appended to the spool.", stats.rows_sampled),
+            ("sample_failures_total", "counter",
+             "Samples not taken or not written (read error, spool unwritable).",
+             stats.sample_failures),
             ("chunks_uploaded_total", "counter", "Chunks confirmed.", stats.chunks_uploaded),
             ("upload_failures_total", "counter", "Failed delivery attempts.",
              stats.upload_failures),
@@ -101,8 +115,10 @@ def _handler(probe: Probe) -> type[BaseHTTPRequestHandler]:
                 ok = probe.alive()
                 self._send(200 if ok else 503, "ok\n" if ok else "sampling stalled\n")
             elif self.path == "/readyz":
-                ok = probe.ready()
-                self._send(200 if ok else 503, "ready\n" if ok else "not ready\n")
+                reason = probe.not_ready()
+                self._send(
+                    503 if reason else 200, f"not ready: {reason}\n" if reason else "ready\n"
+                )
             elif self.path == "/metrics":
                 self._send(200, probe.metrics(), "text/plain; version=0.0.4")
             else:

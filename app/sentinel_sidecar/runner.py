@@ -24,7 +24,14 @@ from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
 from sentinel_sidecar.signals import StopFlag
-from sentinel_sidecar.spool import Spool, State, StateStore, read_exit_code, set_aside
+from sentinel_sidecar.spool import (
+    Spool,
+    SpoolWriteError,
+    State,
+    StateStore,
+    read_exit_code,
+    set_aside,
+)
 from sentinel_sidecar.telemetry import Telemetry
 from sentinel_sidecar.uploader import Uploader, UploadWorker
 
@@ -59,6 +66,7 @@ class Runner:
         self.settings = settings
         self.stop = stop
         self.telemetry = Telemetry()
+        self._sample_failure: str | None = None  # the kind of failure sampling is in
         self._context = context or RunContext()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
@@ -76,10 +84,19 @@ class Runner:
             set_aside(settings.spool_dir)
             previous = None
         spool = Spool(settings.spool_dir, header)
+        if previous is not None and previous.header == header:
+            problem = spool.cursor_problem(previous.offset)
+            if problem is not None:
+                store.keep_aside(problem)  # a cursor that does not fit would lose or repeat rows
+                previous = None
         resumed = previous is not None and previous.header == header
         state = previous if resumed and previous is not None else self._new_state(spool, header)
         destination = destination_for(settings, new_run=not resumed, telemetry=self.telemetry)
-        store.save(state)
+        try:
+            store.save(state)
+        except OSError as exc:
+            # A full disk at start is no reason to stop: the first upload saves it again.
+            log.error("state_not_saved", path=str(store.path), error=exc.strerror)
         if state.run_id:
             self._context.bind(run_id=state.run_id)
         if resumed:
@@ -159,7 +176,10 @@ class Runner:
 
     def _sample(self, collector: Collector, spool: Spool, worker: UploadWorker) -> None:
         started = self._monotonic()
-        previous = collector.read()
+        previous = self._first_reading(collector)
+        if previous is None:
+            log.info("stop_requested", signal=self.stop.reason)
+            return
         ticker = Ticker(self.settings.interval, previous.monotonic)
         seen_workload = warned = False
         while True:
@@ -187,18 +207,54 @@ class Runner:
                     hint="shareProcessNamespace: true is probably missing from the pod spec",
                 )
 
+    def _first_reading(self, collector: Collector) -> Reading | None:
+        """The reading the first row counts from, tried every interval until one succeeds;
+        None when the stop came first."""
+        while True:
+            try:
+                reading = collector.read()
+            except Exception as exc:
+                self._sample_failed(exc)
+            else:
+                self._sample_recovered()
+                return reading
+            if self.stop.wait(self.settings.interval):
+                return None
+
     def _take(self, collector: Collector, spool: Spool, previous: Reading) -> Reading | None:
-        """One sample appended to the spool; a failing read is logged and skipped."""
+        """One sample appended to the spool; a failure is counted, logged once per kind, and
+        the next row covers the interval from the last reading that was written."""
         try:
             reading = collector.read()
             spool.append(",".join(make_row(previous, reading, self._schema)) + "\n")
-        except Exception:
-            # The sampler must survive anything /proc or cgroupfs throws at it.
-            log.exception("sample_failed")
+        except Exception as exc:
+            # The sampler must survive anything /proc, cgroupfs or the disk throws at it.
+            self._sample_failed(exc)
             return None
+        self._sample_recovered()
         self.telemetry.rows_sampled += 1
         self.telemetry.last_sample_monotonic = self._monotonic()
         return reading
+
+    def _sample_failed(self, exc: Exception) -> None:
+        self.telemetry.sample_failures += 1
+        kind = "spool_unwritable" if isinstance(exc, SpoolWriteError) else type(exc).__name__
+        self.telemetry.spool_unwritable = kind == "spool_unwritable"
+        if kind == self._sample_failure:
+            return
+        self._sample_failure = kind
+        if isinstance(exc, SpoolWriteError):
+            log.error("sample_not_written", kind=kind, error=str(exc),
+                      hint="sampling goes on; rows are written again once space frees")  # fmt: skip
+        else:
+            log.error("sample_failed", kind=kind, error=str(exc), exc_info=exc)
+
+    def _sample_recovered(self) -> None:
+        if self._sample_failure is not None:
+            log.info("sampling_recovered", after=self._sample_failure,
+                     failures=self.telemetry.sample_failures)  # fmt: skip
+        self._sample_failure = None
+        self.telemetry.spool_unwritable = False
 
     def _left(self, deadline: float) -> float:
         return max(0.0, deadline - self._monotonic())

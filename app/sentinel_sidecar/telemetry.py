@@ -11,6 +11,8 @@ class Telemetry:
     thread, the health server only reads."""
 
     rows_sampled: int = 0
+    sample_failures: int = 0
+    spool_unwritable: bool = False
     chunks_uploaded: int = 0
     upload_failures: int = 0
     ingestion_errors: int = 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ from sentinel_sidecar.delivery.destination import (
     RunSummary,
     chunk_name,
 )
+from sentinel_sidecar.spool import unused_stamp
 
 if TYPE_CHECKING:
     from sentinel_sidecar.spool import Spool, State
@@ -34,7 +35,7 @@ class LocalDestination:
     def open(self, state: State, deadline: float) -> State:
         """A new run first moves an earlier run's files into `previous-<timestamp>/`."""
         if self._new_run and self.directory.is_dir() and self._outputs():
-            aside = self.directory / time.strftime("previous-%Y%m%dT%H%M%S", time.gmtime())
+            aside = self.directory / f"previous-{unused_stamp(self.directory, 'previous-{}')}"
             try:
                 aside.mkdir()
                 for path in self._outputs():
@@ -71,5 +72,7 @@ class LocalDestination:
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # no empty .tmp files left behind on a full disk
             raise DeliveryError(f"cannot write {target}: {exc.strerror or exc}") from exc
         return str(target)
