@@ -4,6 +4,8 @@ against the spool. Figures go to stdout (`pytest -s`)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -11,11 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
+from sentinel_sidecar.rows import header_line
 from tests.agent import chunk_rows, dir_chunks, spool_rows, wait_for_rows, wait_until
+from tests.peers import free_port
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux only
 
@@ -105,3 +112,197 @@ def _handlers_installed(pid: int) -> bool:
         next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16
     )
     return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+# --- the spool's disk --------------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs mounted at `where` for the test's life."""
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path) -> int:
+    """Write to `path` until the disk is full; the bytes written."""
+    written = 0
+    with path.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                written += handle.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return written
+
+
+def readyz(port: int) -> tuple[int, str]:
+    answer = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    return answer.status_code, answer.text.strip()
+
+
+def stop(agent: subprocess.Popen[bytes]) -> tuple[float, list[dict[str, Any]]]:
+    """SIGTERM; seconds to exit and the log's events. Asserts exit 0."""
+    started = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+    assert agent.returncode == 0, err.decode()[-3000:]
+    return elapsed, [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+
+
+def names(events: list[dict[str, Any]]) -> list[str]:
+    return [event["event"] for event in events]
+
+
+@needs_root
+def test_a_full_disk_never_glues_rows_and_sampling_resumes(tmp_path: Path, workload):
+    # A short write used to leave part of a row, the next row was glued on, and the 50-field
+    # line was uploaded; SIGTERM then exited 1.
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        port = free_port()
+        args = local_args(disk, workload.pid, "--health-port", str(port))
+        agent = spawn(args, stderr=subprocess.PIPE)
+        wait_for_rows(disk / "spool", 20)
+        filler = disk / "filler"
+        fill(filler)
+        # the last page of metrics.csv still takes a few rows, then every append fails
+        wait_until(lambda: readyz(port)[1] == "not ready: spool_unwritable", 10, "unwritable")
+        before = len(spool_rows(disk / "spool"))
+        filler.unlink()
+        wait_until(
+            lambda: len(spool_rows(disk / "spool")) > before + 10, 10, "rows after space freed"
+        )
+        elapsed, events = stop(agent)
+        assert names(events).count("sample_not_written") == 1  # once, not once per tick
+        assert "sampling_recovered" in names(events)
+        rows = delivered_exactly_once(disk)
+        assert not list((disk / "out").glob(".*.tmp")) and not list((disk / "spool").glob("*.tmp"))
+        print(f"disk full: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0, duplicated 0, "
+              "glued 0")  # fmt: skip
+
+
+@needs_root
+def test_a_read_only_spool_at_start_is_reported_not_a_crash_loop(tmp_path: Path, workload):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        port = free_port()
+        agent = spawn(local_args(disk, workload.pid, "--health-port", str(port)),
+                      stderr=subprocess.PIPE)  # fmt: skip
+        wait_until(lambda: _answers(port), 10, "health endpoint")
+        status = readyz(port)
+        elapsed, events = stop(agent)
+    assert status == (503, "not ready: spool_unwritable")
+    [unusable] = [event for event in events if event["event"] == "spool_unusable"]
+    assert "spool_dir" in unusable["hint"]
+    print(f"read-only spool at start: exit 0 in {elapsed:.2f} s")
+
+
+def _answers(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_deleted_or_replaced_spool_is_recreated_with_every_row(tmp_path: Path, workload, how):
+    agent = spawn(local_args(tmp_path, workload.pid), stderr=subprocess.PIPE)
+    spool = tmp_path / "spool"
+    wait_for_rows(spool, 15)
+    (spool / "metrics.csv").unlink()
+    if how == "replaced":
+        (spool / "metrics.csv").write_text("not,ours\n")
+    wait_until(lambda: _rows_in(spool / "metrics.csv") > 20, 10, "recreated with new rows")
+    elapsed, events = stop(agent)
+    [recreated] = [event for event in events if event["event"] == "spool_recreated"]
+    assert recreated["reason"] == how
+    rows = delivered_exactly_once(tmp_path)
+    if how == "replaced":
+        [foreign] = spool.glob("metrics.foreign.*.csv")
+        assert foreign.read_text() == "not,ours\n"
+    print(f"spool {how}: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0, duplicated 0")
+
+
+def _rows_in(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n") - 1
+    except FileNotFoundError:
+        return 0
+
+
+# --- what the spool directory holds at start ---------------------------------------------------
+
+HEADER = header_line("sentinel")
+OLD_ROWS = "".join(f"{1_700_000_000 + i}.000," + ",".join(["0"] * 31) + "\n" for i in range(40))
+
+
+def valid_state(**changes: Any) -> dict[str, Any]:
+    return {"run_id": None, "upload_uri_prefix": None, "seq": 0, "offset": len(HEADER),
+            "uploaded_uris": [], "header": HEADER, "finished": False, "started_at": 1.0,
+            **changes}  # fmt: skip
+
+
+def start_and_stop(tmp_path: Path, pid: int) -> tuple[float, list[dict[str, Any]]]:
+    agent = spawn(local_args(tmp_path, pid), stderr=subprocess.PIPE)
+    wait_for_rows(tmp_path / "spool", 45)
+    return stop(agent)
+
+
+STATES = {
+    "null": "null",
+    "list": "[]",
+    "string": '"x"',
+    "truncated": json.dumps(valid_state())[:40],
+    "string-offset": json.dumps(valid_state(offset=str(len(HEADER)))),
+    "offset-past-end": json.dumps(valid_state(offset=len(HEADER) + len(OLD_ROWS) + 500)),
+    "offset-in-a-row": json.dumps(valid_state(offset=len(HEADER) + 10)),
+    "offset-in-header": json.dumps(valid_state(offset=5)),
+    "negative-seq": json.dumps(valid_state(seq=-1)),
+    "seq-without-uris": json.dumps(valid_state(seq=3)),
+}
+
+
+@pytest.mark.parametrize("content", STATES.values(), ids=STATES.keys())
+def test_a_state_json_that_cannot_be_trusted_is_kept_aside(tmp_path: Path, workload, content):
+    # They crashed every start (null, list, string offset) or lost rows silently (38 for an
+    # offset past the end), sent fragments or repeated rows, named objects `-001.csv.gz`.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "metrics.csv").write_text(HEADER + OLD_ROWS)
+    (spool / "state.json").write_text(content)
+    elapsed, events = start_and_stop(tmp_path, workload.pid)
+    [invalid] = [event for event in events if event["event"] == "state_invalid"]
+    assert (spool / "state.invalid.1.json").read_text() == content
+    rows = delivered_exactly_once(tmp_path)
+    assert "".join(spool_rows(spool)).startswith(OLD_ROWS)  # the earlier rows go too, once
+    print(f"state.json {invalid['problem']!r}: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0, "
+          "duplicated 0")  # fmt: skip
+
+
+TAILS = {
+    "torn-row": b"1700000099.000,0,0,0",
+    "zeros-100KiB": b"\0" * 100_000,
+    "row-then-zeros": b"1700000099.000,0,0" + b"\0" * 70_000 + b"\n",
+}
+
+
+@pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
+def test_a_torn_or_zero_filled_tail_is_dropped_never_the_header(tmp_path: Path, workload, tail):
+    # A zero-filled tail longer than 64 KiB used to truncate the whole spool to 0 bytes.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "metrics.csv").write_bytes((HEADER + OLD_ROWS).encode() + tail)
+    elapsed, events = start_and_stop(tmp_path, workload.pid)
+    [dropped] = [event for event in events if event["event"] == "spool_torn_tail_dropped"]
+    assert dropped["bytes"] == len(tail)
+    assert "".join(spool_rows(spool)).startswith(OLD_ROWS)
+    rows = delivered_exactly_once(tmp_path)
+    print(f"tail {len(tail)} bytes: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0")

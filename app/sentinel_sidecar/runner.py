@@ -17,7 +17,12 @@ from sentinel_sidecar.collect import Collector, Reading
 from sentinel_sidecar.config import Mode, Schema, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.delivery import destination_for
-from sentinel_sidecar.delivery.destination import DeliveryError, Destination, RunSummary
+from sentinel_sidecar.delivery.destination import (
+    DeliveryError,
+    Destination,
+    DestinationStatus,
+    RunSummary,
+)
 from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.kube import pod_exit_code
 from sentinel_sidecar.log import RunContext
@@ -26,6 +31,7 @@ from sentinel_sidecar.rows import header_line, make_row
 from sentinel_sidecar.signals import StopFlag
 from sentinel_sidecar.spool import (
     Spool,
+    SpoolError,
     SpoolWriteError,
     State,
     StateStore,
@@ -37,13 +43,15 @@ from sentinel_sidecar.uploader import Uploader, UploadWorker
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
+SPOOL_HINT = "spool_dir (--spool-dir, TRACKER_SPOOL_DIR) must be a writable directory (emptyDir)"
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a finished run delivered, and where its summary went (None: the run stays open)."""
+    """What a finished run delivered, and where its summary went (None: the run stays open).
+    No summary when the agent was stopped before its spool could be opened."""
 
-    summary: RunSummary
+    summary: RunSummary | None
     summary_uri: str | None
 
 
@@ -67,6 +75,7 @@ class Runner:
         self.stop = stop
         self.telemetry = Telemetry()
         self._sample_failure: str | None = None  # the kind of failure sampling is in
+        self._uploader: Uploader | None = None  # once the spool is open
         self._context = context or RunContext()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
@@ -76,14 +85,22 @@ class Runner:
 
     def run(self) -> RunOutcome:
         """Sample until stopped or until the workload is gone, then deliver everything."""
+        health = self._health()  # first: /readyz says why while the spool cannot be opened
+        try:
+            return self._run()
+        finally:
+            if health is not None:
+                health.stop()
+
+    def _run(self) -> RunOutcome:
         settings = self.settings
         header = header_line(self._schema)
         store = StateStore(settings.spool_dir)
-        previous = store.load()
-        if previous is not None and previous.finished:
-            set_aside(settings.spool_dir)
-            previous = None
-        spool = Spool(settings.spool_dir, header)
+        opened = self._open_spool(store, header)
+        if opened is None:
+            log.info("stop_requested", signal=self.stop.reason)
+            return RunOutcome(None, None)
+        spool, previous = opened
         if previous is not None and previous.header == header:
             problem = spool.cursor_problem(previous.offset)
             if problem is not None:
@@ -132,16 +149,39 @@ class Runner:
             wall_clock=self._wall_clock,
             monotonic=self._monotonic,
         )
-        health = self._health(uploader)
+        self._uploader = uploader
         worker.start()
         try:
             self._sample(collector, spool, worker)
         finally:
             procs.close()
             outcome = self._finish(spool, uploader, worker, destination)
-            if health is not None:
-                health.stop()
         return outcome
+
+    def _open_spool(self, store: StateStore, header: str) -> tuple[Spool, State | None] | None:
+        """The spool and the state to resume (a finished run is set aside first), tried again
+        every interval while the directory cannot be used: a sidecar that exits would be
+        restarted into the same fault. None when the stop came first."""
+        failed = False
+        while True:
+            try:
+                previous = store.load()
+                if previous is not None and previous.finished:
+                    set_aside(self.settings.spool_dir)
+                    previous = None
+                spool = Spool(self.settings.spool_dir, header)
+            except (SpoolError, OSError) as exc:
+                if not failed:
+                    log.error("spool_unusable", error=str(exc), hint=SPOOL_HINT)
+                failed = True
+                self.telemetry.spool_unwritable = True
+                if self.stop.wait(self.settings.interval):
+                    return None
+                continue
+            if failed:
+                log.info("spool_usable", path=str(spool.path))
+            self.telemetry.spool_unwritable = False
+            return spool, previous
 
     def _new_state(self, spool: Spool, header: str) -> State:
         return State(
@@ -154,15 +194,17 @@ class Runner:
             started_at=self._wall_clock(),
         )
 
-    def _health(self, uploader: Uploader) -> HealthServer | None:
+    def _health(self) -> HealthServer | None:
         if self.settings.health_port == 0:
             return None
         probe = Probe(
             telemetry=self.telemetry,
             interval=self.settings.interval,
             upload_interval=self.settings.upload_interval,
-            pending_bytes=lambda: uploader.pending_bytes,
-            destination=uploader.status,
+            pending_bytes=lambda: self._uploader.pending_bytes if self._uploader else 0,
+            destination=lambda: (
+                self._uploader.status() if self._uploader else DestinationStatus(ready=False)
+            ),
             monotonic=self._monotonic,
         )
         try:

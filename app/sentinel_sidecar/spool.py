@@ -348,7 +348,7 @@ class StateStore:
         kept aside as `state.invalid.<n>.json` with one error line)."""
         try:
             raw = self.path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             self.keep_aside(f"unreadable: {exc.strerror}")
