@@ -333,6 +333,7 @@ class SentinelServer(LoopbackServer):
         self.processing_error: str | None = None  # set: finishes report a failed ingestion
         self.register_answer: dict[str, Any] | None = None  # set: answered to every register
         self.credentials_region: str | None = REGION  # None: the credentials name no region
+        self.issued_secrets: list[str] = []  # secret keys and session tokens handed out
         self.runs: dict[str, Run] = {}
         self.requests: list[tuple[str, int]] = []
         self._lock = threading.Lock()
@@ -374,6 +375,7 @@ class SentinelServer(LoopbackServer):
 
     def _credentials(self, run_id: str) -> dict[str, Any]:
         issued = self.moto.assume_role(run_id)
+        self.issued_secrets += [issued["SecretAccessKey"], issued["SessionToken"]]
         now = time.time()
         lifetime = self.credentials_ttl if self.token_lifetime is None else self.token_lifetime
         self.proxy.expiry[issued["SessionToken"]] = now + lifetime
@@ -404,8 +406,11 @@ class SentinelServer(LoopbackServer):
             def _route(self) -> tuple[int, dict[str, Any]]:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""  # read whatever the answer
-                if self.headers.get("Authorization") != f"Bearer {api.token}":
-                    return 401, {"detail": "Invalid or missing token"}
+                presented = self.headers.get("Authorization")
+                if presented != f"Bearer {api.token}":
+                    # Echoes what it was sent, as careless services do: the agent must redact
+                    # the token by its value, wherever it shows up.
+                    return 401, {"detail": f"Invalid or missing token: {presented!r}"}
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:

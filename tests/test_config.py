@@ -163,3 +163,10 @@ def test_secret_value_is_not_echoed_in_errors(tmp_path: Path):
     with pytest.raises(ConfigError) as caught:
         settings_from(["--config", str(config)], {})
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_token_is_stripped_and_one_with_spaces_inside_is_refused():
+    assert settings_from([], {"SENTINEL_API_TOKEN": " sntl_abc\n"}).sentinel_api_token == "sntl_abc"
+    with pytest.raises(ConfigError, match="sentinel_api_token") as refused:
+        settings_from([], {"SENTINEL_API_TOKEN": "sntl abc"})
+    assert "sntl" not in str(refused.value)  # the error never shows the token

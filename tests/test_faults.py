@@ -21,8 +21,15 @@ import pytest
 import requests
 
 from sentinel_sidecar.rows import header_line
-from tests.agent import chunk_rows, dir_chunks, spool_rows, wait_for_rows, wait_until
-from tests.peers import free_port
+from tests.agent import (
+    chunk_rows,
+    dir_chunks,
+    spool_rows,
+    start_agent,
+    wait_for_rows,
+    wait_until,
+)
+from tests.peers import REGION, free_port
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux only
 
@@ -306,3 +313,43 @@ def test_a_torn_or_zero_filled_tail_is_dropped_never_the_header(tmp_path: Path, 
     assert "".join(spool_rows(spool)).startswith(OLD_ROWS)
     rows = delivered_exactly_once(tmp_path)
     print(f"tail {len(tail)} bytes: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0")
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def test_a_token_with_a_newline_works_and_no_secret_reaches_the_log(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    # A Secret made with --from-file ends in a newline: requests refused the header and logged
+    # "Invalid ... header value: 'Bearer sntl_…\n'" ten times.
+    spool = tmp_path / "spool"
+    env = {"SENTINEL_API_URL": sentinel.url, "SENTINEL_API_TOKEN": sentinel.token + "\n",
+           "S3_ENDPOINT_URL": proxy.endpoint, "AWS_REGION": REGION}  # fmt: skip
+    args = ["run", "--spool-dir", str(spool), "--interval", "0.1", "--upload-interval", "0.5",
+            "--pid", str(workload.pid), "--health-port", "0", "--log-level", "debug"]  # fmt: skip
+    agent = start_agent(args, env)
+    wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
+    wait_for_rows(spool, 20)
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err[-2000:]
+    assert sentinel.issued_secrets and sentinel.token not in err
+    assert not [secret for secret in sentinel.issued_secrets if secret in err]
+
+
+def test_a_token_echoed_back_by_the_api_is_redacted(tmp_path: Path, proxy, sentinel, workload):
+    token_file = tmp_path / "token"
+    token_file.write_text("sntl_wrong_but_secret\n")
+    spool = tmp_path / "spool"
+    env = {"SENTINEL_API_URL": sentinel.url, "SENTINEL_API_TOKEN_FILE": str(token_file),
+           "S3_ENDPOINT_URL": proxy.endpoint, "AWS_REGION": REGION}  # fmt: skip
+    args = ["run", "--spool-dir", str(spool), "--interval", "0.1", "--pid", str(workload.pid),
+            "--health-port", "0", "--log-level", "debug"]  # fmt: skip
+    agent = start_agent(args, env)
+    wait_until(lambda: any(status == 401 for _p, status in sentinel.requests), 20, "a 401")
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err[-2000:]
+    assert "Invalid or missing token" in err  # the echo reached the log ...
+    assert "sntl_wrong_but_secret" not in err  # ... without the token

@@ -42,3 +42,20 @@ def test_console_format_for_humans():
     structlog.get_logger("t").info("run_started", spool="/tmp/x", token="t0k")
     text = stream.getvalue()
     assert "run_started" in text and "spool=/tmp/x" in text and "t0k" not in text
+
+
+def test_secret_values_are_redacted_whatever_the_key():
+    stream = io.StringIO()
+    context = log.configure("info", "json", stream)
+    context.secret("sntl_0123456789", None, "")
+    try:
+        raise ValueError("Invalid header value: 'Bearer sntl_0123456789\\n'")
+    except ValueError:
+        structlog.get_logger("t").exception("request_failed", error="HTTP 401: sntl_0123456789",
+                                            nested={"list": ["x sntl_0123456789 y"]})  # fmt: skip
+    text = stream.getvalue()
+    assert "sntl_0123456789" not in text
+    event = json.loads(text)
+    assert event["error"] == f"HTTP 401: {log.REDACTED}"
+    assert event["nested"] == {"list": [f"x {log.REDACTED} y"]}
+    assert log.REDACTED in event["exception"]

@@ -66,6 +66,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     }
     settings = config.load(args, environ, defaults)
     context = log.configure(settings.log_level, settings.log_format)
+    context.secret(settings.sentinel_api_token)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     workload = subprocess.Popen(
         [
@@ -130,6 +131,7 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     from sentinel_sidecar import log
 
     context = log.configure(settings.log_level, settings.log_format)
+    context.secret(settings.sentinel_api_token)
     _execute(settings, stop, context)
     return 0
 

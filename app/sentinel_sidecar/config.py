@@ -198,6 +198,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _secret(value: Any) -> str:
+    # A Secret made with `--from-file` ends in a newline: requests then refuses the header and
+    # its error message carries the token.
+    token = _text(value).strip()
+    if any(character.isspace() for character in token):
+        raise ValueError
+    return token
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -309,7 +318,7 @@ _RULES: dict[str, _Rule] = {
     "k8s_container_name": _TEXT,
     "k8s_workload_container": _TEXT,
     "sentinel_api_url": _TEXT,
-    "sentinel_api_token": _TEXT,
+    "sentinel_api_token": _Rule("str", _secret, "a token (no spaces inside)"),
     "sentinel_api_token_file": _PATH,
     "s3_uri": _Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
     "s3_endpoint_url": _TEXT,

@@ -108,7 +108,9 @@ class Runner:
                 previous = None
         resumed = previous is not None and previous.header == header
         state = previous if resumed and previous is not None else self._new_state(spool, header)
-        destination = destination_for(settings, new_run=not resumed, telemetry=self.telemetry)
+        destination = destination_for(
+            settings, new_run=not resumed, telemetry=self.telemetry, secret=self._context.secret
+        )
         try:
             store.save(state)
         except OSError as exc:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sentinel_sidecar.config import Mode, Settings
 from sentinel_sidecar.delivery.destination import Destination
 from sentinel_sidecar.delivery.local import LocalDestination
@@ -13,11 +15,17 @@ from sentinel_sidecar.identity import register_body, run_name
 from sentinel_sidecar.telemetry import Telemetry
 
 
-def destination_for(settings: Settings, *, new_run: bool, telemetry: Telemetry) -> Destination:
-    """The destination `settings.mode` names; `new_run` when no earlier state is resumed."""
+def destination_for(
+    settings: Settings, *, new_run: bool, telemetry: Telemetry, secret: Callable[..., None]
+) -> Destination:
+    """The destination `settings.mode` names; `new_run` when no earlier state is resumed;
+    `secret(*values)` is told every secret value that arrives (a token file, credentials)."""
     if settings.mode is Mode.SENTINEL:
         client = SentinelClient(
-            settings.sentinel_api_url, settings.sentinel_api_token, settings.sentinel_api_token_file
+            settings.sentinel_api_url,
+            settings.sentinel_api_token,
+            settings.sentinel_api_token_file,
+            secret=secret,
         )
         return SentinelDestination(
             client,
@@ -27,6 +35,7 @@ def destination_for(settings: Settings, *, new_run: bool, telemetry: Telemetry) 
             region=settings.aws_region,
             endpoint_url=settings.s3_endpoint_url,
             telemetry=telemetry,
+            secret=secret,
         )
     if settings.mode is Mode.S3:
         assert settings.s3_uri is not None

@@ -49,6 +49,7 @@ class SentinelDestination:
         region: str | None,
         endpoint_url: str | None,
         telemetry: Telemetry,
+        secret: Callable[..., None] = lambda *values: None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -58,6 +59,7 @@ class SentinelDestination:
         self._region = region
         self._endpoint_url = endpoint_url
         self._telemetry = telemetry
+        self._secret = secret
         self._wall_clock = wall_clock
         self._run_id: str | None = None
         self._store: S3Store | None = None
@@ -90,6 +92,7 @@ class SentinelDestination:
             raise DeliveryError(
                 f"the API sent a bad upload_uri_prefix: {exc}", ErrorKind.REJECTED
             ) from exc
+        self._secret(credentials.secret_key, credentials.session_token)
         store.use_credentials(credentials)
         store.locate()
         self._credentials = credentials
@@ -116,6 +119,7 @@ class SentinelDestination:
             credentials = self.client.refresh_credentials(self._run_id, deadline)
         except SentinelError as exc:
             raise _delivery_error(exc) from exc
+        self._secret(credentials.secret_key, credentials.session_token)
         self._store.use_credentials(credentials)
         self._credentials = credentials
         self._stale = False

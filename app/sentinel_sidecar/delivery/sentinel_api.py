@@ -117,6 +117,7 @@ class SentinelClient:
         monotonic: Callable[[], float] = time.monotonic,
         base_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        secret: Callable[..., None] = lambda *values: None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -131,6 +132,7 @@ class SentinelClient:
         self._monotonic = monotonic
         self._base_backoff = base_backoff
         self._max_backoff = max_backoff
+        self._secret = secret  # told the token read from the file, so the log redacts it
         self._unavailable_since: float | None = None
         self._failed_attempts = 0
         if token is None and token_file is not None:
@@ -140,10 +142,12 @@ class SentinelClient:
         if self._token_file is None:
             return None
         try:
-            return self._token_file.read_text().strip() or None
+            token = self._token_file.read_text().strip() or None
         except OSError as exc:
             log.error("token_file_unreadable", path=str(self._token_file), error=exc.strerror)
             return None
+        self._secret(token)
+        return token
 
     def register_run(self, body: Mapping[str, Any], deadline: float) -> Registration:
         """`POST /runs`."""
