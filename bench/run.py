@@ -411,7 +411,9 @@ def upload_path(repeats: int) -> dict[str, Any]:
             issued["SecretAccessKey"],
             issued["SessionToken"],
             issued["Expiration"],
-            "us-east-1",
+            expires_in=3600.0,
+            answered=time.monotonic(),
+            region="us-east-1",
         )
         objects = S3Store(f"s3://{bucket}/bench", region=None, endpoint_url=moto.endpoint)
         objects.use_credentials(credentials)

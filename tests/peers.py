@@ -3,6 +3,7 @@ enforces credential expiry and can go down, and a Sentinel-compatible API server
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import http.client
 import json
@@ -186,6 +187,8 @@ class LoopbackServer:
         if self.hang == "slow":
             self._closing.wait(30)
         head = f"HTTP/1.1 {status} {http.client.responses.get(status, 'Status')}\r\n"
+        if not any(key.lower() == "date" for key in headers):
+            headers = {**headers, "Date": email.utils.formatdate(usegmt=True)}
         head += "".join(f"{key}: {value}\r\n" for key, value in headers.items())
         head += f"Content-Length: {len(data)}\r\n\r\n"
         raw = head.encode() + data

@@ -353,3 +353,75 @@ def test_a_token_echoed_back_by_the_api_is_redacted(tmp_path: Path, proxy, senti
     assert agent.returncode == 0, err[-2000:]
     assert "Invalid or missing token" in err  # the echo reached the log ...
     assert "sntl_wrong_but_secret" not in err  # ... without the token
+
+
+# --- wall clock --------------------------------------------------------------------------------
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+needs_faketime = pytest.mark.skipif(
+    not LIBFAKETIME.exists(), reason="libfaketime is missing (apt-get install faketime)"
+)
+
+
+def faked(offset_file: Path) -> dict[str, str]:
+    """The agent's wall clock read from `offset_file` (e.g. `+2h`) at every call; monotonic
+    and boot-time clocks stay real, as on a node whose wall clock steps."""
+    return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+
+
+@needs_faketime
+def test_a_local_clock_ahead_of_the_api_does_not_refresh_credentials_all_the_time(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    # Judged by the local wall clock, credentials valid for an hour looked expired an hour
+    # ago: the agent refreshed them before every upload.
+    offset = tmp_path / "offset"
+    offset.write_text("+2h\n")
+    spool = tmp_path / "spool"
+    env = {"SENTINEL_API_URL": sentinel.url, "SENTINEL_API_TOKEN": sentinel.token,
+           "S3_ENDPOINT_URL": proxy.endpoint, "AWS_REGION": REGION, **faked(offset)}  # fmt: skip
+    args = ["run", "--spool-dir", str(spool), "--interval", "0.1", "--upload-interval", "0.5",
+            "--pid", str(workload.pid), "--health-port", "0"]  # fmt: skip
+    agent = start_agent(args, env)
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) >= 5, 30, "five uploads")
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err[-2000:]
+    [run] = sentinel.runs.values()
+    print(f"clock 2 h ahead: {run.refreshes} credential refreshes for "
+          f"{len(run.finishes[0]['data_uris'])} uploads")  # fmt: skip
+    assert run.refreshes == 0
+    assert len(run.finishes) == 1
+
+
+@needs_faketime
+def test_a_wall_clock_step_loses_no_process_and_no_row(tmp_path: Path):
+    # New processes were dropped after a step: boot time was cached once and compared with a
+    # live value.
+    offset = tmp_path / "offset"
+    offset.write_text("+0\n")
+    workload = subprocess.Popen(  # short children, all the time
+        ["sh", "-c", "while :; do sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done'; done"]
+    )
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "sentinel_sidecar", *local_args(tmp_path, workload.pid)],
+            env={**env, **faked(offset)}, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_for_rows(tmp_path / "spool", 20)
+        before = len(spool_rows(tmp_path / "spool"))
+        offset.write_text("-3h\n")  # the wall clock steps back three hours
+        wait_for_rows(tmp_path / "spool", before + 30)
+        elapsed, _events = stop(agent)
+    finally:
+        workload.kill()
+        workload.wait()
+    rows = spool_rows(tmp_path / "spool")
+    cpu = [float(row.split(",")[25]) for row in rows]  # process_cpu_usage
+    after = cpu[before + 2 :]
+    assert sum(1 for value in after if value > 0.05) >= len(after) * 0.8, after
+    delivered_exactly_once(tmp_path)
+    print(f"clock stepped back 3 h: exit 0 in {elapsed:.2f} s, CPU of new processes still "
+          f"counted ({sum(after) / len(after):.2f} cores on average after the step)")  # fmt: skip

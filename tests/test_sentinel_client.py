@@ -27,7 +27,7 @@ def test_register_refresh_finish_round_trip(sentinel):
     api = client(sentinel)
     registration = api.register_run({"project_name": "p"}, soon())
     assert registration.upload_uri_prefix == f"s3://{sentinel.bucket}/runs/{registration.run_id}"
-    assert registration.credentials.seconds_left(time.time()) > 3000
+    assert registration.credentials.seconds_left(time.monotonic()) > 3000
     fresh = api.refresh_credentials(registration.run_id, soon())
     assert fresh.session_token != registration.credentials.session_token
     csv = SENTINEL_HEADER + "\n" + ",".join(["1"] * 32) + "\n"

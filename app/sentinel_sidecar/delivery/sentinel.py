@@ -50,7 +50,7 @@ class SentinelDestination:
         endpoint_url: str | None,
         telemetry: Telemetry,
         secret: Callable[..., None] = lambda *values: None,
-        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.inline_max_bytes = inline_max_bytes
@@ -60,7 +60,7 @@ class SentinelDestination:
         self._endpoint_url = endpoint_url
         self._telemetry = telemetry
         self._secret = secret
-        self._wall_clock = wall_clock
+        self._monotonic = monotonic
         self._run_id: str | None = None
         self._store: S3Store | None = None
         self._credentials: Credentials | None = None
@@ -128,7 +128,7 @@ class SentinelDestination:
     def _seconds_left(self) -> float | None:
         if self._credentials is None:
             return None
-        return self._credentials.seconds_left(self._wall_clock())
+        return self._credentials.seconds_left(self._monotonic())
 
     def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
         """Finish the run with its chunks' URIs or, for a small run, the CSV inline. Never with

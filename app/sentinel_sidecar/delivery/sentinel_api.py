@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,15 +54,21 @@ class Credentials:
     secret_key: str
     session_token: str
     expires_at: datetime
+    expires_in: float  # seconds from the answer to the expiry, by the server's own clock
+    answered: float  # monotonic time the answer arrived
     region: str | None = None
 
-    def seconds_left(self, now: float) -> float:
-        """Seconds until expiry at wall time `now`."""
-        return self.expires_at.timestamp() - now
+    def seconds_left(self, monotonic_now: float) -> float:
+        """Seconds until expiry: judged from what the server said relative to when it said it,
+        so a local wall clock that is off (or steps) changes nothing."""
+        return self.expires_in - (monotonic_now - self.answered)
 
     @classmethod
-    def from_api(cls, data: object) -> Credentials:
-        """Parse `upload_credentials`; `expires_at` or `expiration`, ISO-8601 with Z or offset."""
+    def from_api(
+        cls, data: object, *, server_time: float | None = None, answered: float | None = None
+    ) -> Credentials:
+        """Parse `upload_credentials`; `expires_at` or `expiration`, ISO-8601 with Z or offset.
+        `server_time`: the answer's `Date` (UNIX time), else the local clock stands in."""
         if not isinstance(data, Mapping):
             raise SentinelError(f"upload_credentials malformed: {type(data).__name__}")
         expiry = data.get("expires_at") or data.get("expiration")
@@ -74,6 +81,8 @@ class Credentials:
                 secret_key=str(data["secret_key"]),
                 session_token=str(data["session_token"]),
                 expires_at=expires_at,
+                expires_in=expires_at.timestamp() - (server_time or time.time()),
+                answered=time.monotonic() if answered is None else answered,
                 region=data.get("region"),
             )
         except (KeyError, ValueError) as exc:
@@ -87,6 +96,26 @@ class Registration:
     run_id: str
     upload_uri_prefix: str
     credentials: Credentials
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A JSON answer and when it was given: the server's `Date` and the local monotonic time."""
+
+    data: dict[str, Any]
+    server_time: float | None
+    answered: float
+
+    def credentials(self, data: object) -> Credentials:
+        """`upload_credentials` of this answer, their lifetime by the server's clock."""
+        return Credentials.from_api(data, server_time=self.server_time, answered=self.answered)
+
+
+def _date(response: requests.Response) -> float | None:
+    try:
+        return parsedate_to_datetime(response.headers["Date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -151,7 +180,8 @@ class SentinelClient:
 
     def register_run(self, body: Mapping[str, Any], deadline: float) -> Registration:
         """`POST /runs`."""
-        data = self._post("/runs", body, deadline)
+        answer = self._post("/runs", body, deadline)
+        data = answer.data
         try:
             if not data.get("run_id"):
                 raise SentinelError("register response lacks run_id")
@@ -161,7 +191,7 @@ class SentinelClient:
             return Registration(
                 run_id=str(data["run_id"]),
                 upload_uri_prefix=prefix,
-                credentials=Credentials.from_api(data.get("upload_credentials")),
+                credentials=answer.credentials(data.get("upload_credentials")),
             )
         except SentinelError as exc:
             # The service may have created a run all the same: report it, and do not register
@@ -172,16 +202,16 @@ class SentinelClient:
 
     def refresh_credentials(self, run_id: str, deadline: float) -> Credentials:
         """`POST /runs/{run_id}/refresh-credentials`."""
-        data = self._post(f"/runs/{run_id}/refresh-credentials", None, deadline)
-        if "upload_credentials" not in data:
+        answer = self._post(f"/runs/{run_id}/refresh-credentials", None, deadline)
+        if "upload_credentials" not in answer.data:
             raise SentinelError("refresh response lacks upload_credentials")
-        return Credentials.from_api(data["upload_credentials"])
+        return answer.credentials(answer.data["upload_credentials"])
 
     def finish_run(self, run_id: str, body: Mapping[str, Any], deadline: float) -> dict[str, Any]:
         """`POST /runs/{run_id}/finish`."""
-        return self._post(f"/runs/{run_id}/finish", body, deadline)
+        return self._post(f"/runs/{run_id}/finish", body, deadline).data
 
-    def _post(self, path: str, body: Mapping[str, Any] | None, deadline: float) -> dict[str, Any]:
+    def _post(self, path: str, body: Mapping[str, Any] | None, deadline: float) -> _Answer:
         import requests
 
         url = self.base_url + path
@@ -204,7 +234,7 @@ class SentinelClient:
             else:
                 if response.ok:
                     self._available()
-                    return self._json(response, path)
+                    return _Answer(self._json(response, path), _date(response), self._monotonic())
                 error = SentinelError(
                     f"POST {path}: HTTP {response.status_code}: {response.text[:500]}",
                     response.status_code,
