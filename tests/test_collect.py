@@ -193,9 +193,13 @@ def test_malformed_cgroup_file_is_logged_once_and_sampling_survives(tmp_path: Pa
     with capture_logs() as logs:
         first = collector.read()
         second = collector.read()
-    warnings = [entry for entry in logs if entry["event"] == "cgroup_file_malformed"]
-    assert len(warnings) == 1
-    assert warnings[0]["path"].endswith("memory.current")
+    warnings = [
+        entry
+        for entry in logs
+        if entry["event"] == "read_error" and entry["source"].endswith("memory.current")
+    ]
+    assert len(warnings) == 1  # logged once, counted every time
+    assert procs.errors.count == 2 + 2 * 2  # and the fake /proc has no diskstats nor net/dev
     # Falls back to /proc for that tick rather than dropping the workload.
     assert list(first.workload.counters) == list(second.workload.counters) == ["proc"]
     assert second.workload.process_count == 2

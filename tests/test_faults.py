@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 import requests
 
 from sentinel_sidecar.rows import header_line
+from tests import fakefs
 from tests.agent import (
     chunk_rows,
     dir_chunks,
@@ -425,3 +427,52 @@ def test_a_wall_clock_step_loses_no_process_and_no_row(tmp_path: Path):
     delivered_exactly_once(tmp_path)
     print(f"clock stepped back 3 h: exit 0 in {elapsed:.2f} s, CPU of new processes still "
           f"counted ({sum(after) / len(after):.2f} cores on average after the step)")  # fmt: skip
+
+
+# --- malformed /proc and cgroup trees ----------------------------------------------------------
+
+# where, file, content, measured through /proc (--pid) or the workload's cgroup, reported
+BROKEN = {
+    "cgroup-not-utf8": ("cgroup", "pod/workload/memory.current", b"\xff\xfe\n", False, True),
+    "cgroup-400-digits": ("cgroup", "pod/workload/cpu.stat",
+                          b"usage_usec " + b"9" * 400 + b"\nuser_usec 1\nsystem_usec 1\n",
+                          False, True),
+    "proc-cgroup-not-utf8": ("proc", "42/cgroup", b"0::/pod/\xffworkload\n", False, False),
+    "smaps-malformed": ("proc", "42/smaps_rollup", b"garbage\nPss: lots kB\n", True, True),
+    "io-400-digits": ("proc", "42/io", b"read_bytes: " + b"9" * 400 + b"\nwrite_bytes: 1\n",
+                      True, True),
+    "stat-400-digits": ("proc", "43/stat", b"43 (w) S 42 0 0 0 0 0 0 0 0 0 " + b"9" * 400
+                        + b" 5 0 0 20 0 1 0 100 1 1" + b" 0" * 25 + b"\n", True, True),
+    "node-stat-without-btime": ("proc", "stat", b"cpu  100 0 50 1000 10 0 5 0 0 0\n", True,
+                                False),
+    "node-meminfo-400-digits": ("proc", "meminfo", b"MemTotal: " + b"9" * 400 + b" kB\n", True,
+                                True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
+def test_a_malformed_kernel_file_blanks_its_cells_not_the_run(tmp_path: Path, broken):
+    # Each of these crashed the agent at start (UnicodeDecodeError, OverflowError).
+    where, relative, data, by_pid, reported_once = broken
+    proc = fakefs.fake_proc(tmp_path / "proc")
+    fakefs.fake_process(proc, 1, 0, "pause")
+    fakefs.fake_process(proc, 42, 1, "python", cgroup="0::/pod/workload\n")
+    fakefs.fake_process(proc, 43, 42, "worker", cgroup="0::/pod/workload\n")
+    fakefs.cgroup_v2(tmp_path / "cgroup", "pod/workload")
+    target = tmp_path / where / relative
+    target.write_bytes(data)
+    args = local_args(tmp_path, 42)
+    if not by_pid:  # discovery: the workload's own cgroup is read where it is visible
+        args = [arg for arg in args if arg not in ("--pid", "42")]
+    args += ["--proc-root", str(tmp_path / "proc"), "--cgroup-root", str(tmp_path / "cgroup")]
+    agent = spawn(args, stderr=subprocess.PIPE)
+    wait_for_rows(tmp_path / "spool", 20)
+    elapsed, events = stop(agent)
+    rows = delivered_exactly_once(tmp_path)
+    errors = Counter((e["source"], e["kind"]) for e in events if e["event"] == "read_error")
+    assert set(errors.values()) == {1}, errors  # once per source and kind, not once per tick
+    name = relative.split("/")[-1]
+    reported = [source for source, _kind in errors if source.endswith(name)]
+    assert len(reported) == int(reported_once)
+    assert "sample_failed" not in names(events)
+    print(f"{relative} broken: exit 0 in {elapsed:.2f} s, {rows} rows, reported {reported}")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from sentinel_sidecar.values import counter
+
 _T = TypeVar("_T")
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX rounded to the page size; anything this big is no limit.
@@ -32,9 +34,9 @@ class CgroupFormatError(ValueError):
 
 def _int(token: str, what: str) -> int:
     try:
-        return int(token)
+        return counter(token, signed=True)  # cpu.cfs_quota_us is -1 without a limit
     except ValueError:
-        raise CgroupFormatError(f"{what}: {token!r} is not an integer") from None
+        raise CgroupFormatError(f"{what}: {token[:40]!r} is not a counter") from None
 
 
 def parse_single(text: str) -> int | None:
@@ -260,7 +262,7 @@ class CgroupReader:
             if directory is not None:
                 text = _read(directory / "cgroup.procs", lambda text: text)
                 if text is not None:
-                    return [int(line) for line in text.split() if line.isdigit()]
+                    return [int(line) for line in text.split() if line.isdigit() and len(line) < 12]
         return []
 
     def read(self, dirs: CgroupDirs) -> CgroupReading:
@@ -342,8 +344,8 @@ def _usec(value: int | None) -> float | None:
 def _read(path: Path, parse: Callable[[str], _T]) -> _T | None:
     """Parse one file; a missing file (or controller) is normal and gives None."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
         return None
     except OSError as exc:
@@ -352,6 +354,8 @@ def _read(path: Path, parse: Callable[[str], _T]) -> _T | None:
             return None
         raise
     try:
-        return parse(text)
+        return parse(data.decode())
+    except UnicodeDecodeError:
+        raise CgroupFormatError("not UTF-8 text", path) from None
     except CgroupFormatError as exc:
         raise CgroupFormatError(exc.reason, path) from None

@@ -87,7 +87,6 @@ class Collector:
         self._uptime = uptime
         self._accounting = ProcAccounting()
         self._pss_set: frozenset[str] = frozenset()
-        self._reported_errors: set[str] = set()
         self._measuring: tuple[str, str] | None = None
 
     def read(self) -> Reading:
@@ -246,10 +245,8 @@ class Collector:
         try:
             return self._cgroups.read(dirs)
         except CgroupFormatError as exc:
-            key = str(exc.path)
-            if key not in self._reported_errors:
-                self._reported_errors.add(key)
-                log.warning("cgroup_file_malformed", path=key, reason=exc.reason)
+            # This tick the cgroup's processes are measured through /proc instead.
+            self._procs.errors.report(str(exc.path), exc)
             return None
 
 

@@ -60,6 +60,9 @@ class Probe:
         left = self.destination().credentials_left
         series = [
             ("rows_sampled_total", "counter", "Rows appended to the spool.", stats.rows_sampled),
+            ("read_errors_total", "counter",
+             "Kernel files that could not be read or parsed (their cells stay empty).",
+             stats.read_errors),
             ("sample_failures_total", "counter",
              "Samples not taken or not written (read error, spool unwritable).",
              stats.sample_failures),

@@ -8,26 +8,37 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
 from sentinel_sidecar.config import Settings
+
+log = structlog.get_logger(__name__)
 
 
 def host_fields(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model. No probing."""
+    """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model. No probing;
+    a fact that cannot be read is left out (a broken /proc must not stop the run)."""
     import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports
 
+    try:
+        vcpus: int | None = psutil.cpu_count(logical=True)
+        memory_mib: int | None = round(psutil.virtual_memory().total / 1024 / 1024)
+    except (OSError, ValueError, ArithmeticError, psutil.Error) as exc:
+        log.warning("host_facts_unreadable", error=str(exc))
+        vcpus = memory_mib = None
     return {
         "host_id": environ.get("NODE_NAME"),
         "host_hostname": environ.get("POD_NAME") or socket.gethostname(),
         "host_ip": environ.get("HOST_IP") or environ.get("POD_IP"),
-        "host_vcpus": psutil.cpu_count(logical=True),
+        "host_vcpus": vcpus,
         "host_cpu_model": _cpu_model(),
-        "host_memory_mib": round(psutil.virtual_memory().total / 1024 / 1024),
+        "host_memory_mib": memory_mib,
     }
 
 
 def _cpu_model() -> str | None:
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open("/proc/cpuinfo", errors="replace") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from sentinel_sidecar.values import ReadErrors, counter
+
 _T = TypeVar("_T")
 
 _MIB = 1024 * 1024
@@ -51,7 +53,7 @@ def parse_cpu(data: bytes, clock_ticks: int) -> tuple[float, float, float]:
     """User (+nice), system (+irq, softirq) and busy CPU seconds from `/proc/stat`'s cpu line."""
     if not data.startswith(b"cpu "):
         raise ValueError("/proc/stat does not start with the cpu line")
-    values = [int(value) for value in data[: data.index(b"\n")].split()[1:]]
+    values = [counter(value) for value in data[: data.index(b"\n")].split()[1:]]
     values += [0] * (10 - len(values))  # steal, guest, guest_nice are absent on old kernels
     user, nice, system, idle, iowait, irq, softirq, _steal, guest, guest_nice = values[:10]
     busy = sum(values[:10]) - idle - iowait - guest - guest_nice
@@ -76,7 +78,7 @@ def parse_meminfo(data: bytes) -> Memory:
     for line in data.splitlines():
         fields = line.split()
         if len(fields) >= 2:
-            values[fields[0]] = int(fields[1]) * 1024
+            values[fields[0]] = counter(fields[1]) * 1024
     total, free = values[b"MemTotal:"], values[b"MemFree:"]
     available = values.get(b"MemAvailable:") or free
     return Memory(
@@ -97,11 +99,11 @@ def parse_diskstats(data: bytes, is_disk: Callable[[str], bool]) -> tuple[int, i
         if len(fields) < 7 or not is_disk(fields[2].decode(errors="replace")):
             continue
         if len(fields) == 7:  # a partition line of old kernels: reads, sectors, writes, sectors
-            read += int(fields[4]) * _SECTOR
-            written += int(fields[6]) * _SECTOR
+            read += counter(fields[4]) * _SECTOR
+            written += counter(fields[6]) * _SECTOR
         else:
-            read += int(fields[5]) * _SECTOR
-            written += int(fields[9]) * _SECTOR
+            read += counter(fields[5]) * _SECTOR
+            written += counter(fields[9]) * _SECTOR
     return read, written
 
 
@@ -116,8 +118,8 @@ def parse_net_dev(data: bytes, skip: Container[bytes] = (b"lo",)) -> tuple[int, 
         fields = counters.split()
         if name.strip() in skip or len(fields) < 9:
             continue
-        received += int(fields[0])
-        sent += int(fields[8])
+        received += counter(fields[0])
+        sent += counter(fields[8])
     return received, sent
 
 
@@ -139,8 +141,10 @@ class NodeReader:
         *,
         disk_path: Path = Path("/"),
         sys_block: Path = Path("/sys/block"),
+        errors: ReadErrors | None = None,
     ) -> None:
         self._proc_root = proc_root
+        self._errors = errors or ReadErrors()
         self._clock_ticks = clock_ticks
         self._disk_path = disk_path
         self._sys_block = sys_block
@@ -185,7 +189,8 @@ class NodeReader:
     def _parsed(self, name: str, parse: Callable[[bytes], _T]) -> _T | None:
         try:
             return parse(self._read(name))
-        except (OSError, ValueError, KeyError, IndexError):
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            self._errors.report(f"/proc/{name}", exc)  # only this file's cells stay empty
             return None
 
     def _read(self, name: str) -> bytes:

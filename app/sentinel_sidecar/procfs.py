@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from sentinel_sidecar.cgroup import parse_proc_cgroup
 from sentinel_sidecar.node import NodeReader, SystemReading
+from sentinel_sidecar.values import ReadErrors, counter
 
 _T = TypeVar("_T")
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads
@@ -129,18 +130,18 @@ def parse_stat(
     fields = data[close_paren + 2 :].split(maxsplit=22)
     if open_paren < 0 or len(fields) < 22 or fields[0] == b"X":
         return None
-    if int(fields[6]) & _PF_KTHREAD:
+    if counter(fields[6]) & _PF_KTHREAD:
         return None
     return ProcessInfo(
         pid=pid,
-        ppid=int(fields[1]),
+        ppid=counter(fields[1]),
         name=data[open_paren + 1 : close_paren].decode(errors="replace"),
-        started=int(fields[19]) / clock_ticks,
-        cpu_user_s=int(fields[11]) / clock_ticks,
-        cpu_system_s=int(fields[12]) / clock_ticks,
-        children_user_s=int(fields[13]) / clock_ticks,
-        children_system_s=int(fields[14]) / clock_ticks,
-        rss_bytes=int(fields[21]) * page_size,  # the same counter as statm's resident
+        started=counter(fields[19]) / clock_ticks,
+        cpu_user_s=counter(fields[11]) / clock_ticks,
+        cpu_system_s=counter(fields[12]) / clock_ticks,
+        children_user_s=counter(fields[13]) / clock_ticks,
+        children_system_s=counter(fields[14]) / clock_ticks,
+        rss_bytes=counter(fields[21]) * page_size,  # the same counter as statm's resident
         zombie=fields[0] == b"Z",
     )
 
@@ -160,10 +161,14 @@ class ProcReader:
         proc_root: Path,
         disk_path: Path = Path("/"),
         monotonic: Callable[[], float] = time.monotonic,
+        errors: ReadErrors | None = None,
     ) -> None:
         self.proc_root = proc_root
+        self.errors = errors or ReadErrors()
         self._clock_ticks = clock_ticks()
-        self._node = NodeReader(proc_root, self._clock_ticks, disk_path=disk_path)
+        self._node = NodeReader(
+            proc_root, self._clock_ticks, disk_path=disk_path, errors=self.errors
+        )
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._monotonic = monotonic
         self._memberships: dict[str, dict[str, str]] = {}
@@ -219,7 +224,8 @@ class ProcReader:
             return last[1]
         try:
             info = parse_stat(pid, data, self._clock_ticks, self._page_size)
-        except (ValueError, IndexError):
+        except (ValueError, IndexError) as exc:
+            self.errors.report("/proc/<pid>/stat", exc, pid=pid)
             info = None
         self._parsed[pid] = (data, info)
         return info
@@ -262,7 +268,8 @@ class ProcReader:
         cached = self._memberships.get(process.key)
         if cached is None:
             try:
-                text = (self.proc_root / str(process.pid) / "cgroup").read_text()
+                # A cgroup path is bytes to the kernel: kept as the file system spells it.
+                text = os.fsdecode((self.proc_root / str(process.pid) / "cgroup").read_bytes())
             except OSError:
                 return None
             cached = self._memberships[process.key] = parse_proc_cgroup(text)
@@ -284,8 +291,8 @@ class ProcReader:
         if io:
             try:
                 read_bytes, write_bytes = parse_io(io)
-            except (KeyError, ValueError, IndexError):
-                return None
+            except (KeyError, ValueError, IndexError) as exc:
+                self.errors.report("/proc/<pid>/io", exc, pid=process.pid)  # IO cells only
         return ProcessUsage(memory, read_bytes, write_bytes)
 
     def _optional(self, process: ProcessInfo, name: str) -> bytes | None:
@@ -312,13 +319,20 @@ class ProcReader:
             rollup = self._optional(process, "smaps_rollup")
             if rollup is None:
                 return None
-            pss = _try(lambda: parse_pss(rollup)) if rollup else None
+            pss = self._pss(process, rollup) if rollup else None
             # Staggered, so a stable set of processes does not refresh all on one tick.
             refresh_at = now + PSS_REFRESH_SECONDS * random.uniform(0.5, 1.0)
             memory = self._memory[process.key] = _Memory(pss, rss, refresh_at)
         if memory.pss is None:
             return rss
         return max(0, memory.pss + rss - memory.rss_at_pss)
+
+    def _pss(self, process: ProcessInfo, rollup: bytes) -> int | None:
+        try:
+            return parse_pss(rollup)
+        except (ValueError, IndexError) as exc:
+            self.errors.report("/proc/<pid>/smaps_rollup", exc, pid=process.pid)  # then RSS
+            return None
 
     def system(self, pids_count: int) -> SystemReading:
         """Node-level figures; each one None when its /proc file is unreadable."""
@@ -346,9 +360,9 @@ def parse_io(data: bytes) -> tuple[int, int]:
     fields = data.split()
     # Every kernel since 2.6.20 writes them 5th and 6th; look them up if one ever does not.
     if fields[8:9] == [b"read_bytes:"] and fields[10:11] == [b"write_bytes:"]:
-        return int(fields[9]), int(fields[11])
+        return counter(fields[9]), counter(fields[11])
     values = dict(zip(fields[::2], fields[1::2], strict=False))
-    return int(values[b"read_bytes:"]), int(values[b"write_bytes:"])
+    return counter(values[b"read_bytes:"]), counter(values[b"write_bytes:"])
 
 
 def parse_pss(data: bytes) -> int:
@@ -356,14 +370,7 @@ def parse_pss(data: bytes) -> int:
     start = data.find(b"\nPss:")
     if start < 0:
         raise ValueError("smaps_rollup has no Pss line")
-    return int(data[start + 5 : data.index(b"kB", start)]) * 1024
-
-
-def _try(read: Callable[[], _T]) -> _T | None:
-    try:
-        return read()
-    except (OSError, RuntimeError, ValueError):
-        return None
+    return counter(data[start + 5 : data.index(b"kB", start)].strip()) * 1024
 
 
 def clock_ticks() -> int:

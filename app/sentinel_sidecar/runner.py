@@ -40,6 +40,7 @@ from sentinel_sidecar.spool import (
 )
 from sentinel_sidecar.telemetry import Telemetry
 from sentinel_sidecar.uploader import Uploader, UploadWorker
+from sentinel_sidecar.values import ReadErrors
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -76,6 +77,7 @@ class Runner:
         self.telemetry = Telemetry()
         self._sample_failure: str | None = None  # the kind of failure sampling is in
         self._uploader: Uploader | None = None  # once the spool is open
+        self._read_errors = ReadErrors()
         self._context = context or RunContext()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
@@ -142,7 +144,7 @@ class Runner:
             threshold_bytes=settings.upload_threshold_bytes,
             monotonic=self._monotonic,
         )
-        procs = ProcReader(settings.proc_root)
+        procs = ProcReader(settings.proc_root, errors=self._read_errors)
         collector = Collector(
             procs,
             CgroupReader(settings.cgroup_root, clock_ticks()),
@@ -276,6 +278,7 @@ class Runner:
             self._sample_failed(exc)
             return None
         self._sample_recovered()
+        self.telemetry.read_errors = self._read_errors.count
         self.telemetry.rows_sampled += 1
         self.telemetry.last_sample_monotonic = self._monotonic()
         return reading

@@ -12,6 +12,7 @@ class Telemetry:
 
     rows_sampled: int = 0
     sample_failures: int = 0
+    read_errors: int = 0
     spool_unwritable: bool = False
     chunks_uploaded: int = 0
     upload_failures: int = 0
