@@ -198,6 +198,27 @@ def test_a_full_disk_never_glues_rows_and_sampling_resumes(tmp_path: Path, workl
 
 
 @needs_root
+def test_starting_on_a_full_disk_is_no_crash_loop(tmp_path: Path, workload):
+    # A raw traceback at start used to follow (crash loop): no room for the header.
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        filler = disk / "filler"
+        fill(filler)
+        port = free_port()
+        agent = spawn(local_args(disk, workload.pid, "--health-port", str(port)),
+                      stderr=subprocess.PIPE)  # fmt: skip
+        wait_until(lambda: _answers(port) and readyz(port)[0] == 503, 10, "not ready")
+        time.sleep(0.5)
+        full = readyz(port)
+        filler.unlink()
+        wait_for_rows(disk / "spool", 10)
+        elapsed, events = stop(agent)
+        assert full == (503, "not ready: spool_unwritable")
+        assert names(events).count("sample_not_written") == 1
+        rows = delivered_exactly_once(disk)
+    print(f"start on a full disk: exit 0 in {elapsed:.2f} s, {rows} rows once space freed")
+
+
+@needs_root
 def test_a_read_only_spool_at_start_is_reported_not_a_crash_loop(tmp_path: Path, workload):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)

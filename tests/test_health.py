@@ -45,3 +45,13 @@ def test_endpoints_follow_sampling_and_upload_health():
 def test_not_ready_before_registration():
     probe = Probe(Telemetry(), 1, 10, lambda: 0, lambda: DestinationStatus(ready=False))
     assert not probe.ready() and probe.alive()
+
+
+def test_ready_names_what_stands_in_the_way():
+    telemetry = Telemetry()
+    probe = Probe(telemetry, 1, 10, lambda: 0, lambda: DestinationStatus(ready=True))
+    assert probe.not_ready() is None
+    telemetry.sampling_failing = True
+    assert probe.not_ready() == "sampling_failing"
+    telemetry.spool_unwritable = True
+    assert probe.not_ready() == "spool_unwritable"

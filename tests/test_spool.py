@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.spool import Spool, SpoolError, State, StateStore, read_exit_code
+from sentinel_sidecar.spool import (
+    Spool,
+    SpoolError,
+    State,
+    StateStore,
+    read_exit_code,
+    set_aside,
+)
 
 HEADER = "a,b,c\n"
 
@@ -166,3 +173,14 @@ def test_exit_code_file(tmp_path: Path):
     assert read_exit_code(tmp_path) == 3
     (tmp_path / "exit_code").write_text("oops")
     assert read_exit_code(tmp_path) is None
+
+
+def test_set_aside_twice_in_one_second_keeps_both(tmp_path: Path):
+    # Two starts within the same second overwrote the earlier spool set aside.
+    for run in ("first", "second"):
+        (tmp_path / "metrics.csv").write_text(f"{run}\n")
+        (tmp_path / "state.json").write_text(f'"{run}"')
+        set_aside(tmp_path)
+    kept = sorted(path.read_text() for path in tmp_path.glob("metrics.*.csv"))
+    assert kept == ["first\n", "second\n"]
+    assert len(list(tmp_path.glob("state.*.json"))) == 2

@@ -40,10 +40,13 @@ class Probe:
         return self.not_ready() is None
 
     def not_ready(self) -> str | None:
-        """Why `/readyz` fails: rows cannot be written to the spool, the destination is not
-        open (registered, where it needs that), or deliveries have been failing for long."""
+        """Why `/readyz` fails: rows cannot be written to the spool, the last sample could not
+        be read, the destination is not open (registered, where it needs that), or deliveries
+        have been failing for long."""
         if self.telemetry.spool_unwritable:
             return "spool_unwritable"
+        if self.telemetry.sampling_failing:
+            return "sampling_failing"
         if not self.destination().ready:
             return "destination_not_open"
         failing = self.telemetry.failing_since_monotonic

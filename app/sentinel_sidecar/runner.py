@@ -287,6 +287,7 @@ class Runner:
         self.telemetry.sample_failures += 1
         kind = "spool_unwritable" if isinstance(exc, SpoolWriteError) else type(exc).__name__
         self.telemetry.spool_unwritable = kind == "spool_unwritable"
+        self.telemetry.sampling_failing = not self.telemetry.spool_unwritable
         if kind == self._sample_failure:
             return
         self._sample_failure = kind
@@ -301,7 +302,7 @@ class Runner:
             log.info("sampling_recovered", after=self._sample_failure,
                      failures=self.telemetry.sample_failures)  # fmt: skip
         self._sample_failure = None
-        self.telemetry.spool_unwritable = False
+        self.telemetry.spool_unwritable = self.telemetry.sampling_failing = False
 
     def _left(self, deadline: float) -> float:
         return max(0.0, deadline - self._monotonic())

@@ -14,6 +14,7 @@ class Telemetry:
     sample_failures: int = 0
     read_errors: int = 0
     spool_unwritable: bool = False
+    sampling_failing: bool = False  # the last sample could not be read
     chunks_uploaded: int = 0
     upload_failures: int = 0
     ingestion_errors: int = 0
