@@ -6,7 +6,17 @@ from pathlib import Path
 import pytest
 
 from sentinel_sidecar.cli import main
-from sentinel_sidecar.config import ConfigError, Settings, add_flags, load
+from sentinel_sidecar.config import (
+    FIELDS,
+    SECRET_FIELDS,
+    ConfigError,
+    Settings,
+    add_flags,
+    env_name,
+    load,
+    settings_table,
+    unknown_settings,
+)
 
 
 def settings_from(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -61,7 +71,6 @@ def run_cli(
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("intervall: 1\n", "unknown setting 'intervall'"),
         ("interval: fast\n", "interval (config file"),
         ("interval: -1\n", "-1 is not allowed; expected a number of seconds >= 0.001"),
         ("- interval\n- 1\n", "must be a mapping of setting: value, got list"),
@@ -170,3 +179,34 @@ def test_a_token_is_stripped_and_one_with_spaces_inside_is_refused():
     with pytest.raises(ConfigError, match="sentinel_api_token") as refused:
         settings_from([], {"SENTINEL_API_TOKEN": "sntl abc"})
     assert "sntl" not in str(refused.value)  # the error never shows the token
+
+
+def test_the_readme_settings_table_is_the_one_the_declarations_make():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("<!-- settings-table")
+    table = readme[readme.index("\n", start) + 1 : readme.index("<!-- /settings-table -->")]
+    assert table == settings_table(), "regenerate the table: see the comment above it"
+
+
+def test_help_shows_help_default_and_env_of_every_setting(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--interval FLOAT seconds between samples (> 0) [default: 1; env TRACKER_INTERVAL]" in text
+    )
+    for field in FIELDS:
+        if field not in SECRET_FIELDS:
+            assert f"env {env_name(field)}]" in text, field
+
+
+def test_unknown_variables_and_yaml_keys_name_the_closest_setting(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("interval: 2\nupload_intervall: 5\n")
+    environ = {"TRACKER_SPOOL_DIRR": "/x", "SENTINEL_API_TOKN": "t", "TRACKER_PID": "1"}
+    warnings = unknown_settings(environ, config)
+    assert any("TRACKER_SPOOL_DIRR" in w and "TRACKER_SPOOL_DIR?" in w for w in warnings)
+    assert any("SENTINEL_API_TOKN" in w and "SENTINEL_API_TOKEN?" in w for w in warnings)
+    assert any("'upload_intervall'" in w and "upload_interval?" in w for w in warnings)
+    assert len(warnings) == 3
+    assert settings_from(["--config", str(config)], {}).interval == 2.0  # the rest still applies

@@ -53,7 +53,7 @@ def _execute(settings: Settings, stop: signals.StopFlag, context: RunContext) ->
 
 
 def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFlag) -> int:
-    from sentinel_sidecar import log, report
+    from sentinel_sidecar import report
     from sentinel_sidecar.spool import EXIT_CODE_FILE
 
     base: Path = args.dir or Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
@@ -65,8 +65,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
         "health_port": 0,
     }
     settings = config.load(args, environ, defaults)
-    context = log.configure(settings.log_level, settings.log_format)
-    context.secret(settings.sentinel_api_token)
+    context = _configure_log(settings, args, environ)
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
     workload = subprocess.Popen(
         [
@@ -128,12 +127,27 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    context = _configure_log(settings, args, environ)
+    _execute(settings, stop, context)
+    return 0
+
+
+def _configure_log(
+    settings: Settings, args: argparse.Namespace, environ: dict[str, str]
+) -> RunContext:
+    """Logging as the settings say; then the settings in force and every unknown setting."""
+    import structlog
+
     from sentinel_sidecar import log
 
     context = log.configure(settings.log_level, settings.log_format)
     context.secret(settings.sentinel_api_token)
-    _execute(settings, stop, context)
-    return 0
+    logger = structlog.get_logger(__name__)
+    logger.info("settings", version=__version__, **settings.effective())
+    config_path = getattr(args, "config", None) or environ.get(config.CONFIG_ENV)
+    for warning in config.unknown_settings(environ, Path(config_path) if config_path else None):
+        logger.warning("unknown_setting", message=warning)
+    return context
 
 
 if __name__ == "__main__":

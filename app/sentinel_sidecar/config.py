@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -34,125 +35,6 @@ class Schema(StrEnum):
 
     SENTINEL = "sentinel"
     EXTENDED = "extended"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every setting of the agent; see README "Configuration" for each one."""
-
-    interval: float = 1.0
-    upload_interval: float = 60.0
-    upload_threshold_bytes: int = 4 * 1024 * 1024
-    max_chunk_bytes: int = 8 * 1024 * 1024
-    inline_max_bytes: int = 1024 * 1024
-    shutdown_timeout: float = 20.0
-    workload_wait: float = 30.0
-    exit_with_workload: bool = True
-    spool_dir: Path = Path("/var/lib/sentinel-sidecar")
-    output_dir: Path | None = None
-    schema: Schema = Schema.SENTINEL
-    proc_root: Path = Path("/proc")
-    cgroup_root: Path = Path("/sys/fs/cgroup")
-    pid: int | None = None
-    cgroup: str | None = None
-    log_level: str = "info"
-    log_format: str = "json"
-    health_port: int = 8080
-    k8s_exit_code: bool = False
-    k8s_container_name: str = "sentinel-sidecar"
-    k8s_workload_container: str | None = None
-    sentinel_api_url: str = "https://api.sentinel.sparecores.net"
-    sentinel_api_token: str | None = dataclasses.field(default=None, repr=False)
-    sentinel_api_token_file: Path | None = None
-    s3_uri: str | None = None
-    s3_endpoint_url: str | None = None
-    aws_region: str | None = None
-    project_name: str | None = None
-    job_name: str | None = None
-    stage_name: str | None = None
-    task_name: str | None = None
-    team: str | None = None
-    env: str | None = None
-    language: str | None = None
-    orchestrator: str | None = None
-    executor: str | None = None
-    external_run_id: str | None = None
-    container_image: str | None = None
-    command: str | None = None  # a JSON array of strings, as the API takes it
-    tags: dict[str, str] | None = None
-    cloud_vendor_id: str | None = None
-    cloud_account_id: str | None = None
-    cloud_region_id: str | None = None
-    cloud_zone_id: str | None = None
-    cloud_instance_type: str | None = None
-
-    @property
-    def local_output_dir(self) -> Path:
-        """Where local mode writes chunks: `output_dir`, else `<spool_dir>/output`."""
-        return self.output_dir if self.output_dir is not None else self.spool_dir / "output"
-
-    def metadata(self) -> dict[str, Any]:
-        """The run metadata fields of the Sentinel API that are set."""
-        values = {name: getattr(self, name) for name in METADATA_FIELDS}
-        return {name: value for name, value in values.items() if value is not None}
-
-    def cloud(self) -> dict[str, str]:
-        """The `cloud_*` fields that are configured (never probed from the network)."""
-        values = {name: getattr(self, name) for name in CLOUD_FIELDS}
-        return {name: value for name, value in values.items() if value is not None}
-
-    @property
-    def mode(self) -> Mode:
-        """Sentinel with a token, else S3 with an S3 URI, else local."""
-        if self.sentinel_api_token or self.sentinel_api_token_file:
-            return Mode.SENTINEL
-        return Mode.S3 if self.s3_uri else Mode.LOCAL
-
-
-METADATA_FIELDS = (
-    "project_name",
-    "job_name",
-    "stage_name",
-    "task_name",
-    "team",
-    "env",
-    "language",
-    "orchestrator",
-    "executor",
-    "external_run_id",
-    "container_image",
-    "command",
-    "tags",
-)
-
-CLOUD_FIELDS = (
-    "cloud_vendor_id",
-    "cloud_account_id",
-    "cloud_region_id",
-    "cloud_zone_id",
-    "cloud_instance_type",
-)
-
-SECRET_FIELDS = frozenset({"sentinel_api_token"})
-
-# Names taken from the environment as-is; every other setting is TRACKER_<NAME>.
-_ENV_OVERRIDES = {
-    "sentinel_api_url": "SENTINEL_API_URL",
-    "sentinel_api_token": "SENTINEL_API_TOKEN",
-    "sentinel_api_token_file": "SENTINEL_API_TOKEN_FILE",
-    "s3_endpoint_url": "S3_ENDPOINT_URL",
-    "aws_region": "AWS_REGION",
-}
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets `field`."""
-    return _ENV_OVERRIDES.get(field, "TRACKER_" + field.upper())
-
-
-def flag_name(field: str) -> str:
-    """The CLI flag that sets `field`."""
-    return "--" + field.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -281,6 +163,13 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _url(value: Any) -> str:
+    text = _text(value).strip()
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError
+    return text.rstrip("/")
+
+
 def _s3_uri(value: Any) -> str:
     parse_s3_uri(_text(value))
     return str(value)
@@ -293,43 +182,257 @@ _SECONDS_POSITIVE = _number(float, 0.001, "a number of seconds >= 0.001")
 _SECONDS = _number(float, 0, "a number of seconds >= 0")
 _BYTES = _number(int, 1, "a whole number of bytes >= 1")
 
-_RULES: dict[str, _Rule] = {
-    "interval": _SECONDS_POSITIVE,
-    "upload_interval": _SECONDS_POSITIVE,
-    "upload_threshold_bytes": _BYTES,
-    "max_chunk_bytes": _BYTES,
-    "inline_max_bytes": _number(int, 0, "a whole number of bytes >= 0"),
-    "shutdown_timeout": _SECONDS_POSITIVE,
-    "workload_wait": _SECONDS,
-    "exit_with_workload": _BOOL,
-    "spool_dir": _PATH,
-    "output_dir": _PATH,
-    "schema": _Rule(
-        "str", lambda value: Schema(_choice(*Schema).parse(value)), "one of " + ", ".join(Schema)
-    ),
-    "proc_root": _PATH,
-    "cgroup_root": _PATH,
-    "pid": _number(int, 1, "a process id >= 1"),
-    "cgroup": _TEXT,
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "log_format": _choice("json", "console"),
-    "health_port": _number(int, 0, "a port number 0-65535 (0 = off)", 65535),
-    "k8s_exit_code": _BOOL,
-    "k8s_container_name": _TEXT,
-    "k8s_workload_container": _TEXT,
-    "sentinel_api_url": _TEXT,
-    "sentinel_api_token": _Rule("str", _secret, "a token (no spaces inside)"),
-    "sentinel_api_token_file": _PATH,
-    "s3_uri": _Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
-    "s3_endpoint_url": _TEXT,
-    "aws_region": _TEXT,
-    **dict.fromkeys(METADATA_FIELDS + CLOUD_FIELDS, _TEXT),
-    "command": _Rule("str", _command, "a command line or a JSON array of strings"),
-    "tags": _Rule("dict", _tags, "k=v,k2=v2 or a JSON object of strings"),
+_SCHEMA = _Rule(
+    "str", lambda value: Schema(_choice(*Schema).parse(value)), "one of " + ", ".join(Schema)
+)
+_URL = _Rule("str", _url, "an http:// or https:// URL")
+
+
+def _setting(default: Any, rule: _Rule, help: str, *, repr: bool = True) -> Any:
+    """One setting, declared once: its default, how its text is checked, and what it does.
+    The env var and the flag follow from its name (`env_name`, `flag_name`)."""
+    return dataclasses.field(default=default, repr=repr, metadata={"rule": rule, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the agent, each declared once with `_setting` (default, rule, help):
+    validation, `--help` and the README's settings table all come from here."""
+
+    interval: float = _setting(1.0, _SECONDS_POSITIVE, "seconds between samples (> 0)")
+    upload_interval: float = _setting(
+        60.0,
+        _SECONDS_POSITIVE,
+        "seconds between chunk uploads; the spool is fsynced at least this often",
+    )
+    upload_threshold_bytes: int = _setting(
+        4 * 1024 * 1024, _BYTES, "upload early when this many bytes are pending"
+    )
+    max_chunk_bytes: int = _setting(
+        8 * 1024 * 1024,
+        _BYTES,
+        "largest raw chunk (whole rows; a longer single row still goes whole)",
+    )
+    inline_max_bytes: int = _setting(
+        1024 * 1024,
+        _number(int, 0, "a whole number of bytes >= 0"),
+        "Sentinel mode: a run this small that never uploaded a chunk goes inline with the finish",
+    )
+    shutdown_timeout: float = _setting(
+        20.0, _SECONDS_POSITIVE, "seconds for the last sample, drain and finish after a stop"
+    )
+    workload_wait: float = _setting(
+        30.0,
+        _SECONDS,
+        "seconds to wait for a workload process; then the hint, and with exit_with_workload "
+        "the end of the run",
+    )
+    exit_with_workload: bool = _setting(
+        True,
+        _BOOL,
+        "finish when the workload's processes are gone (classic sidecar); `false` for a "
+        "native sidecar",
+    )
+    spool_dir: Path = _setting(
+        Path("/var/lib/sentinel-sidecar"),
+        _PATH,
+        "spool: `metrics.csv`, `state.json`, `exit_code` (an emptyDir in a pod)",
+    )
+    output_dir: Path | None = _setting(
+        None, _PATH, "local mode: where chunks and `run.json` go (default `<spool_dir>/output`)"
+    )
+    schema: Schema = _setting(
+        Schema.SENTINEL,
+        _SCHEMA,
+        "`sentinel` (32 columns) or `extended` (+ cgroup columns; local and direct S3 only)",
+    )
+    proc_root: Path = _setting(Path("/proc"), _PATH, "where /proc is mounted")
+    cgroup_root: Path = _setting(
+        Path("/sys/fs/cgroup"), _PATH, "where the cgroup filesystem is mounted"
+    )
+    pid: int | None = _setting(
+        None,
+        _number(int, 1, "a process id >= 1"),
+        "track this process and its descendants instead of discovering the workload",
+    )
+    cgroup: str | None = _setting(
+        None,
+        _TEXT,
+        "track this cgroup (path under cgroup_root) instead of discovering the workload",
+    )
+    log_level: str = _setting(
+        "info",
+        _choice("debug", "info", "warning", "error"),
+        "`debug`, `info`, `warning` or `error`",
+    )
+    log_format: str = _setting(
+        "json", _choice("json", "console"), "`json` (one object per line) or `console` (for humans)"
+    )
+    health_port: int = _setting(
+        8080,
+        _number(int, 0, "a port number 0-65535 (0 = off)", 65535),
+        "port of /healthz, /readyz and /metrics; `0` = off",
+    )
+    k8s_exit_code: bool = _setting(
+        False,
+        _BOOL,
+        "without an `exit_code` file, read the workload container's exit code from the pod's "
+        "status (in-cluster API, needs `k8s/rbac.yaml`)",
+    )
+    k8s_container_name: str = _setting(
+        "sentinel-sidecar", _TEXT, "the agent's own container name, skipped in that lookup"
+    )
+    k8s_workload_container: str | None = _setting(
+        None,
+        _TEXT,
+        "the workload container to take the exit code from; default: any other (first "
+        "non-zero wins)",
+    )
+    sentinel_api_url: str = _setting(
+        "https://api.sentinel.sparecores.net", _URL, "Sentinel API base URL"
+    )
+    sentinel_api_token: str | None = _setting(
+        None,
+        _Rule("str", _secret, "a token (no spaces inside)"),
+        "Sentinel API token (env or file only; never logged)",
+        repr=False,
+    )
+    sentinel_api_token_file: Path | None = _setting(
+        None, _PATH, "file holding the token (a mounted Secret); read again after a 401"
+    )
+    s3_uri: str | None = _setting(
+        None,
+        _Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
+        "direct S3 mode: `s3://bucket/prefix` (boto3's default credentials)",
+    )
+    s3_endpoint_url: str | None = _setting(None, _URL, "S3-compatible endpoint (MinIO, ...)")
+    aws_region: str | None = _setting(
+        None,
+        _TEXT,
+        "region for S3 when the credentials name none (else the bucket's own, by HeadBucket)",
+    )
+    project_name: str | None = _setting(None, _TEXT, "run metadata: project")
+    job_name: str | None = _setting(None, _TEXT, "run metadata: job")
+    stage_name: str | None = _setting(None, _TEXT, "run metadata: stage")
+    task_name: str | None = _setting(None, _TEXT, "run metadata: task")
+    team: str | None = _setting(None, _TEXT, "run metadata: team")
+    env: str | None = _setting(None, _TEXT, "run metadata: environment (prod, dev, ...)")
+    language: str | None = _setting(None, _TEXT, "run metadata: the workload's language")
+    orchestrator: str | None = _setting(
+        None, _TEXT, "run metadata: orchestrator (kubernetes, docker-compose, ...)"
+    )
+    executor: str | None = _setting(None, _TEXT, "run metadata: executor")
+    external_run_id: str | None = _setting(
+        None, _TEXT, "run metadata: your run id (default: the pod's UID, `POD_UID`)"
+    )
+    container_image: str | None = _setting(None, _TEXT, "run metadata: the workload's image")
+    command: str | None = _setting(
+        None,
+        _Rule("str", _command, "a command line or a JSON array of strings"),
+        "run metadata: the workload's command, a command line or a JSON array",
+    )
+    tags: dict[str, str] | None = _setting(
+        None,
+        _Rule("dict", _tags, "k=v,k2=v2 or a JSON object of strings"),
+        "run metadata: `k=v,k2=v2`, a JSON object or a YAML mapping",
+    )
+    cloud_vendor_id: str | None = _setting(
+        None, _TEXT, "cloud: vendor id (aws, gcp, azure, hcloud, upcloud, ...)"
+    )
+    cloud_account_id: str | None = _setting(None, _TEXT, "cloud: account or project id")
+    cloud_region_id: str | None = _setting(None, _TEXT, "cloud: region")
+    cloud_zone_id: str | None = _setting(None, _TEXT, "cloud: zone")
+    cloud_instance_type: str | None = _setting(None, _TEXT, "cloud: instance type")
+
+    @property
+    def local_output_dir(self) -> Path:
+        """Where local mode writes chunks: `output_dir`, else `<spool_dir>/output`."""
+        return self.output_dir if self.output_dir is not None else self.spool_dir / "output"
+
+    def metadata(self) -> dict[str, Any]:
+        """The run metadata fields of the Sentinel API that are set."""
+        values = {name: getattr(self, name) for name in METADATA_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def cloud(self) -> dict[str, str]:
+        """The `cloud_*` fields that are configured (never probed from the network)."""
+        values = {name: getattr(self, name) for name in CLOUD_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def effective(self) -> dict[str, Any]:
+        """The settings in force, as log fields: unset ones left out, secrets never shown."""
+        shown: dict[str, Any] = {"mode": str(self.mode)}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if field.name in SECRET_FIELDS:
+                value = "<set>"
+            shown[field.name] = str(value) if isinstance(value, Path | StrEnum) else value
+        return shown
+
+    @property
+    def mode(self) -> Mode:
+        """Sentinel with a token, else S3 with an S3 URI, else local."""
+        if self.sentinel_api_token or self.sentinel_api_token_file:
+            return Mode.SENTINEL
+        return Mode.S3 if self.s3_uri else Mode.LOCAL
+
+
+METADATA_FIELDS = (
+    "project_name",
+    "job_name",
+    "stage_name",
+    "task_name",
+    "team",
+    "env",
+    "language",
+    "orchestrator",
+    "executor",
+    "external_run_id",
+    "container_image",
+    "command",
+    "tags",
+)
+
+CLOUD_FIELDS = (
+    "cloud_vendor_id",
+    "cloud_account_id",
+    "cloud_region_id",
+    "cloud_zone_id",
+    "cloud_instance_type",
+)
+
+SECRET_FIELDS = frozenset({"sentinel_api_token"})
+
+# Names taken from the environment as-is; every other setting is TRACKER_<NAME>.
+_ENV_OVERRIDES = {
+    "sentinel_api_url": "SENTINEL_API_URL",
+    "sentinel_api_token": "SENTINEL_API_TOKEN",
+    "sentinel_api_token_file": "SENTINEL_API_TOKEN_FILE",
+    "s3_endpoint_url": "S3_ENDPOINT_URL",
+    "aws_region": "AWS_REGION",
 }
 
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return _ENV_OVERRIDES.get(field, "TRACKER_" + field.upper())
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag that sets `field`."""
+    return "--" + field.replace("_", "-")
+
+
 FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
-assert set(_RULES) == set(FIELDS), "every setting needs a validation rule"
+_RULES: dict[str, _Rule] = {
+    field.name: field.metadata["rule"] for field in dataclasses.fields(Settings)
+}
+DEFAULTS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(Settings)}
+HELP: dict[str, str] = {
+    field.name: field.metadata["help"] for field in dataclasses.fields(Settings)
+}
 
 
 def _validate(field: str, value: Any, source: str) -> Any:
@@ -365,9 +468,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _RULES:
-            raise ConfigError(
-                f"config file {path}: unknown setting {key!r}; allowed: {', '.join(FIELDS)}"
-            )
+            continue  # warned about by unknown_settings, with the closest known name
         if value is not None:
             values[key] = _validate(key, value, f"config file {path}")
     return values
@@ -384,13 +485,78 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+_METAVARS = {"str": "TEXT", "dict": "K=V,...", "bool": "true|false"}
+
+
+def shown_default(field: str) -> str:
+    """The default of `field` as a user writes it (`1`, `true`, `/proc`); `-` for unset."""
+    value = DEFAULTS[field]
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add one `--flag` per setting, plus `--config`; flags default to unset."""
     parser.add_argument("--config", metavar="PATH", help=f"YAML settings file (or ${CONFIG_ENV})")
     for field in FIELDS:
         if field in SECRET_FIELDS:
             continue  # secrets on a command line leak into `ps`; env or file only
-        parser.add_argument(flag_name(field), dest=field, metavar=field.upper(), default=None)
+        parser.add_argument(
+            flag_name(field),
+            dest=field,
+            metavar=_METAVARS.get(_RULES[field].kind, _RULES[field].kind.upper()),
+            default=None,
+            help=f"{HELP[field].replace('%', '%%')} [default: {shown_default(field)}; "
+            f"env {env_name(field)}]",
+        )
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown), made from the declarations."""
+    rows = ["| setting | env var | flag | default | meaning |", "|---|---|---|---|---|"]
+    for field in FIELDS:
+        flag = "- (env or file only)" if field in SECRET_FIELDS else f"`{flag_name(field)}`"
+        default = shown_default(field)
+        default = "-" if default == "-" else f"`{default}`"
+        rows.append(f"| `{field}` | `{env_name(field)}` | {flag} | {default} | {HELP[field]} |")
+    return "\n".join(rows) + "\n"
+
+
+def unknown_settings(environ: Mapping[str, str], config_path: Path | None) -> list[str]:
+    """One warning per `TRACKER_*`/`SENTINEL_*` variable or YAML key that names no setting,
+    with the closest known name: a typo must not pass unnoticed."""
+    known_env = {env_name(field) for field in FIELDS} | {CONFIG_ENV}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(("TRACKER_", "SENTINEL_")) and name not in known_env:
+            warnings.append(_unknown(f"env {name}", name, sorted(known_env)))
+    for key in _yaml_keys(config_path):
+        if key not in _RULES:
+            warnings.append(_unknown(f"config file {config_path} key {key!r}", key, FIELDS))
+    return warnings
+
+
+def _unknown(where: str, name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{where} is not a setting and is ignored{hint}"
+
+
+def _yaml_keys(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []  # load() already refused it
+    return [str(key) for key in data] if isinstance(data, dict) else []
 
 
 def load(
