@@ -210,3 +210,47 @@ def test_unknown_variables_and_yaml_keys_name_the_closest_setting(tmp_path: Path
     assert any("'upload_intervall'" in w and "upload_interval?" in w for w in warnings)
     assert len(warnings) == 3
     assert settings_from(["--config", str(config)], {}).interval == 2.0  # the rest still applies
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["run", "--pid", "999999999"], {}, "pid (--pid, TRACKER_PID): no process 999999999"),
+        (["run", "--pid", "1", "--cgroup", "/x"], {}, "give one of them, not both"),
+        (["run", "--cgroup", "/no/such/cgroup"], {}, "cgroup (--cgroup, TRACKER_CGROUP): no"),
+        (["run"], {"SENTINEL_API_URL": "api.example.com"}, "expected an http:// or https:// URL"),
+        (["demo", "--seconds", "0"], {}, "demo --seconds: 0 is not allowed"),
+        (["demo", "--seconds", "-3"], {}, "demo --seconds: -3 is not allowed"),
+        (["demo", "--dir", "/proc/version/x"], {}, "demo --dir /proc/version/x: cannot be used"),
+    ],
+    ids=["pid-gone", "pid-and-cgroup", "cgroup-gone", "url-without-scheme", "demo-0-s",
+         "demo-negative", "demo-dir-unwritable"],
+)  # fmt: skip
+def test_bad_input_exits_2_naming_the_setting(capsys, monkeypatch, argv, environ, expected):
+    code, err = run_cli(argv, capsys, monkeypatch, environ)
+    assert code == 2
+    assert expected in err and len(err.splitlines()) == 1
+
+
+def _chunk(path: Path, body: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d / "missing", "does not exist; expected a local output directory"),
+        (lambda d: _chunk(d / "file", b"x"), "is a file; expected a local output directory"),
+        (lambda d: _chunk(d / "spool" / "metrics.csv", b"a\n").parent, "is a spool, not an output"),
+        (lambda d: _chunk(d / "out" / "0001.csv.gz", b"no gzip").parent, "0001.csv.gz: not a gzip"),
+        (lambda d: _chunk(d / "empty" / "run.json", b"{}").parent, "holds no chunk"),
+    ],
+    ids=["missing", "file", "spool", "corrupt-chunk", "no-chunks"],
+)  # fmt: skip
+def test_report_on_what_is_not_an_output_exits_2(tmp_path: Path, capsys, monkeypatch, make,
+                                                  expected):  # fmt: skip
+    code, err = run_cli(["report", str(make(tmp_path))], capsys, monkeypatch)
+    assert code == 2
+    assert expected in err and err.startswith("sentinel-sidecar: report: ")

@@ -1,6 +1,9 @@
 import json
+import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,3 +125,36 @@ def test_demo_tracks_its_workload_and_prints_a_summary(tmp_path: Path):
     assert rows == spool_rows(tmp_path / "spool")
     peak_memory = max(float(row.split(",")[26] or 0) for row in rows)
     assert peak_memory > 100  # the demo workload holds 200 MiB for a while
+
+
+def test_a_workload_never_seen_ends_the_run_after_workload_wait(tmp_path: Path):
+    # `demo --seconds 0`: the workload was gone before the first sample and the agent ran on
+    # until SIGTERM (11 minutes were seen). Here /proc shows no process at all.
+    (tmp_path / "proc").mkdir()
+    started = time.monotonic()
+    agent = start_agent(
+        agent_args(tmp_path, "--workload-wait", "1", "--proc-root", str(tmp_path / "proc"))
+    )
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert time.monotonic() - started < 10
+    [hint] = [json.loads(line) for line in err.splitlines() if "no_workload_processes" in line]
+    assert hint["ending"] is True and "shareProcessNamespace" in hint["hint"]
+    assert (tmp_path / "out" / "run.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_a_non_root_run_on_the_default_spool_names_the_setting_to_change(workload):
+    as_other_user = ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"]
+    probe = subprocess.run([*as_other_user, sys.executable, "-c", "import structlog"],
+                           timeout=60, capture_output=True)  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip("uid 65532 cannot read this Python environment")
+    result = subprocess.run(
+        [*as_other_user, sys.executable, "-m", "sentinel_sidecar", "run", "--pid",
+         str(workload.pid), "--health-port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if "config error" in line]
+    assert "--spool-dir" in line and "TRACKER_SPOOL_DIR" in line and "Permission denied" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -56,7 +57,13 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     from sentinel_sidecar import report
     from sentinel_sidecar.spool import EXIT_CODE_FILE
 
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ConfigError(f"demo --seconds: {args.seconds:g} is not allowed; expected > 0")
     base: Path = args.dir or Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
+    try:
+        (base / "spool").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"demo --dir {base}: cannot be used ({exc.strerror})") from exc
     defaults: dict[str, Any] = {
         "spool_dir": base / "spool",
         "output_dir": base / "output",
@@ -66,7 +73,6 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     }
     settings = config.load(args, environ, defaults)
     context = _configure_log(settings, args, environ)
-    settings.spool_dir.mkdir(parents=True, exist_ok=True)
     workload = subprocess.Popen(
         [
             sys.executable,
@@ -117,19 +123,50 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     environ = dict(os.environ)
     try:
         if args.action == "report":
-            from sentinel_sidecar import report
-
-            print(report.render(report.summarize(args.directory)))
-            return 0
+            return _report(args.directory)
         if args.action == "demo":
             return _demo(args, environ, stop)
         settings = config.load(args, environ)
+        _check_target(settings)
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     context = _configure_log(settings, args, environ)
-    _execute(settings, stop, context)
+    try:
+        _execute(settings, stop, context)
+    except ConfigError as exc:
+        print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+def _report(directory: Path) -> int:
+    from sentinel_sidecar import report
+
+    try:
+        print(report.render(report.summarize(directory)))
+    except report.ReportError as exc:
+        print(f"sentinel-sidecar: report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _check_target(settings: Settings) -> None:
+    """What to track must exist: ConfigError naming the setting, before anything starts."""
+    if settings.pid is not None and settings.cgroup is not None:
+        raise ConfigError("pid and cgroup (--pid, --cgroup): give one of them, not both")
+    if settings.pid is not None and not (settings.proc_root / str(settings.pid)).is_dir():
+        raise ConfigError(
+            f"pid (--pid, TRACKER_PID): no process {settings.pid} under {settings.proc_root}"
+        )
+    if settings.cgroup is not None:
+        from sentinel_sidecar.cgroup import CgroupReader
+
+        if not CgroupReader(settings.cgroup_root).dirs_for_path(settings.cgroup).any():
+            raise ConfigError(
+                f"cgroup (--cgroup, TRACKER_CGROUP): no cgroup {settings.cgroup!r} under "
+                f"{settings.cgroup_root}"
+            )
 
 
 def _configure_log(

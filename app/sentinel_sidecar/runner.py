@@ -14,7 +14,7 @@ import structlog
 
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector, Reading
-from sentinel_sidecar.config import Mode, Schema, Settings
+from sentinel_sidecar.config import DEFAULTS, ConfigError, Mode, Schema, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.delivery import destination_for
 from sentinel_sidecar.delivery.destination import (
@@ -58,6 +58,11 @@ class RunOutcome:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _denied(exc: BaseException) -> bool:
+    cause = exc.__cause__ if isinstance(exc, SpoolError) else exc
+    return isinstance(cause, PermissionError)
 
 
 class Runner:
@@ -175,6 +180,9 @@ class Runner:
                     previous = None
                 spool = Spool(self.settings.spool_dir, header)
             except (SpoolError, OSError) as exc:
+                if self.settings.spool_dir == DEFAULTS["spool_dir"] and _denied(exc):
+                    # Outside a pod (no emptyDir at the default path): say what to change.
+                    raise ConfigError(f"{exc}; {SPOOL_HINT}") from exc
                 if not failed:
                     log.error("spool_unusable", error=str(exc), hint=SPOOL_HINT)
                 failed = True
@@ -250,8 +258,13 @@ class Runner:
                 log.warning(
                     "no_workload_processes",
                     waited_s=self.settings.workload_wait,
-                    hint="shareProcessNamespace: true is probably missing from the pod spec",
+                    hint="shareProcessNamespace: true is probably missing from the pod spec "
+                    "(compose: pid: service:<holder>), or the workload ended before the "
+                    "first sample",
+                    ending=self.settings.exit_with_workload,
                 )
+                if self.settings.exit_with_workload:
+                    return
 
     def _first_reading(self, collector: Collector) -> Reading | None:
         """The reading the first row counts from, tried every interval until one succeeds;
