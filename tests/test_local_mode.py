@@ -158,3 +158,28 @@ def test_a_non_root_run_on_the_default_spool_names_the_setting_to_change(workloa
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if "config error" in line]
     assert "--spool-dir" in line and "TRACKER_SPOOL_DIR" in line and "Permission denied" in line
+
+
+def test_the_agent_says_what_it_does(tmp_path: Path, workload):
+    args = agent_args(tmp_path, "--pid", str(workload.pid), "--progress-interval", "0.5")
+    quiet = start_agent(args, {"SENTINEL_API_TOKEN_FILE": "", "TRACKER_TEAM": "ml"})
+    wait_for_rows(tmp_path / "spool", 15)
+    quiet.send_signal(signal.SIGTERM)
+    _out, err = quiet.communicate(timeout=30)
+    events = [json.loads(line) for line in err.splitlines()]
+    assert [e["event"] for e in events[:3]] == ["settings", "run_started", "measuring"]
+    settings = events[0]
+    assert settings["mode"] == "local" and settings["team"] == "ml"
+    assert settings["interval"] == 0.1 and settings["spool_dir"] == str(tmp_path / "spool")
+    [*_, progress] = [e for e in events if e["event"] == "progress"]
+    assert progress["rows"] > 0 and "pending_bytes" in progress and "next_upload_in_s" in progress
+    [finished] = [e for e in events if e["event"] == "run_finished"]
+    assert finished["delivered"] is True
+    assert finished["where"] == str(tmp_path / "out" / "run.json")
+    assert not [e for e in events if e["level"] == "debug"]  # off by default
+    loud = start_agent([*args, "--log-level", "debug", "--spool-dir", str(tmp_path / "s2")])
+    wait_for_rows(tmp_path / "s2", 10)
+    loud.send_signal(signal.SIGTERM)
+    _out, err = loud.communicate(timeout=30)
+    debug = {json.loads(line)["event"] for line in err.splitlines() if '"debug"' in line}
+    assert {"sampled", "chunk_sending"} <= debug

@@ -265,6 +265,11 @@ class Settings:
         _choice("debug", "info", "warning", "error"),
         "`debug`, `info`, `warning` or `error`",
     )
+    progress_interval: float = _setting(
+        300.0,
+        _SECONDS,
+        "seconds between `progress` log lines (rows, chunks, pending bytes); 0 = off",
+    )
     log_format: str = _setting(
         "json", _choice("json", "console"), "`json` (one object per line) or `console` (for humans)"
     )

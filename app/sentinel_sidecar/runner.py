@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -63,6 +64,10 @@ def _iso(timestamp: float) -> str:
 def _denied(exc: BaseException) -> bool:
     cause = exc.__cause__ if isinstance(exc, SpoolError) else exc
     return isinstance(cause, PermissionError)
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
 
 
 class Runner:
@@ -236,12 +241,17 @@ class Runner:
             return
         ticker = Ticker(self.settings.interval, previous.monotonic)
         seen_workload = warned = False
+        every = self.settings.progress_interval or math.inf
+        progress_at = self._monotonic() + every
         while True:
             due = ticker.next_after(self._monotonic())
             stopping = self.stop.wait(max(0.0, due - self._monotonic()))
             reading = self._take(collector, spool, previous)
             previous = reading or previous
             worker.nudge()
+            if self._monotonic() >= progress_at:
+                progress_at = self._monotonic() + every
+                self._progress(worker)
             if stopping:
                 log.info("stop_requested", signal=self.stop.reason)
                 return
@@ -266,6 +276,19 @@ class Runner:
                 if self.settings.exit_with_workload:
                     return
 
+    def _progress(self, worker: UploadWorker) -> None:
+        uploader = worker.uploader
+        log.info(
+            "progress",
+            rows=self.telemetry.rows_sampled,
+            chunks=uploader.state.seq,
+            pending_bytes=uploader.pending_bytes,
+            next_upload_in_s=round(worker.next_attempt_in(), 1),
+            credentials_left_s=_rounded(uploader.status().credentials_left),
+            sample_failures=self.telemetry.sample_failures,
+            read_errors=self.telemetry.read_errors,
+        )
+
     def _first_reading(self, collector: Collector) -> Reading | None:
         """The reading the first row counts from, tried every interval until one succeeds;
         None when the stop came first."""
@@ -285,12 +308,15 @@ class Runner:
         the next row covers the interval from the last reading that was written."""
         try:
             reading = collector.read()
-            spool.append(",".join(make_row(previous, reading, self._schema)) + "\n")
+            row = ",".join(make_row(previous, reading, self._schema)) + "\n"
+            spool.append(row)
         except Exception as exc:
             # The sampler must survive anything /proc, cgroupfs or the disk throws at it.
             self._sample_failed(exc)
             return None
         self._sample_recovered()
+        log.debug("sampled", processes=reading.workload.process_count, row_bytes=len(row),
+                  took_ms=round((self._monotonic() - reading.monotonic) * 1000, 2))  # fmt: skip
         self.telemetry.read_errors = self._read_errors.count
         self.telemetry.rows_sampled += 1
         self.telemetry.last_sample_monotonic = self._monotonic()
@@ -357,12 +383,16 @@ class Runner:
         if summary_uri is not None:
             uploader.finish()
         spool.close()
-        log.info(
+        delivered = summary_uri is not None and summary.bytes_not_uploaded == 0
+        (log.info if delivered else log.error)(
             "run_finished",
+            delivered=delivered,  # every row delivered and the run closed
+            where=summary_uri if delivered else str(spool.path),
             rows=summary.rows,
             chunks=summary.chunks,
             closed=summary_uri is not None,
             inline=summary.inline,
+            bytes_not_uploaded=summary.bytes_not_uploaded,
             exit_code=exit_code,
             agent_max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )

@@ -127,6 +127,7 @@ class Uploader:
                 return False
             state = self.state
         chunk = self._pending
+        retry = chunk is not None
         if chunk is None:
             rows = self.spool.read_chunk(state.offset, self.max_chunk_bytes)
             if not rows:
@@ -134,6 +135,8 @@ class Uploader:
             body = gzip_chunk(self.spool.header_bytes, rows)
             chunk = Chunk(state.seq + 1, state.offset + len(rows), len(rows), body)
             self._pending = chunk
+        log.debug("chunk_sending", seq=chunk.seq, raw_bytes=chunk.raw_bytes,
+                  gz_bytes=len(chunk.body), retry=retry)  # fmt: skip
         uri = self._call(
             lambda: self.destination.put_chunk(chunk.seq, chunk.body, deadline),
             f"upload of chunk {chunk.seq}",
@@ -203,6 +206,7 @@ class UploadWorker(threading.Thread):
         self._attempts = 0  # failed steps in a row
         self._not_before = 0.0  # monotonic: the peer asked to wait until then
         self._failing: ErrorKind | None = None
+        self._next_attempt = 0.0  # monotonic
 
     def nudge(self) -> None:
         """After each append: wake early when enough bytes are pending, unless backing off
@@ -216,6 +220,10 @@ class UploadWorker(threading.Thread):
         self.uploader.cap(until)
         self._stopping.set()
         self._wake.set()
+
+    def next_attempt_in(self) -> float:
+        """Seconds until the next upload (or retry) is due."""
+        return max(0.0, self._next_attempt - self._monotonic())
 
     def done_before(self, deadline: float) -> bool:
         """Wait for the last drain until `deadline` (monotonic); True when it ended."""
@@ -244,6 +252,7 @@ class UploadWorker(threading.Thread):
             elif drain_due:
                 next_drain = now + self.upload_interval
             delay = max(0.0, next_drain - now)
+            self._next_attempt = next_drain
 
     def _open_cycle(self, deadline: float) -> None:
         self.uploader.open(deadline)
