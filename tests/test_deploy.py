@@ -55,6 +55,7 @@ def check_sidecar_pod(spec: dict[str, Any], native: bool) -> dict[str, Any]:
     assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -155,7 +156,7 @@ VALUE_SETS = {
     },
     "classic-extended-token-file": {
         "sidecarMode": "classic",
-        "token": {"as": "file"},
+        "token": {"secretName": "sentinel-api", "as": "file"},
         "agent": {"schema": "extended", "interval": 0.5, "shutdownTimeout": 45},
         "exampleJob": {"enabled": True, "command": ["python", "-c", 'print("it\'s")']},
     },
@@ -163,6 +164,7 @@ VALUE_SETS = {
         "token": {"secretName": ""},
         "s3": {"uri": "s3://bucket/runs", "region": "eu-west-1"},
         "rbac": {"create": False},
+        "serviceAccount": {"create": False},  # the pod's own (e.g. IRSA) account
         "agent": {"healthPort": 0, "k8sExitCode": False},
         "exampleJob": {"enabled": True},
     },
@@ -211,11 +213,117 @@ def test_direct_s3_values_set_the_uri_and_no_token():
         {"agent": {"healthPort": 70000}},
         {"intervall": 1},
         {"metadata": {"tags": "team=ml"}},
+        {"enabled": "yes"},
+        {"rbac": {"extraSubjects": [{"kind": "Robot", "name": "x"}]}},
     ],
 )
 def test_chart_schema_rejects_bad_values(values):
     with helm_python.Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError):
         chart.validate_schema(values)
+
+
+PARENT_CHART = """apiVersion: v2
+name: my-jobs
+version: 1.4.2
+appVersion: "9.9.9"
+kubeVersion: ">=1.29.0-0"
+dependencies:
+  - name: sentinel-sidecar
+    version: 0.1.0
+    repository: file://../sentinel-sidecar
+    condition: sentinel-sidecar.enabled
+"""
+
+PARENT_JOB = """apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-train
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      serviceAccountName: my-jobs
+      {{- $sidecar := dict "Values" (index .Values "sentinel-sidecar") "Root" $ }}
+      {{- if (index .Values "sentinel-sidecar").enabled }}
+      {{- include "sentinel-sidecar.podSpecPatch" $sidecar | nindent 6 }}
+      initContainers:
+        - {{- include "sentinel-sidecar.container" $sidecar | nindent 10 }}
+      {{- end }}
+      containers:
+        - name: train
+          image: python:3.11-slim
+          command: ["python", "-c", "print(1)"]
+          {{- if (index .Values "sentinel-sidecar").enabled }}
+          volumeMounts:
+            {{- include "sentinel-sidecar.spoolMount" $sidecar | nindent 12 }}
+          {{- end }}
+      {{- if (index .Values "sentinel-sidecar").enabled }}
+      volumes:
+        {{- include "sentinel-sidecar.volumes" $sidecar | nindent 8 }}
+      {{- end }}
+"""
+
+
+def render_parent(tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart as a dependency of a parent chart whose Job includes the named templates."""
+    shutil.copytree(CHART, tmp_path / "sentinel-sidecar")
+    parent = tmp_path / "my-jobs"
+    (parent / "templates").mkdir(parents=True)
+    (parent / "Chart.yaml").write_text(PARENT_CHART)
+    (parent / "templates" / "job.yaml").write_text(PARENT_JOB)
+    helm_python.dependency_build(parent, skip_refresh=True)
+    with helm_python.Chart.load(parent) as chart:
+        chart.validate_schema(values)
+        files = chart.render(values, name="nightly", namespace="ml")
+    return [doc for text in files.values() for doc in documents(text)]
+
+
+SUBCHART_VALUES = {
+    "global": {"imageRegistry": "registry.example.com", "storageClass": "fast"},
+    "sentinel-sidecar": {
+        "enabled": True,
+        "serviceAccount": {"create": False},
+        "rbac": {"extraSubjects": [{"name": "my-jobs"}]},
+        "token": {"secretName": "sentinel-api"},
+        "metadata": {"projectName": "nightly"},
+    },
+}
+
+
+def test_the_chart_renders_as_a_subchart_with_global_values(tmp_path: Path):
+    # Helm passes `global` to every subchart, and `enabled` is the usual toggle: the schema
+    # refused both; the include then rendered the parent's version as the image tag.
+    docs = render_parent(tmp_path, SUBCHART_VALUES)
+    validate_all(docs)
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    spec = pod_spec(job)
+    sidecar = sidecar_of(spec, True)
+    print("parent chart's sidecar container:\n" + yaml.safe_dump(sidecar, sort_keys=False))
+    env = check_sidecar_pod(spec, True)
+    assert sidecar["image"] == f"ghcr.io/sparecores/sentinel-sidecar:{sentinel_sidecar.__version__}"
+    assert spec["serviceAccountName"] == "my-jobs"  # the pod's own account, left alone
+    assert env["SENTINEL_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "sentinel-api"
+    assert env["TRACKER_PROJECT_NAME"]["value"] == "nightly"
+    kinds = {d["kind"]: d for d in docs}
+    assert "ServiceAccount" not in kinds
+    assert kinds["Role"]["metadata"]["name"] == "nightly-sentinel-sidecar-pod-reader"
+    assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "my-jobs"}]
+
+
+def test_the_subchart_can_be_switched_off(tmp_path: Path):
+    values = {**SUBCHART_VALUES, "sentinel-sidecar": {"enabled": False}}
+    docs = render_parent(tmp_path, values)
+    [job] = docs
+    assert "initContainers" not in pod_spec(job) and "shareProcessNamespace" not in pod_spec(job)
+
+
+@pytest.mark.parametrize("release", ["a", "b"])
+def test_object_names_follow_the_release(release):
+    with helm_python.Chart.load(CHART) as chart:
+        files = chart.render({}, name=release, namespace="ml")
+    names = {d["metadata"]["name"] for text in files.values() for d in documents(text)}
+    assert names == {f"{release}-sentinel-sidecar", f"{release}-sentinel-sidecar-pod-reader"}
 
 
 def test_compose_file_is_valid():

@@ -1,8 +1,8 @@
 {{/*
-Named templates to add the agent to any pod. Call them with a context whose .Values are this
-chart's values, e.g. from a parent chart that has this chart as a dependency:
+Named templates to add the agent to any pod. From a parent chart that lists this chart as a
+dependency, call them with this chart's values and the parent's root context:
 
-  {{- $sidecar := dict "Values" (index .Values "sentinel-sidecar") "Chart" .Chart }}
+  {{- $sidecar := dict "Values" (index .Values "sentinel-sidecar") "Root" $ }}
   spec:
     {{- include "sentinel-sidecar.podSpecPatch" $sidecar | nindent 4 }}
     initContainers:            # sidecarMode: native (containers: for classic)
@@ -11,8 +11,38 @@ chart's values, e.g. from a parent chart that has this chart as a dependency:
       {{- include "sentinel-sidecar.volumes" $sidecar | nindent 6 }}
 */}}
 
+{{/* This chart's own metadata, whichever chart renders the include. */}}
+{{- define "sentinel-sidecar.chart" -}}
+{{- if .Root -}}
+{{- toYaml (index .Root.Subcharts "sentinel-sidecar").Chart -}}
+{{- else -}}
+{{- toYaml .Chart -}}
+{{- end -}}
+{{- end }}
+
+{{/* The release: this chart's own, or the parent's when included from there. */}}
+{{- define "sentinel-sidecar.release" -}}
+{{- if .Root }}{{ .Root.Release.Name }}{{ else }}{{ .Release.Name }}{{ end -}}
+{{- end }}
+
+{{/* <release>-sentinel-sidecar, at most 63 characters (a release named after the chart
+is not repeated). */}}
+{{- define "sentinel-sidecar.fullname" -}}
+{{- $release := include "sentinel-sidecar.release" . -}}
+{{- if contains "sentinel-sidecar" $release -}}
+{{- $release | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-sentinel-sidecar" $release | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end }}
+
+{{- define "sentinel-sidecar.serviceAccountName" -}}
+{{- .Values.serviceAccount.name | default (include "sentinel-sidecar.fullname" .) -}}
+{{- end }}
+
 {{- define "sentinel-sidecar.image" -}}
-{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- $chart := include "sentinel-sidecar.chart" . | fromYaml -}}
+{{- $tag := .Values.image.tag | default $chart.AppVersion -}}
 {{ .Values.image.repository }}:{{ $tag }}
 {{- end }}
 
@@ -20,12 +50,13 @@ chart's values, e.g. from a parent chart that has this chart as a dependency:
 {{ add (int (ceil .Values.agent.shutdownTimeout)) 10 }}
 {{- end }}
 
-{{/* Pod-level fields the agent needs: shared pid namespace, grace period, service account. */}}
+{{/* Pod-level fields the agent needs: shared pid namespace, grace period, and the service
+account this chart creates (none when serviceAccount.create is false: the pod keeps its own). */}}
 {{- define "sentinel-sidecar.podSpecPatch" -}}
 shareProcessNamespace: true
 terminationGracePeriodSeconds: {{ include "sentinel-sidecar.gracePeriod" . }}
-{{- if .Values.rbac.create }}
-serviceAccountName: {{ .Values.serviceAccount.name }}
+{{- if .Values.serviceAccount.create }}
+serviceAccountName: {{ include "sentinel-sidecar.serviceAccountName" . }}
 {{- end }}
 {{- end }}
 
