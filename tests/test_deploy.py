@@ -341,8 +341,11 @@ def test_compose_file_is_valid():
             [compose, "config"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
         ).stdout
     )
-    sidecar = config["services"]["sentinel-sidecar"]
-    assert sidecar["pid"] == "service:workload"
+    services = config["services"]
+    sidecar = services["sentinel-sidecar"]
+    # Neither the workload nor the agent is PID 1 of the shared namespace: a holder is.
+    assert sidecar["pid"] == services["workload"]["pid"] == "service:pod"
+    assert "pause" in services["pod"]["image"]
     assert sidecar["read_only"] is True and sidecar["user"] == "65532:65532"
 
 
