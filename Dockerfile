@@ -23,8 +23,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TRACKER_SPOOL_DIR=/var/lib/sentinel-sidecar
 COPY --from=build /dist/ /tmp/dist/
+COPY requirements.lock /tmp/dist/
+# Dependencies exactly as locked (every file checked against its hash), then the agent alone.
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check /tmp/dist/*.whl \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
+      -r /tmp/dist/requirements.lock \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /tmp/dist/*.whl \
  && /opt/venv/bin/pip uninstall --yes --disable-pip-version-check pip setuptools \
  && rm -rf /tmp/dist \
  && mkdir -p /var/lib/sentinel-sidecar \

@@ -1,9 +1,11 @@
 """Offline validation of the ways to deploy: Dockerfile, manifests, kustomize, Helm, compose."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -358,6 +360,39 @@ def test_one_version_everywhere():
     for example in ("k8s/job-classic-sidecar.yaml", "k8s/job-native-sidecar.yaml",
                     "docker-compose.yml"):  # fmt: skip
         assert f"sentinel-sidecar:{version}" in (ROOT / example).read_text(), example
+
+
+def test_the_lock_file_pins_every_dependency_with_hashes():
+    """requirements.lock (what the image installs) still satisfies pyproject.toml."""
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "requirements.lock").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+) \\\n((?:    --hash=sha256:\w+(?: \\)?\n)+)",
+                         text, re.MULTILINE)  # fmt: skip
+    locked = {canonical(name): version for name, version, _hashes in entries}
+    assert len(entries) == len(re.findall(r"^\S+==", text, re.MULTILINE))  # each one hashed
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dependency in project["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonical(requirement.name)
+        assert name in locked, f"{name} is not in requirements.lock: run its pip-compile command"
+        assert requirement.specifier.contains(locked[name]), f"{name}=={locked[name]} is stale"
+    assert "-r /tmp/dist/requirements.lock" in (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes" in (ROOT / "Dockerfile").read_text()
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_license_and_changelog_match_the_package():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "MIT"}
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+    assert 'org.opencontainers.image.licenses="MIT"' in (ROOT / "Dockerfile").read_text()
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    [newest] = re.findall(r"^## (\S+)", changelog, re.MULTILINE)[:1]
+    assert newest == sentinel_sidecar.__version__
 
 
 def test_wheel_installs_only_sentinel_sidecar(tmp_path: Path):
