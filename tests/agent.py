@@ -13,10 +13,19 @@ from pathlib import Path
 from sentinel_sidecar.rows import header_line
 
 
-def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def agent_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without our settings, plus `env`. Cloud detection is off: tests talk
+    to 127.0.0.1 only, never to the link-local metadata address (tests of the probe point
+    TRACKER_CLOUD_METADATA_URL at their own loopback server)."""
     ours = ("TRACKER_", "SENTINEL_", "AWS_", "S3_")
     environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    environment["TRACKER_CLOUD_DETECT"] = "false"
     environment.update(env or {})
+    return environment
+
+
+def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    environment = agent_env(env)
     return subprocess.Popen(
         [sys.executable, "-m", "sentinel_sidecar", *args],
         env=environment,

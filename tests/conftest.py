@@ -1,10 +1,11 @@
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.peers import MotoServer, S3Proxy, SentinelServer
+from tests.peers import KubeApiServer, MotoServer, S3Proxy, SentinelServer, service_account
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +39,17 @@ def workload() -> Iterator[subprocess.Popen[bytes]]:
     yield process
     process.kill()
     process.wait()
+
+
+@pytest.fixture
+def account(tmp_path: Path) -> Path:
+    """A service-account dir for the in-cluster API below."""
+    return service_account(tmp_path / "serviceaccount")
+
+
+@pytest.fixture
+def api(account: Path) -> Iterator[KubeApiServer]:
+    """The Kubernetes API over TLS on 127.0.0.1, trusting `account`'s CA."""
+    server = KubeApiServer(account / "ca.crt", account.parent / "key.pem")
+    yield server
+    server.close()

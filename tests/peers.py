@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -547,3 +549,123 @@ def _csv_problem(text: str, where: str) -> str | None:
     if header != SENTINEL_HEADER:
         return f"{where}: the header is not the 32 Sentinel columns: {header[:120]!r}"
     return None
+
+
+class KubeApiServer:
+    """The in-cluster Kubernetes API on 127.0.0.1 over TLS (certificate in `cert`, signed for
+    127.0.0.1). A GET answers `objects[path]` when there is one, else the next of `answers`
+    (the last one repeats); a path in `hang` is read and never answered until `close()`."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.answers: list[tuple[int, Any]] = [(404, {"kind": "Status", "code": 404})]
+        self.objects: dict[str, tuple[int, Any]] = {}
+        self.hang: set[str] = set()
+        self.seen: list[tuple[str, str | None]] = []
+        self._closing = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.seen.append((self.path, self.headers.get("Authorization")))
+                if self.path in server.hang:
+                    server._closing.wait(60)
+                    return
+                if self.path in server.objects:
+                    status, body = server.objects[self.path]
+                else:
+                    answers = server.answers
+                    status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def environ(self, **more: str) -> dict[str, str]:
+        """What the Downward API and the kubelet give the agent's container."""
+        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.port),
+                "POD_NAME": "train-x7k2p", "POD_NAMESPACE": "ml", **more}  # fmt: skip
+
+    def close(self) -> None:
+        self._closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def service_account(directory: Path) -> Path:
+    """A service-account dir (token, namespace, ca.crt) whose CA signs a 127.0.0.1 server
+    certificate, written to `directory.parent / "key.pem"` with the certificate."""
+    directory.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(directory.parent / "key.pem"), "-out", str(directory / "ca.crt")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (directory / "token").write_text("sa-token\n")
+    (directory / "namespace").write_text("ml\n")
+    return directory
+
+
+class MetadataServer(LoopbackServer):
+    """One cloud's metadata service on 127.0.0.1, as strict as the real one about its headers;
+    404 for the other clouds' paths. `cloud`: aws (IMDSv2: a token from PUT first), gcp,
+    azure; `hang` as for the other peers."""
+
+    def __init__(self, cloud: str, document: dict[str, Any]) -> None:
+        self.cloud = cloud
+        self.document = document
+        self.requests: list[str] = []
+        self._token = uuid.uuid4().hex
+        self._serve(self._handler())
+
+    def _route(self, method: str, path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        json_type = {"Content-Type": "application/json"}
+        body = json.dumps(self.document).encode()
+        if self.cloud == "aws" and path == "/latest/api/token" and method == "PUT":
+            if not headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                return 400, {}, b""
+            return 200, {"Content-Type": "text/plain"}, self._token.encode()
+        if self.cloud == "aws" and path == "/latest/dynamic/instance-identity/document":
+            if headers.get("X-aws-ec2-metadata-token") != self._token:
+                return 401, {}, b""  # IMDSv2 only: no token, no answer
+            return 200, json_type, body
+        if self.cloud == "gcp" and path.startswith("/computeMetadata/v1/"):
+            if headers.get("Metadata-Flavor") != "Google":
+                return 403, {}, b""
+            return 200, {**json_type, "Metadata-Flavor": "Google"}, body
+        if self.cloud == "azure" and path.startswith("/metadata/instance"):
+            if headers.get("Metadata") != "true":
+                return 400, json_type, b'{"error": "Bad request. Required metadata header"}'
+            return 200, json_type, body
+        return 404, {}, b""
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                server.requests.append(f"{self.command} {self.path}")
+                status, headers, data = server._route(self.command, self.path, self.headers)
+                server._answer(self, status, headers, data)
+
+            do_GET = do_PUT = _any
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler

@@ -251,7 +251,7 @@ class Pod:
                 sidecar,
                 ["unshare", "--cgroup", "--mount", "--propagation", "private", "sh", "-c",
                  script, "sidecar", *args],
-                env=env,
+                env={"TRACKER_CLOUD_DETECT": "false", **env},  # 127.0.0.1 only in tests
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import pod as simulated
-from tests.agent import chunk_rows, dir_chunks
+from tests.agent import agent_env, chunk_rows, dir_chunks
 
 UNAVAILABLE = simulated.available()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
@@ -69,7 +69,7 @@ def test_with_the_workload_as_pid_1_its_exit_kills_the_agent(tmp_path: Path):
         agent = subprocess.Popen(
             ["nsenter", "--target", str(pid1), "--pid", "--", sys.executable, "-m",
              "sentinel_sidecar", "run", *agent_args(tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=agent_env(),
         )  # fmt: skip
         code = agent.wait(30)
     finally:

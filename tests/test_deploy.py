@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 CHART = K8S / "helm" / "sentinel-sidecar"
 KUBERNETES_VERSIONS = ("1.29.0", "1.31.0")
-MANIFESTS = ("rbac.yaml", "job-native-sidecar.yaml", "job-classic-sidecar.yaml")
+MANIFESTS = (
+    "rbac.yaml",
+    "rbac-node-reader.yaml",
+    "job-native-sidecar.yaml",
+    "job-classic-sidecar.yaml",
+)
 SHUTDOWN_TIMEOUT = 20
 
 
@@ -326,6 +331,23 @@ def test_object_names_follow_the_release(release):
         files = chart.render({}, name=release, namespace="ml")
     names = {d["metadata"]["name"] for text in files.values() for d in documents(text)}
     assert names == {f"{release}-sentinel-sidecar", f"{release}-sentinel-sidecar-pod-reader"}
+
+
+def test_the_node_reader_is_off_by_default_and_gets_nodes_only():
+    assert not [d for d in render({}) if d["kind"].startswith("Cluster")]
+    docs = render({"rbac": {"nodeReader": True, "extraSubjects": [{"name": "my-jobs"}]}})
+    validate_all(docs)
+    kinds = {d["kind"]: d for d in docs}
+    assert kinds["ClusterRole"]["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}
+    ]
+    assert kinds["ClusterRoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-sentinel-sidecar", "namespace": "ml"},
+        {"kind": "ServiceAccount", "name": "my-jobs", "namespace": "ml"},
+    ]
+    [manifest, binding] = documents((K8S / "rbac-node-reader.yaml").read_text())
+    assert manifest["rules"] == kinds["ClusterRole"]["rules"]
+    assert binding["kind"] == "ClusterRoleBinding"
 
 
 def test_compose_file_is_valid():

@@ -24,6 +24,7 @@ import requests
 from sentinel_sidecar.rows import header_line
 from tests import fakefs
 from tests.agent import (
+    agent_env,
     chunk_rows,
     dir_chunks,
     spool_rows,
@@ -43,9 +44,8 @@ def local_args(tmp_path: Path, pid: int, *extra: str) -> list[str]:
 
 
 def spawn(args: list[str], **popen: object) -> subprocess.Popen[bytes]:
-    ours = ("TRACKER_", "SENTINEL_", "AWS_", "S3_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    return subprocess.Popen([sys.executable, "-m", "sentinel_sidecar", *args], env=env, **popen)  # type: ignore[call-overload]
+    return subprocess.Popen([sys.executable, "-m", "sentinel_sidecar", *args], env=agent_env(),  # type: ignore[call-overload]
+                            **popen)  # fmt: skip
 
 
 def delivered_exactly_once(tmp_path: Path) -> int:
@@ -428,10 +428,9 @@ def test_a_wall_clock_step_loses_no_process_and_no_row(tmp_path: Path):
         ["sh", "-c", "while :; do sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done'; done"]
     )
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
         agent = subprocess.Popen(
             [sys.executable, "-m", "sentinel_sidecar", *local_args(tmp_path, workload.pid)],
-            env={**env, **faked(offset)}, stderr=subprocess.PIPE,
+            env=agent_env(faked(offset)), stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_for_rows(tmp_path / "spool", 20)
         before = len(spool_rows(tmp_path / "spool"))

@@ -1,18 +1,12 @@
 """Exit code from the pod status, against a loopback HTTPS server with real-shaped pod JSON."""
 
-import json
-import ssl
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from sentinel_sidecar.kube import pod_exit_code, workload_exit_code
+from tests.peers import KubeApiServer
 
 
 def pod(workload_state: dict[str, Any]) -> dict[str, Any]:
@@ -47,59 +41,7 @@ TERMINATED = {
 }
 
 
-class FakeApiServer:
-    def __init__(self, cert: Path, key: Path) -> None:
-        self.answers: list[tuple[int, Any]] = []
-        self.seen: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.seen.append((self.path, self.headers.get("Authorization")))
-                status, body = (
-                    server.answers.pop(0) if len(server.answers) > 1 else server.answers[0]
-                )
-                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def account(tmp_path: Path) -> Path:
-    directory = tmp_path / "serviceaccount"
-    directory.mkdir()
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(directory / "ca.crt")],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    (directory / "token").write_text("sa-token\n")
-    (directory / "namespace").write_text("ml\n")
-    return directory
-
-
-@pytest.fixture
-def api(account: Path) -> Iterator[FakeApiServer]:
-    server = FakeApiServer(account / "ca.crt", account.parent / "key.pem")
-    yield server
-    server.httpd.shutdown()
-
-
-def environ(api: FakeApiServer) -> dict[str, str]:
+def environ(api: KubeApiServer) -> dict[str, str]:
     return {
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": str(api.port),
@@ -107,7 +49,7 @@ def environ(api: FakeApiServer) -> dict[str, str]:
     }
 
 
-def lookup(api: FakeApiServer, account: Path, seconds: float = 5.0) -> int | None:
+def lookup(api: KubeApiServer, account: Path, seconds: float = 5.0) -> int | None:
     return pod_exit_code(
         environ(api),
         time.monotonic() + seconds,

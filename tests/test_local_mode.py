@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent import chunk_rows, dir_chunks, spool_rows, start_agent, wait_for_rows
+from tests.agent import (
+    agent_env,
+    chunk_rows,
+    dir_chunks,
+    spool_rows,
+    start_agent,
+    wait_for_rows,
+)
 
 
 def agent_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -153,7 +160,7 @@ def test_a_non_root_run_on_the_default_spool_names_the_setting_to_change(workloa
     result = subprocess.run(
         [*as_other_user, sys.executable, "-m", "sentinel_sidecar", "run", "--pid",
          str(workload.pid), "--health-port", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env=agent_env(),
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if "config error" in line]
@@ -167,7 +174,11 @@ def test_the_agent_says_what_it_does(tmp_path: Path, workload):
     quiet.send_signal(signal.SIGTERM)
     _out, err = quiet.communicate(timeout=30)
     events = [json.loads(line) for line in err.splitlines()]
-    assert [e["event"] for e in events[:3]] == ["settings", "run_started", "measuring"]
+    assert [e["event"] for e in events[:2]] == ["settings", "run_started"]
+    [identity] = [e for e in events if e["event"] == "identity"]
+    assert identity["team"] == "ml (settings)" and identity["host_vcpus"].endswith("(host)")
+    summary = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert summary["identity"]["team"] == "ml (settings)"
     settings = events[0]
     assert settings["mode"] == "local" and settings["team"] == "ml"
     assert settings["interval"] == 0.1 and settings["spool_dir"] == str(tmp_path / "spool")

@@ -94,6 +94,7 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
     assert run.body["host_id"] == "node-a" and run.body["host_hostname"] == "job-abc"
     assert json.loads(run.body["command"]) == ["python", "train.py", "--epochs", "3"]
     assert run.body["host_vcpus"] >= 1 and run.body["host_memory_mib"] > 0
+    assert run.body["host_storage_gb"] > 0
     assert not any(key.startswith("cloud_") for key in run.body)
     uris, rows = delivered(moto, sentinel)
     assert rows == spool_rows(spool)

@@ -341,6 +341,18 @@ class Settings:
         _Rule("dict", _tags, "k=v,k2=v2 or a JSON object of strings"),
         "run metadata: `k=v,k2=v2`, a JSON object or a YAML mapping",
     )
+    cloud_detect: bool = _setting(
+        True,
+        _BOOL,
+        "find the cloud, region, zone and instance type: the node's labels (needs `get` on "
+        "nodes), else the cloud's metadata service; your cloud_* settings always win",
+    )
+    cloud_metadata_url: str = _setting(
+        "http://169.254.169.254", _URL, "base URL of the cloud metadata services probed"
+    )
+    send_host_identity: bool = _setting(
+        True, _BOOL, "send host_id, host_hostname and host_ip with the run; `false` = never"
+    )
     cloud_vendor_id: str | None = _setting(
         None, _TEXT, "cloud: vendor id (aws, gcp, azure, hcloud, upcloud, ...)"
     )

@@ -1,4 +1,5 @@
-"""The workload's exit code from the Kubernetes API (own pod's status), when enabled."""
+"""The in-cluster Kubernetes API: the own pod and node (identity), and the workload's exit code
+from the own pod's status."""
 
 from __future__ import annotations
 
@@ -22,21 +23,67 @@ class KubeError(Exception):
     """The pod status could not be read (no in-cluster config, RBAC, network)."""
 
 
-def _pod_url(environ: Mapping[str, str], account_dir: Path) -> str:
-    host = environ.get("KUBERNETES_SERVICE_HOST")
-    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
-    name = environ.get("POD_NAME")
-    namespace = environ.get("POD_NAMESPACE")
-    if namespace is None:
+class KubeApi:
+    """The in-cluster API with the pod's service account: GET of one object at a time."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        account_dir: Path = SERVICE_ACCOUNT_DIR,
+        session: requests.Session | None = None,
+    ) -> None:
+        """KubeError outside a cluster (no service host, pod name, namespace or token)."""
+        host = environ.get("KUBERNETES_SERVICE_HOST")
+        port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+        self.pod_name = environ.get("POD_NAME")
+        self.node_name = environ.get("NODE_NAME")
+        namespace = environ.get("POD_NAMESPACE")
+        if namespace is None:
+            try:
+                namespace = (account_dir / "namespace").read_text().strip()
+            except OSError:
+                namespace = None
+        if not host or not self.pod_name or not namespace:
+            raise KubeError("needs KUBERNETES_SERVICE_HOST, POD_NAME and POD_NAMESPACE")
+        self.namespace = namespace
+        if ":" in host:
+            host = f"[{host}]"  # IPv6 service address
+        self._base = f"https://{host}:{port}"
         try:
-            namespace = (account_dir / "namespace").read_text().strip()
-        except OSError:
-            namespace = None
-    if not host or not name or not namespace:
-        raise KubeError("needs KUBERNETES_SERVICE_HOST, POD_NAME and POD_NAMESPACE")
-    if ":" in host:
-        host = f"[{host}]"  # IPv6 service address
-    return f"https://{host}:{port}/api/v1/namespaces/{namespace}/pods/{name}"
+            self._token = (account_dir / "token").read_text().strip()
+        except OSError as exc:
+            raise KubeError(f"no service account token: {exc.strerror}") from exc
+        ca = account_dir / "ca.crt"
+        self._verify: str | bool = str(ca) if ca.exists() else True
+        if session is None:
+            import requests  # only in a cluster: requests costs ~16 MiB of RSS
+
+            session = requests.Session()
+        self._session = session
+
+    @property
+    def pod_path(self) -> str:
+        """The own pod's path."""
+        return f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}"
+
+    def get(self, path: str, timeout: float) -> dict[str, Any]:
+        """One object; KubeError for anything but a JSON object (403, timeout, garbage)."""
+        import requests
+
+        try:
+            response = self._session.get(
+                self._base + path,
+                headers={"Authorization": f"Bearer {self._token}"},
+                verify=self._verify,
+                timeout=(min(3.0, timeout), timeout),
+            )
+            response.raise_for_status()
+            data = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise KubeError(f"GET {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise KubeError(f"GET {path}: not a JSON object")
+        return data
 
 
 def workload_exit_code(
@@ -76,31 +123,20 @@ def pod_exit_code(
 
     Every failure is logged and means "exit code unknown" (None); it never raises.
     """
-    import requests  # only when the feature is on: requests costs ~16 MiB of RSS
-
     try:
-        url = _pod_url(environ, account_dir)
-        token = (account_dir / "token").read_text().strip()
-    except (KubeError, OSError) as exc:
+        api = KubeApi(environ, account_dir, session)
+    except KubeError as exc:
         log.warning("k8s_exit_code_unavailable", error=str(exc))
         return None
-    http = session or requests.Session()
-    ca = account_dir / "ca.crt"
     while True:
         left = deadline - monotonic()
         if left <= 0:
             log.warning("k8s_exit_code_unknown", reason="workload container not terminated in time")
             return None
         try:
-            response = http.get(
-                url,
-                headers={"Authorization": f"Bearer {token}"},
-                verify=str(ca) if ca.exists() else True,
-                timeout=(min(3.0, left), min(5.0, left)),
-            )
-            response.raise_for_status()
-            code = workload_exit_code(response.json(), own_container, workload_container)
-        except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
+            pod = api.get(api.pod_path, min(5.0, left))
+            code = workload_exit_code(pod, own_container, workload_container)
+        except (KubeError, ValueError, TypeError, AttributeError) as exc:
             log.warning("k8s_exit_code_unavailable", error=str(exc))
             return None
         if code is not None:

@@ -25,6 +25,7 @@ from sentinel_sidecar.delivery.destination import (
     RunSummary,
 )
 from sentinel_sidecar.health import HealthServer, Probe
+from sentinel_sidecar.identity import IdentityProbe
 from sentinel_sidecar.kube import pod_exit_code
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
@@ -106,6 +107,7 @@ class Runner:
 
     def _run(self) -> RunOutcome:
         settings = self.settings
+        self._identity = IdentityProbe(settings)  # in the background, from the start
         header = header_line(self._schema)
         store = StateStore(settings.spool_dir)
         opened = self._open_spool(store, header)
@@ -121,7 +123,11 @@ class Runner:
         resumed = previous is not None and previous.header == header
         state = previous if resumed and previous is not None else self._new_state(spool, header)
         destination = destination_for(
-            settings, new_run=not resumed, telemetry=self.telemetry, secret=self._context.secret
+            settings,
+            new_run=not resumed,
+            telemetry=self.telemetry,
+            secret=self._context.secret,
+            identity=self._identity,
         )
         try:
             store.save(state)
@@ -373,6 +379,7 @@ class Runner:
             exit_code=exit_code,
             bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
             inline=worker.inline,
+            identity=self._identity.result(min(1.0, self._left(deadline) / 4)).described(),
         )
         if summary.bytes_not_uploaded:
             log.error("rows_not_uploaded", bytes=summary.bytes_not_uploaded,

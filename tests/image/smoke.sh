@@ -66,7 +66,7 @@ read -r entrypoint user stopsignal <<<"$config"
 say "running '$entrypoint run' in local mode, then SIGTERM"
 timeout 120 buildah run --isolation chroot --user "$user" \
   -v "$work/spool:/var/lib/sentinel-sidecar" -v "$work/out:/out" "$container" -- \
-  sh -c "$entrypoint run --output-dir /out --interval 0.2 --upload-interval 1 --health-port 0 \
+  sh -c "$entrypoint run --output-dir /out --interval 0.2 --upload-interval 1 --health-port 0 --cloud-detect false \
            --log-level warning & agent=\$!; sleep 5; kill -TERM \$agent; wait \$agent"
 
 python3 - "$work/spool/metrics.csv" "$work/out" <<'PY'

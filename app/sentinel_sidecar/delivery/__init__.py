@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from sentinel_sidecar.config import Mode, Settings
 from sentinel_sidecar.delivery.destination import Destination
@@ -11,15 +13,26 @@ from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.delivery.s3 import S3Destination
 from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import SentinelClient
-from sentinel_sidecar.identity import register_body, run_name
+from sentinel_sidecar.identity import PROBE_SECONDS, IdentityProbe, register_body, run_name
 from sentinel_sidecar.telemetry import Telemetry
 
 
 def destination_for(
-    settings: Settings, *, new_run: bool, telemetry: Telemetry, secret: Callable[..., None]
+    settings: Settings,
+    *,
+    new_run: bool,
+    telemetry: Telemetry,
+    secret: Callable[..., None],
+    identity: IdentityProbe,
 ) -> Destination:
     """The destination `settings.mode` names; `new_run` when no earlier state is resumed;
-    `secret(*values)` is told every secret value that arrives (a token file, credentials)."""
+    `secret(*values)` is told every secret value that arrives (a token file, credentials);
+    the register body comes from `identity` when the run is registered."""
+
+    def body(deadline: float) -> dict[str, Any]:
+        wait = min(PROBE_SECONDS + 1.0, deadline - time.monotonic())
+        return register_body(identity.result(max(0.0, wait)))
+
     if settings.mode is Mode.SENTINEL:
         client = SentinelClient(
             settings.sentinel_api_url,
@@ -29,7 +42,7 @@ def destination_for(
         )
         return SentinelDestination(
             client,
-            register_body(settings),
+            body,
             api_url=settings.sentinel_api_url,
             inline_max_bytes=settings.inline_max_bytes,
             region=settings.aws_region,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,6 +54,7 @@ class RunSummary:
     exit_code: int | None
     bytes_not_uploaded: int
     inline: bool  # the rows go with the close, not as chunks
+    identity: dict[str, str] = field(default_factory=dict)  # value (source) per field
 
     @property
     def run_status(self) -> str:

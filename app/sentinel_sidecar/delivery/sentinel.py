@@ -42,7 +42,7 @@ class SentinelDestination:
     def __init__(
         self,
         client: SentinelClient,
-        register_body: Mapping[str, Any],
+        register_body: Callable[[float], Mapping[str, Any]],
         *,
         api_url: str,
         inline_max_bytes: int,
@@ -54,7 +54,7 @@ class SentinelDestination:
     ) -> None:
         self.client = client
         self.inline_max_bytes = inline_max_bytes
-        self._register_body = dict(register_body)
+        self._register_body = register_body  # the body, ready before the deadline given
         self._api_url = api_url.rstrip("/")
         self._region = region
         self._endpoint_url = endpoint_url
@@ -73,7 +73,8 @@ class SentinelDestination:
                 credentials = self.client.refresh_credentials(state.run_id, deadline)
                 log.info("run_resumed_on_api", run_id=state.run_id, seq=state.seq)
             else:
-                registration = self.client.register_run(self._register_body, deadline)
+                body = self._register_body(deadline)
+                registration = self.client.register_run(body, deadline)
                 state = dataclasses.replace(
                     state,
                     run_id=registration.run_id,

@@ -141,6 +141,10 @@ serviceAccountName: {{ include "sentinel-sidecar.serviceAccountName" . }}
   value: {{ $agent.k8sExitCode | quote }}
 - name: TRACKER_K8S_CONTAINER_NAME
   value: {{ .Values.containerName | quote }}
+- name: TRACKER_CLOUD_DETECT
+  value: {{ $agent.cloudDetect | quote }}
+- name: TRACKER_SEND_HOST_IDENTITY
+  value: {{ $agent.sendHostIdentity | quote }}
 {{- with $agent.workloadContainer }}
 - name: TRACKER_K8S_WORKLOAD_CONTAINER
   value: {{ . | quote }}
