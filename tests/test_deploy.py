@@ -26,6 +26,7 @@ MANIFESTS = (
     "rbac-node-reader.yaml",
     "job-native-sidecar.yaml",
     "job-classic-sidecar.yaml",
+    "job-gpu-native-sidecar.yaml",
 )
 SHUTDOWN_TIMEOUT = 20
 
@@ -333,6 +334,21 @@ def test_object_names_follow_the_release(release):
     assert names == {f"{release}-sentinel-sidecar", f"{release}-sentinel-sidecar-pod-reader"}
 
 
+def test_the_sidecar_may_see_the_gpus_without_requesting_one():
+    docs = render({"gpu": {"visibleToSidecar": True}, "exampleJob": {"enabled": True}})
+    validate_all(docs)
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    sidecar = sidecar_of(pod_spec(job), True)
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all" and env["NVIDIA_DRIVER_CAPABILITIES"] == "utility"
+    assert "nvidia.com/gpu" not in str(sidecar["resources"])
+    [manifest] = documents((K8S / "job-gpu-native-sidecar.yaml").read_text())
+    spec = pod_spec(manifest)
+    check_sidecar_pod(spec, True)
+    [workload] = spec["containers"]
+    assert workload["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
 def test_the_node_reader_is_off_by_default_and_gets_nodes_only():
     assert not [d for d in render({}) if d["kind"].startswith("Cluster")]
     docs = render({"rbac": {"nodeReader": True, "extraSubjects": [{"name": "my-jobs"}]}})
@@ -394,7 +410,7 @@ def test_the_lock_file_pins_every_dependency_with_hashes():
     locked = {canonical(name): version for name, version, _hashes in entries}
     assert len(entries) == len(re.findall(r"^\S+==", text, re.MULTILINE))  # each one hashed
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for dependency in project["dependencies"]:
+    for dependency in project["dependencies"] + project["optional-dependencies"]["gpu"]:
         requirement = Requirement(dependency)
         name = canonical(requirement.name)
         assert name in locked, f"{name} is not in requirements.lock: run its pip-compile command"

@@ -12,6 +12,7 @@ import structlog
 
 from sentinel_sidecar.accounting import Counters, ProcAccounting
 from sentinel_sidecar.cgroup import CgroupDirs, CgroupFormatError, CgroupReader, CgroupReading
+from sentinel_sidecar.gpu import NO_GPU, GpuReader, GpuReading, visible_devices
 from sentinel_sidecar.node import SystemReading
 from sentinel_sidecar.procfs import (
     ProcessInfo,
@@ -50,6 +51,7 @@ class Reading:
     monotonic: float
     system: SystemReading
     workload: WorkloadReading
+    gpu: GpuReading = NO_GPU
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,10 @@ class Collector:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         uptime: Callable[[], float] = boot_clock,
+        gpu: GpuReader | None = None,
     ) -> None:
         self._procs = procs
+        self._gpu = gpu
         self._cgroups = cgroups
         self._pid = pid
         self._cgroup = cgroup
@@ -93,8 +97,9 @@ class Collector:
         """One reading of the node and the workload."""
         uptime = self._uptime()
         pids = self._procs.pids()
+        members: list[ProcessInfo] = []
         if self._cgroup_dirs is not None:
-            workload = self._read_cgroup(self._cgroup_dirs)
+            workload = self._read_cgroup(self._cgroup_dirs, members)
             self._say("cgroup", f"--cgroup {self._cgroup}")
         else:
             processes = self._procs.processes(pids)
@@ -106,8 +111,20 @@ class Collector:
                 plan = self._plan(select_workload(processes, self._own_pid), processes)
                 pause = next((process for process in processes if process.is_pause), None)
             workload = self._read_processes(plan, processes, pause, uptime)
+            members = plan.per_process + [p for group in plan.by_cgroup.values() for p in group]
         system = self._procs.system(len(pids))
-        return Reading(self._wall_clock(), self._monotonic(), system, workload)
+        gpu = self._read_gpu(members)
+        return Reading(self._wall_clock(), self._monotonic(), system, workload, gpu)
+
+    def _read_gpu(self, members: list[ProcessInfo]) -> GpuReading:
+        """The GPUs: the workload's are those its processes' NVIDIA_VISIBLE_DEVICES name."""
+        if self._gpu is None or not self._gpu.available:
+            return NO_GPU
+        live = [process for process in members if not process.zombie]
+        visible = visible_devices(
+            self._procs.environment(process, "NVIDIA_VISIBLE_DEVICES") for process in live
+        )
+        return self._gpu.read({process.pid for process in live}, visible)
 
     def _say(self, path: str, reason: str) -> None:
         """Log which path measures and why, at the first reading and whenever it changes."""
@@ -115,12 +132,13 @@ class Collector:
             self._measuring = (path, reason)
             log.info("measuring", path=path, reason=reason)
 
-    def _read_cgroup(self, dirs: CgroupDirs) -> WorkloadReading:
+    def _read_cgroup(self, dirs: CgroupDirs, members: list[ProcessInfo]) -> WorkloadReading:
         workload = [
             process
             for process in self._procs.processes(self._cgroups.pids(dirs), fresh=False)
             if not process.zombie
         ]
+        members.extend(workload)
         reading = self._read_one_cgroup(dirs)
         counters, memory = ({}, None) if reading is None else _cgroup_counters(dirs, reading)
         return WorkloadReading(

@@ -306,10 +306,13 @@ def metadata_services(identity: Identity, base_url: str, timeout: float) -> None
 
 
 def gather(
-    settings: Settings, environ: Mapping[str, str], account_dir: Path = SERVICE_ACCOUNT_DIR
+    settings: Settings,
+    environ: Mapping[str, str],
+    account_dir: Path = SERVICE_ACCOUNT_DIR,
+    gpu_facts: Mapping[str, Any] | None = None,
 ) -> Identity:
     """Settings first, then the pod and node, then a metadata service (when the node told no
-    cloud), then the host; each within PROBE_SECONDS in all."""
+    cloud), then the host (and its GPUs, `gpu_facts`); each within PROBE_SECONDS in all."""
     started = time.monotonic()
     identity = Identity()
     identity.offer("settings", {**settings.metadata(), **settings.cloud()})
@@ -321,7 +324,7 @@ def gather(
     host = host_fields(environ)
     if not settings.send_host_identity:
         host = {name: value for name, value in host.items() if name not in HOST_IDENTITY}
-    identity.offer("host", host)
+    identity.offer("host", {**host, **(gpu_facts or {})})
     identity.offer("env", {"external_run_id": environ.get("POD_UID")})
     log.info("identity", took_s=round(time.monotonic() - started, 2), **identity.described())
     return identity
@@ -331,11 +334,18 @@ class IdentityProbe:
     """`gather` in the background from the start: sampling never waits for it, and a register
     or run.json that needs it waits at most until its own deadline."""
 
-    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: Mapping[str, str] | None = None,
+        gpu_facts: Mapping[str, Any] | None = None,
+    ) -> None:
         environ = dict(os.environ if environ is None else environ)
         self._settings = settings
         self._environ = environ
-        self._call: Call[Identity] = Call(lambda: gather(settings, environ), what="identity")
+        self._call: Call[Identity] = Call(
+            lambda: gather(settings, environ, gpu_facts=gpu_facts), what="identity"
+        )
 
     def result(self, timeout: float) -> Identity:
         """The identity, waiting up to `timeout` s; the settings alone (and the pod UID) when

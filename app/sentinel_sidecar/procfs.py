@@ -172,6 +172,7 @@ class ProcReader:
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._monotonic = monotonic
         self._memberships: dict[str, dict[str, str]] = {}
+        self._environment: dict[tuple[str, str], str | None] = {}
         self._memory: dict[str, _Memory] = {}
         self._denied: dict[str, set[str]] = {"io": set(), "smaps_rollup": set()}
         # The last stat line read per pid and what it parsed to: most processes of a workload
@@ -261,6 +262,8 @@ class ProcReader:
                 del cache[key]
         for denied in self._denied.values():
             denied &= live
+        for variable in [variable for variable in self._environment if variable[0] not in live]:
+            del self._environment[variable]
         return found
 
     def membership(self, process: ProcessInfo) -> dict[str, str] | None:
@@ -274,6 +277,23 @@ class ProcReader:
                 return None
             cached = self._memberships[process.key] = parse_proc_cgroup(text)
         return cached
+
+    def environment(self, process: ProcessInfo, name: str) -> str | None:
+        """One variable of the process's environment at exec (`/proc/<pid>/environ`, readable
+        under the same uid), cached per process; None when unset or unreadable."""
+        key = (process.key, name)
+        if key not in self._environment:
+            value = None
+            try:
+                with open(f"{self.proc_root}/{process.pid}/environ", "rb") as handle:
+                    for entry in handle.read().split(b"\0"):
+                        if entry.startswith(name.encode() + b"="):
+                            value = entry.split(b"=", 1)[1].decode(errors="replace")
+                            break
+            except OSError:
+                pass
+            self._environment[key] = value
+        return self._environment[key]
 
     def usage(self, process: ProcessInfo, *, fresh_pss: bool = False) -> ProcessUsage | None:
         """Memory (PSS, else RSS) and IO of one live process; None when it vanished.

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sentinel_sidecar.accounting import Counters
 from sentinel_sidecar.collect import Reading, WorkloadReading
+from sentinel_sidecar.gpu import NO_GPU
 
 _MIB = 1024 * 1024
 
@@ -44,7 +45,7 @@ SENTINEL_COLUMNS = (
     "process_gpu_utilized",
 )
 
-EXTENDED_COLUMNS = (
+_CGROUP_COLUMNS = (
     "cgroup_memory_working_set_mib",
     "cgroup_memory_peak_mib",
     "cgroup_memory_limit_mib",
@@ -52,6 +53,11 @@ EXTENDED_COLUMNS = (
     "cgroup_cpu_throttled_seconds",
     "cgroup_oom_kills",
     "cgroup_pids",
+)
+EXTENDED_COLUMNS = (
+    *_CGROUP_COLUMNS,
+    "gpu_power_w",  # the workload's GPUs, where NVML has it
+    "gpu_energy_j",  # energy those GPUs used in the interval
 )
 
 
@@ -123,6 +129,8 @@ def make_row(before: Reading, after: Reading, schema: str) -> list[str]:
     process_busy = user + system if user is not None and system is not None else None
     # The interval in which the workload ended still reports what it used.
     has_workload = after.workload.process_count > 0 or before.workload.process_count > 0
+    gpu = after.gpu
+    no_gpu = gpu is NO_GPU
     cells: list[str] = [
         f"{after.timestamp:.3f}",
         str(s1.processes),
@@ -142,9 +150,7 @@ def make_row(before: Reading, after: Reading, schema: str) -> list[str]:
         _fmt(s1.disk_space_free_gb),
         _fmt(_int_delta(s0.net_recv_bytes, s1.net_recv_bytes)),
         _fmt(_int_delta(s0.net_sent_bytes, s1.net_sent_bytes)),
-        "0",  # system_gpu_*: 0 without a GPU, as the reference clients write and Sentinel reads
-        "0",
-        "0",
+        *_gpu_cells(gpu.system_usage, gpu.system_vram_mib, gpu.system_utilized, no_gpu),
         _fmt(after.workload.main_pid),
         _fmt(max(0, after.workload.process_count - 1) if has_workload else None),
         _fmt(user if has_workload else None, 4),
@@ -155,19 +161,24 @@ def make_row(before: Reading, after: Reading, schema: str) -> list[str]:
         _fmt(_mib(after.workload.memory_bytes)),
         _fmt(_as_int(work["read"]) if has_workload else None),
         _fmt(_as_int(work["write"]) if has_workload else None),
-        "0",  # process_gpu_*
-        "0",
-        "0",
+        *_gpu_cells(gpu.process_usage, gpu.process_vram_mib, gpu.process_utilized, no_gpu),
     ]
     if schema == "extended":
         cells.extend(_extended_cells(before.workload, after.workload))
+        energy = _delta(before.gpu.energy_j, gpu.energy_j)
+        cells += [_fmt(gpu.power_w, 1), _fmt(energy, 1)]
     return cells
+
+
+def _gpu_cells(usage: float, vram_mib: float, utilized: int, no_gpu: bool) -> list[str]:
+    # Without a GPU: 0, as the reference clients write and Sentinel reads.
+    return ["0", "0", "0"] if no_gpu else [_fmt(usage, 4), _fmt(vram_mib), _fmt(utilized)]
 
 
 def _extended_cells(before: WorkloadReading, after: WorkloadReading) -> list[str]:
     groups = after.cgroups
     if not groups:
-        return [""] * len(EXTENDED_COLUMNS)
+        return [""] * len(_CGROUP_COLUMNS)
     throttled_before = _sum([group.cpu_throttled_s for group in before.cgroups])
     throttled_after = _sum([group.cpu_throttled_s for group in groups])
     oom_before = _sum([group.oom_kills for group in before.cgroups])

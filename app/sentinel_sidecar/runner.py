@@ -24,6 +24,7 @@ from sentinel_sidecar.delivery.destination import (
     DestinationStatus,
     RunSummary,
 )
+from sentinel_sidecar.gpu import GpuReader
 from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.identity import IdentityProbe
 from sentinel_sidecar.kube import pod_exit_code
@@ -107,12 +108,14 @@ class Runner:
 
     def _run(self) -> RunOutcome:
         settings = self.settings
-        self._identity = IdentityProbe(settings)  # in the background, from the start
+        gpu = GpuReader(self._read_errors)  # NVML once; no GPU: the columns stay 0
+        self._identity = IdentityProbe(settings, gpu_facts=gpu.facts())  # in the background
         header = header_line(self._schema)
         store = StateStore(settings.spool_dir)
         opened = self._open_spool(store, header)
         if opened is None:
             log.info("stop_requested", signal=self.stop.reason)
+            gpu.close()
             return RunOutcome(None, None)
         spool, previous = opened
         if previous is not None and previous.header == header:
@@ -168,6 +171,7 @@ class Runner:
             cgroup=settings.cgroup,
             wall_clock=self._wall_clock,
             monotonic=self._monotonic,
+            gpu=gpu,
         )
         self._uploader = uploader
         worker.start()
@@ -175,6 +179,7 @@ class Runner:
             self._sample(collector, spool, worker)
         finally:
             procs.close()
+            gpu.close()
             outcome = self._finish(spool, uploader, worker, destination)
         return outcome
 

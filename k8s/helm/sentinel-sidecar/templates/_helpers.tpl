@@ -155,6 +155,12 @@ serviceAccountName: {{ include "sentinel-sidecar.serviceAccountName" . }}
   value: {{ if kindIs "map" $value }}{{ $value | toJson | quote }}{{ else }}{{ $value | quote }}{{ end }}
 {{- end }}
 {{- end }}
+{{- if .Values.gpu.visibleToSidecar }}
+- name: NVIDIA_VISIBLE_DEVICES
+  value: all
+- name: NVIDIA_DRIVER_CAPABILITIES
+  value: utility
+{{- end }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
