@@ -118,7 +118,7 @@ def test_discovery_mode_runs_and_stops_on_sigterm(tmp_path: Path):
     _out, err = agent.communicate(timeout=30)
     assert agent.returncode == 0, err
     header = metrics.read_text().splitlines()[0].split(",")
-    assert header[-1] == "cgroup_pids" and len(header) == 39
+    assert header[-3:] == ["cgroup_pids", "gpu_power_w", "gpu_energy_j"] and len(header) == 41
 
 
 def test_demo_tracks_its_workload_and_prints_a_summary(tmp_path: Path):
@@ -174,7 +174,8 @@ def test_the_agent_says_what_it_does(tmp_path: Path, workload):
     quiet.send_signal(signal.SIGTERM)
     _out, err = quiet.communicate(timeout=30)
     events = [json.loads(line) for line in err.splitlines()]
-    assert [e["event"] for e in events[:2]] == ["settings", "run_started"]
+    assert [e["event"] for e in events[:3]] == ["settings", "gpu", "run_started"]
+    assert "available" in events[1]  # with or without a GPU, one line says so
     [identity] = [e for e in events if e["event"] == "identity"]
     assert identity["team"] == "ml (settings)" and identity["host_vcpus"].endswith("(host)")
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
