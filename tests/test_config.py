@@ -243,11 +243,11 @@ def _chunk(path: Path, body: bytes) -> Path:
     [
         (lambda d: d / "missing", "does not exist; expected a local output directory"),
         (lambda d: _chunk(d / "file", b"x"), "is a file; expected a local output directory"),
-        (lambda d: _chunk(d / "spool" / "metrics.csv", b"a\n").parent, "is a spool, not an output"),
+        (lambda d: _chunk(d / "spool" / "metrics.csv", b"a\n").parent, "no CSV header"),
         (lambda d: _chunk(d / "out" / "0001.csv.gz", b"no gzip").parent, "0001.csv.gz: not a gzip"),
         (lambda d: _chunk(d / "empty" / "run.json", b"{}").parent, "holds no chunk"),
     ],
-    ids=["missing", "file", "spool", "corrupt-chunk", "no-chunks"],
+    ids=["missing", "file", "spool-without-header", "corrupt-chunk", "no-chunks"],
 )  # fmt: skip
 def test_report_on_what_is_not_an_output_exits_2(tmp_path: Path, capsys, monkeypatch, make,
                                                   expected):  # fmt: skip

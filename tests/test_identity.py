@@ -40,7 +40,9 @@ def job_pod() -> dict[str, Any]:
             "nodeName": NODE,
             "initContainers": [{"name": "sentinel-sidecar", "restartPolicy": "Always",
                                 "image": "ghcr.io/sparecores/sentinel-sidecar:0.1.0"}],
-            "containers": [{"name": "train", "image": "registry.example.com/ml/train:2.3.1"}],
+            "containers": [{"name": "train", "image": "registry.example.com/ml/train:2.3.1",
+                            "resources": {"requests": {"cpu": "2", "memory": "4Gi"},
+                                          "limits": {"memory": "4Gi"}}}],
         },
         "status": {"phase": "Running"},
     }  # fmt: skip
@@ -105,6 +107,9 @@ def test_a_node_tells_the_cloud_and_the_pod_tells_the_run(api, account: Path, cl
     assert body["external_run_id"] == "5b1c9e2a-7f3d" and body["project_name"] == "nightly"
     assert body["tags"] == {"namespace": "ml", "pod": "train-x7k2p"}
     assert body["host_server_allocation"] == "shared" and body["host_storage_gb"] > 0
+    # the workload's requests and limits for `report`, not for the API
+    assert identity.values["container_resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
+    assert "container_resources" not in body
     assert api.seen[0] == (POD_PATH, "Bearer sa-token")
 
 

@@ -125,7 +125,7 @@ def test_demo_tracks_its_workload_and_prints_a_summary(tmp_path: Path):
     agent = start_agent(["demo", "--seconds", "3", "--dir", str(tmp_path)])
     out, err = agent.communicate(timeout=60)
     assert agent.returncode == 0, err
-    assert "peak_memory_mib" in out and "rows" in out
+    assert "memory request" in out and "cpu request" in out  # the report on its output
     summary = json.loads((tmp_path / "output" / "run.json").read_text())
     assert summary["exit_code"] == 0
     rows = chunk_rows(dir_chunks(tmp_path / "output"))

@@ -42,8 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir", type=Path, help="where spool and output go (default: a new temp dir)"
     )
-    summary = commands.add_parser("report", help="summarize the chunks in a local output dir")
-    summary.add_argument("directory", type=Path)
+    summary = commands.add_parser(
+        "report",
+        help="what runs used and the requests and limits to set",
+        description="What runs used, read from an output directory, a spool directory or a "
+        "direct-S3 run prefix (several: runs of one job), and the workload container's "
+        "requests and limits (see README 'Right-sizing').",
+    )
+    summary.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="output dir, spool dir or s3://bucket/prefix/<run>")  # fmt: skip
+    summary.add_argument("--format", choices=("table", "json", "yaml"), default="table")
+    summary.add_argument("--html", type=Path, metavar="FILE",
+                         help="also write one self-contained HTML page of the run")  # fmt: skip
+    summary.add_argument("--cpu-percentile", type=float, default=95.0,
+                         help="CPU request: this percentile of process_cpu_usage [95]")  # fmt: skip
+    summary.add_argument("--memory-margin", type=float, default=0.15,
+                         help="memory request = limit: the peak x (1 + margin) [0.15]")  # fmt: skip
+    summary.add_argument("--cpu-limit-factor", type=float, default=None,
+                         help="CPU limit = request x factor [none: no CPU limit]")  # fmt: skip
     return parser
 
 
@@ -104,7 +120,11 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     output = settings.local_output_dir
     print(f"\nchunks: {output}/NNNN.csv.gz   summary: {outcome.summary_uri}")
     print(f"spool:  {settings.spool_dir / 'metrics.csv'}\n")
-    print(report.render(report.summarize(output)))
+    from sentinel_sidecar.recommend import Rules
+
+    runs, recommendation = report.build([str(output)], Rules())
+    print(report.as_table(runs, recommendation, Rules()))
+    print(f"\nreport: sentinel-sidecar report {output} --html report.html")
     return 0
 
 
@@ -123,7 +143,7 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     environ = dict(os.environ)
     try:
         if args.action == "report":
-            return _report(args.directory)
+            return _report(args)
         if args.action == "demo":
             return _demo(args, environ, stop)
         settings = config.load(args, environ)
@@ -140,15 +160,52 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     return 0
 
 
-def _report(directory: Path) -> int:
-    from sentinel_sidecar import report
+def _report(args: argparse.Namespace) -> int:
+    import json
 
+    from sentinel_sidecar import report
+    from sentinel_sidecar.recommend import Rules
+
+    if not 0 < args.cpu_percentile <= 100:
+        raise ConfigError(f"report --cpu-percentile: {args.cpu_percentile:g} is not in (0, 100]")
+    if not (math.isfinite(args.memory_margin) and args.memory_margin >= 0):
+        raise ConfigError(f"report --memory-margin: {args.memory_margin:g} is not >= 0")
+    if args.cpu_limit_factor is not None and not args.cpu_limit_factor >= 1:
+        raise ConfigError(f"report --cpu-limit-factor: {args.cpu_limit_factor:g} is not >= 1")
+    rules = Rules(args.cpu_percentile, args.memory_margin, args.cpu_limit_factor)
     try:
-        print(report.render(report.summarize(directory)))
+        runs, recommendation = report.build(args.inputs, rules)
+        if args.html is not None:
+            _write_html(args.html, runs, recommendation, rules)
     except report.ReportError as exc:
         print(f"sentinel-sidecar: report: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.format == "json":
+        print(json.dumps(report.as_dict(runs, recommendation), indent=2))
+    elif args.format == "yaml":
+        print(report.as_yaml(recommendation), end="")
+    else:
+        print(report.as_table(runs, recommendation, rules))
     return 0
+
+
+def _write_html(path: Path, runs: Any, recommendation: Any, rules: Any) -> None:
+    from sentinel_sidecar import report
+
+    try:
+        from sentinel_sidecar import report_html
+    except ImportError as exc:  # pragma: no cover - the extra is in the test install
+        raise report.ReportError(str(exc)) from exc
+    try:
+        text = report_html.render(runs, recommendation, rules)
+    except ImportError as exc:
+        raise report.ReportError(
+            f"--html needs matplotlib: pip install 'sentinel-sidecar[report]' ({exc})"
+        ) from exc
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise report.ReportError(f"--html {path}: cannot be written ({exc.strerror})") from exc
 
 
 def _check_target(settings: Settings) -> None:

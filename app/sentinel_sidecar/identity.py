@@ -172,12 +172,18 @@ def pod_facts(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
         None,
     )
     tags = {"namespace": metadata.get("namespace"), "pod": metadata.get("name")}
+    resources = (workload or {}).get("resources") or {}
     return {
         "orchestrator": "kubernetes",
         "external_run_id": metadata.get("uid"),
         "job_name": job,
         "container_image": workload.get("image") if workload else None,
         "tags": {key: str(value) for key, value in tags.items() if value},
+        # The workload container's requests and limits as set: `report` shows them beside
+        # its recommendation. Not sent to the API.
+        "container_resources": {
+            key: resources[key] for key in ("requests", "limits") if resources.get(key)
+        },
     }
 
 

@@ -1,75 +1,228 @@
-"""Summaries of delivered chunks: what the workload used, read back from the gzipped CSVs."""
+"""`report`: what runs used, read back from what the agent delivered — a local output
+directory, a spool directory, or a direct-S3 run prefix — and the requests and limits the
+workload container should have (`recommend.py`), as a table, JSON, YAML or an HTML page."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from sentinel_sidecar.config import parse_s3_uri
+from sentinel_sidecar.recommend import Recommendation, Rules, Usage, recommend
+
+EXPECTED = (
+    "a local output directory (0001.csv.gz, ...), a spool directory (metrics.csv) or a "
+    "direct-S3 run prefix (s3://bucket/prefix/<run>)"
+)
+COLUMNS = (
+    "timestamp", "process_cpu_usage", "process_memory_mib", "process_disk_read_bytes",
+    "process_disk_write_bytes", "system_net_recv_bytes", "system_net_sent_bytes",
+    "process_gpu_usage", "process_gpu_vram_mib", "process_gpu_utilized",
+)  # fmt: skip
 
 
 class ReportError(Exception):
-    """The input is not a delivered output, or a chunk of it is unreadable; one line."""
+    """The input is not a delivered output, or a part of it is unreadable; one line."""
 
 
-EXPECTED = "a local output directory holding 0001.csv.gz, 0002.csv.gz, ... (output_dir)"
+@dataclass
+class Run:
+    """One run's rows (only the columns a report needs, as floats; None for an empty cell) and
+    its `run.json` when there is one."""
+
+    source: str
+    columns: dict[str, list[float | None]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns.get("timestamp", []))
+
+    def values(self, column: str) -> list[float]:
+        """The column's known values."""
+        return [value for value in self.columns.get(column, []) if value is not None]
+
+    def usage(self) -> Usage:
+        stamps = self.values("timestamp")
+        hours = (stamps[-1] - stamps[0]) / 3600 if len(stamps) > 1 else 0.0
+        return Usage(self.values("process_cpu_usage"), self.values("process_memory_mib"),
+                     self.values("process_gpu_utilized"), hours)  # fmt: skip
 
 
-def chunk_paths(directory: Path) -> list[Path]:
-    """The chunk files of a local output directory, in sequence order; ReportError when
-    `directory` is none."""
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def load(source: str) -> Run:
+    """One run from an output directory, a spool directory or an S3 run prefix."""
+    if source.startswith("s3://"):
+        return _from_s3(source)
+    directory = Path(source)
     if not directory.is_dir():
         what = "does not exist" if not directory.exists() else "is a file"
         raise ReportError(f"{directory} {what}; expected {EXPECTED}")
-    paths = sorted(directory.glob("[0-9][0-9][0-9][0-9]*.csv.gz"))
-    if not paths:
-        if (directory / "metrics.csv").exists():
-            raise ReportError(
-                f"{directory} is a spool, not an output; its chunks are in {directory / 'output'}"
-            )
+    run = Run(str(directory))
+    chunks = sorted(directory.glob("[0-9][0-9][0-9][0-9]*.csv.gz"))
+    if chunks:
+        for path in chunks:
+            _add_rows(run, _gunzip(path.read_bytes(), str(path)), str(path))
+        summary = directory / "run.json"
+    elif (directory / "metrics.csv").is_file():
+        _add_rows(run, (directory / "metrics.csv").read_text(errors="replace"), source)
+        summary = directory / "output" / "run.json"
+    else:
         raise ReportError(f"{directory} holds no chunk; expected {EXPECTED}")
-    return paths
+    if summary.is_file():
+        run.summary = _summary(summary.read_bytes(), str(summary))
+    return run
 
 
-def read_rows(directory: Path) -> Iterator[dict[str, str]]:
-    """Every row of every chunk, in order; ReportError naming a chunk that is not a gzipped
-    CSV with a header."""
-    for path in chunk_paths(directory):
-        try:
-            text = gzip.decompress(path.read_bytes()).decode()
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise ReportError(f"{path}: not a gzipped CSV chunk ({exc})") from exc
-        rows = csv.DictReader(io.StringIO(text))
-        if not rows.fieldnames or "timestamp" not in rows.fieldnames:
-            raise ReportError(f"{path}: no CSV header with a timestamp column")
-        yield from rows
+def _from_s3(uri: str) -> Run:
+    """The chunks `0001.csv.gz`, ... and `run.json` under a run prefix, fetched by name (no
+    listing: an uploader's credentials may not list)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-
-def _floats(rows: list[dict[str, str]], column: str) -> list[float]:
     try:
-        return [float(row[column]) for row in rows if row.get(column)]
+        bucket, prefix = parse_s3_uri(uri)
     except ValueError as exc:
-        raise ReportError(f"column {column}: {exc}") from exc
+        raise ReportError(f"{exc}; expected {EXPECTED}") from exc
+    s3 = boto3.session.Session().client("s3")
+    run = Run(uri)
+
+    def get(name: str) -> bytes | None:
+        key = f"{prefix}/{name}" if prefix else name
+        try:
+            return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise ReportError(f"s3://{bucket}/{key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ReportError(f"s3://{bucket}/{key}: {exc}") from exc
+
+    seq = 1
+    while (body := get(f"{seq:04d}.csv.gz")) is not None:
+        _add_rows(run, _gunzip(body, f"{uri}/{seq:04d}.csv.gz"), f"{uri}/{seq:04d}.csv.gz")
+        seq += 1
+    if seq == 1:
+        raise ReportError(f"{uri} holds no chunk 0001.csv.gz; expected {EXPECTED}")
+    summary = get("run.json")
+    if summary is not None:
+        run.summary = _summary(summary, f"{uri}/run.json")
+    return run
 
 
-def summarize(directory: Path) -> dict[str, float | int]:
-    """Rows, peak memory, mean/peak CPU cores and bytes read/written of the workload."""
-    rows = list(read_rows(directory))
-    cpu = _floats(rows, "process_cpu_usage")
-    memory = _floats(rows, "process_memory_mib")
+def _gunzip(body: bytes, where: str) -> str:
+    try:
+        return gzip.decompress(body).decode()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{where}: not a gzipped CSV chunk ({exc})") from exc
+
+
+def _summary(body: bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ReportError(f"{where}: not JSON ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _add_rows(run: Run, text: str, where: str) -> None:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or "timestamp" not in header:
+        raise ReportError(f"{where}: no CSV header with a timestamp column")
+    positions = {column: header.index(column) for column in COLUMNS if column in header}
+    for column in COLUMNS:
+        run.columns.setdefault(column, [])
+    try:
+        for number, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ReportError(f"{where}: line {number} has {len(row)} cells, not {len(header)}")
+            for column in COLUMNS:
+                position = positions.get(column)
+                cell = row[position] if position is not None else ""
+                run.columns[column].append(float(cell) if cell else None)
+    except ValueError as exc:
+        raise ReportError(f"{where}: {exc}") from exc
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def build(sources: Sequence[str], rules: Rules) -> tuple[list[Run], Recommendation]:
+    """The runs and one recommendation over all of them; the current requests and limits of
+    the latest run that recorded them."""
+    runs = [load(source) for source in sources]
+    current: dict[str, dict[str, str]] = {}
+    for run in runs:
+        current = run.summary.get("resources") or current
+    return runs, recommend([run.usage() for run in runs], rules, current)
+
+
+def as_dict(runs: Sequence[Run], recommendation: Recommendation) -> dict[str, Any]:
+    """`--format json`: the recommendation, its basis, the current values and the runs."""
     return {
-        "chunks": len(chunk_paths(directory)),
-        "rows": len(rows),
-        "peak_memory_mib": round(max(memory, default=0.0), 1),
-        "mean_cpu_cores": round(sum(cpu) / len(cpu), 3) if cpu else 0.0,
-        "peak_cpu_cores": round(max(cpu, default=0.0), 3),
-        "read_bytes": int(sum(_floats(rows, "process_disk_read_bytes"))),
-        "written_bytes": int(sum(_floats(rows, "process_disk_write_bytes"))),
+        "resources": recommendation.resources(),
+        "basis": {
+            "cpu_percentile_cores": round(recommendation.cpu_basis, 4),
+            "memory_peak_mib": round(recommendation.memory_peak_mib, 1),
+            "runs": recommendation.runs,
+            "rows": recommendation.rows,
+            "hours": round(recommendation.hours, 3),
+        },
+        "current": dict(recommendation.current),
+        "difference": recommendation.savings(),
+        "runs": [
+            {"source": run.source, "rows": run.rows, "run_id": run.summary.get("run_id")}
+            for run in runs
+        ],
     }
 
 
-def render(summary: dict[str, float | int]) -> str:
-    """The summary as aligned `name: value` lines."""
-    width = max(len(name) for name in summary)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in summary.items())
+def as_yaml(recommendation: Recommendation) -> str:
+    """`--format yaml`: the `resources:` block, ready to paste into a container spec."""
+    import yaml
+
+    return str(yaml.safe_dump({"resources": recommendation.resources()}, sort_keys=False))
+
+
+def as_table(runs: Sequence[Run], recommendation: Recommendation, rules: Rules) -> str:
+    """The terminal table: what to set, what it rests on, and the current values beside."""
+    rec = recommendation
+    current = rec.current
+    lines = [
+        f"{rec.runs} run(s), {rec.rows} rows, " + (
+            f"{rec.hours:.2f} h" if rec.hours >= 1 else f"{rec.hours * 60:.1f} min"
+        ),
+        "",
+        f"{'':18}{'recommended':>14}{'current':>12}  basis",
+        _line("cpu request", rec.cpu_request, current, "requests", "cpu",
+              f"p{rules.cpu_percentile:g} of process_cpu_usage: {rec.cpu_basis:.3f} cores"),
+        _line("cpu limit", rec.cpu_limit or "none", current, "limits", "cpu",
+              "none: a CPU limit throttles a job that could use idle cores"
+              if rec.cpu_limit is None else f"request x {rules.cpu_limit_factor:g}"),
+        _line("memory request", rec.memory, current, "requests", "memory",
+              f"peak process_memory_mib {rec.memory_peak_mib:.1f} + {rules.memory_margin:.0%}"),
+        _line("memory limit", rec.memory, current, "limits", "memory",
+              "= request: a pod over its request is evicted first"),
+    ]  # fmt: skip
+    if rec.gpus:
+        lines.append(_line("nvidia.com/gpu", str(rec.gpus), current, "limits", "nvidia.com/gpu",
+                           "GPUs the workload kept busy at once"))  # fmt: skip
+    savings = rec.savings()
+    if savings:
+        parts = [f"{value:+.2f} {unit.replace('_', '-')}" for unit, value in savings.items()]
+        lines += ["", "current requests minus recommended, over these runs: " + ", ".join(parts)]
+    return "\n".join(lines)
+
+
+def _line(name: str, value: str, current: Any, kind: str, key: str, basis: str) -> str:
+    now = str((current.get(kind) or {}).get(key, "-"))
+    return f"{name:18}{value:>14}{now:>12}  {basis}"

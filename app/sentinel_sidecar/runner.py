@@ -373,6 +373,7 @@ class Runner:
             log.error("upload_worker_not_done", waited_s=round(settings.shutdown_timeout, 1))
         uploader.close()
         state = uploader.state
+        identity = self._identity.result(min(1.0, self._left(deadline) / 4))
         summary = RunSummary(
             run_id=state.run_id,
             started_at=_iso(state.started_at or self._wall_clock()),
@@ -384,7 +385,8 @@ class Runner:
             exit_code=exit_code,
             bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
             inline=worker.inline,
-            identity=self._identity.result(min(1.0, self._left(deadline) / 4)).described(),
+            identity=identity.described(),
+            resources=identity.values.get("container_resources", {}),
         )
         if summary.bytes_not_uploaded:
             log.error("rows_not_uploaded", bytes=summary.bytes_not_uploaded,

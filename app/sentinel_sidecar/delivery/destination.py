@@ -55,6 +55,8 @@ class RunSummary:
     bytes_not_uploaded: int
     inline: bool  # the rows go with the close, not as chunks
     identity: dict[str, str] = field(default_factory=dict)  # value (source) per field
+    # The workload container's requests and limits from its pod spec, where they were read.
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def run_status(self) -> str:
