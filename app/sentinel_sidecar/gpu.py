@@ -9,6 +9,7 @@ device plugin). A MIG device counts with its own memory."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,14 +96,20 @@ class GpuReader:
         self._devices: list[_Device] = []
         self._path: tuple[str, tuple[str, ...]] | None = None
         self._last_sample_us = 0
+        self._nvml: Any = None
         try:
-            import pynvml  # type: ignore[import-untyped]
-        except ImportError:
-            self._nvml: Any = None
-            self.reason = "nvidia-ml-py is not installed (pip extra `gpu`)"
+            # The driver's library first: without it pynvml (~2 MiB of module) is not loaded.
+            ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError as exc:
+            self.reason = f"libnvidia-ml.so.1 cannot be loaded (no NVIDIA driver here): {exc}"
         else:
-            self._nvml = pynvml
-            self.reason = self._start()
+            try:
+                import pynvml  # type: ignore[import-untyped]
+            except ImportError:
+                self.reason = "nvidia-ml-py is not installed (pip extra `gpu`)"
+            else:
+                self._nvml = pynvml
+                self.reason = self._start()
         log.info("gpu", available=self.available, gpus=len(self._devices), reason=self.reason)
 
     @property

@@ -5,25 +5,26 @@ is ever fatal, and the whole probe is bounded in time."""
 
 from __future__ import annotations
 
-import concurrent.futures
+import http.client
+import json
 import os
 import platform
+import queue
 import re
 import socket
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from sentinel_sidecar.config import CLOUD_FIELDS, Settings
 from sentinel_sidecar.deadline import Call
 from sentinel_sidecar.kube import SERVICE_ACCOUNT_DIR, KubeApi, KubeError
-
-if TYPE_CHECKING:
-    import requests
 
 log = structlog.get_logger(__name__)
 
@@ -212,29 +213,53 @@ def kubernetes(
 # --- cloud metadata services --------------------------------------------------------------------
 
 
-def _aws(base: str, http: requests.Session) -> dict[str, str]:
-    token = http.put(f"{base}/latest/api/token", timeout=CALL_SECONDS,
-                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})  # fmt: skip
-    token.raise_for_status()
-    document = http.get(
-        f"{base}/latest/dynamic/instance-identity/document",
-        headers={"X-aws-ec2-metadata-token": token.text},
-        timeout=CALL_SECONDS,
-    )
-    document.raise_for_status()
-    data = document.json()
+class _Http:
+    """Plain HTTP to the link-local metadata address with `http.client` (the health server has
+    it loaded already; `requests` would add ~10 MiB to every agent for five small calls)."""
+
+    def __init__(self, base_url: str) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        self._host = parsed.hostname or "169.254.169.254"
+        self._port = parsed.port or 80
+
+    def call(self, method: str, path: str, headers: Mapping[str, str] | None = None
+             ) -> tuple[int, Mapping[str, str], bytes]:  # fmt: skip
+        """Status, headers and body; OSError (refused, timeout) when no answer."""
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=CALL_SECONDS)
+        try:
+            connection.request(method, path, headers=dict(headers or {}))
+            answer = connection.getresponse()
+            return answer.status, dict(answer.getheaders()), answer.read(1 << 20)
+        except http.client.HTTPException as exc:
+            raise OSError(str(exc)) from exc
+        finally:
+            connection.close()
+
+    def json(self, path: str, headers: Mapping[str, str] | None = None) -> Any:
+        status, _headers, body = self.call("GET", path, headers)
+        if status != 200:
+            raise ValueError(f"HTTP {status}")
+        return json.loads(body)
+
+
+def _aws(http: _Http) -> dict[str, str]:
+    status, _headers, token = http.call("PUT", "/latest/api/token",
+                                        {"X-aws-ec2-metadata-token-ttl-seconds": "60"})  # fmt: skip
+    if status != 200:
+        raise ValueError(f"HTTP {status}")
+    data = http.json("/latest/dynamic/instance-identity/document",
+                     {"X-aws-ec2-metadata-token": token.decode()})  # fmt: skip
     return {"cloud_vendor_id": "aws", "cloud_account_id": data.get("accountId"),
             "cloud_region_id": data.get("region"), "cloud_zone_id": data.get("availabilityZone"),
             "cloud_instance_type": data.get("instanceType")}  # fmt: skip
 
 
-def _gcp(base: str, http: requests.Session) -> dict[str, str]:
-    answer = http.get(f"{base}/computeMetadata/v1/?recursive=true", timeout=CALL_SECONDS,
-                      headers={"Metadata-Flavor": "Google"})  # fmt: skip
-    answer.raise_for_status()
-    if answer.headers.get("Metadata-Flavor") != "Google":
+def _gcp(http: _Http) -> dict[str, str]:
+    status, headers, body = http.call("GET", "/computeMetadata/v1/?recursive=true",
+                                      {"Metadata-Flavor": "Google"})  # fmt: skip
+    if status != 200 or headers.get("Metadata-Flavor") != "Google":
         raise ValueError("not a GCP metadata server")
-    data = answer.json()
+    data = json.loads(body)
     instance = data.get("instance", {})
     zone = str(instance.get("zone", "")).rsplit("/", 1)[-1]
     machine_type = str(instance.get("machineType", "")).rsplit("/", 1)[-1]
@@ -243,11 +268,9 @@ def _gcp(base: str, http: requests.Session) -> dict[str, str]:
             "cloud_instance_type": machine_type}  # fmt: skip
 
 
-def _azure(base: str, http: requests.Session) -> dict[str, str]:
-    answer = http.get(f"{base}/metadata/instance?api-version=2021-02-01", timeout=CALL_SECONDS,
-                      headers={"Metadata": "true"})  # fmt: skip
-    answer.raise_for_status()
-    compute = answer.json().get("compute", {})
+def _azure(http: _Http) -> dict[str, str]:
+    compute = http.json("/metadata/instance?api-version=2021-02-01", {"Metadata": "true"})
+    compute = compute.get("compute", {})
     zone = compute.get("zone")
     return {"cloud_vendor_id": "azure", "cloud_account_id": compute.get("subscriptionId"),
             "cloud_region_id": compute.get("location"),
@@ -255,27 +278,27 @@ def _azure(base: str, http: requests.Session) -> dict[str, str]:
             "cloud_instance_type": compute.get("vmSize")}  # fmt: skip
 
 
-def _hetzner(base: str, http: requests.Session) -> dict[str, str]:
-    answer = http.get(f"{base}/hetzner/v1/metadata", timeout=CALL_SECONDS)
-    answer.raise_for_status()
+def _hetzner(http: _Http) -> dict[str, str]:
+    status, _headers, body = http.call("GET", "/hetzner/v1/metadata")
+    if status != 200:
+        raise ValueError(f"HTTP {status}")
     fields = dict(
-        line.split(":", 1) for line in answer.text.splitlines() if ":" in line and line[0] != " "
+        line.split(":", 1)
+        for line in body.decode(errors="replace").splitlines()
+        if ":" in line and line[0] != " "
     )
-    zone = fields.get("availability-zone", "").strip()
     return {"cloud_vendor_id": "hcloud", "cloud_region_id": fields.get("region", "").strip(),
-            "cloud_zone_id": zone}  # fmt: skip
+            "cloud_zone_id": fields.get("availability-zone", "").strip()}  # fmt: skip
 
 
-def _upcloud(base: str, http: requests.Session) -> dict[str, str]:
-    answer = http.get(f"{base}/metadata/v1.json", timeout=CALL_SECONDS)
-    answer.raise_for_status()
-    data = answer.json()
+def _upcloud(http: _Http) -> dict[str, str]:
+    data = http.json("/metadata/v1.json")
     if data.get("cloud_name") != "upcloud":
         raise ValueError("not an UpCloud metadata server")
     return {"cloud_vendor_id": "upcloud", "cloud_zone_id": data.get("region")}
 
 
-METADATA_SERVICES: dict[str, Callable[[str, requests.Session], dict[str, str]]] = {
+METADATA_SERVICES: dict[str, Callable[[_Http], dict[str, str]]] = {
     "aws-imds": _aws,
     "gcp-metadata": _gcp,
     "azure-imds": _azure,
@@ -286,26 +309,26 @@ METADATA_SERVICES: dict[str, Callable[[str, requests.Session], dict[str, str]]] 
 
 def metadata_services(identity: Identity, base_url: str, timeout: float) -> None:
     """Ask every cloud's metadata service at once; the first that answers is offered."""
-    import requests
+    http = _Http(base_url)
+    answers: queue.Queue[tuple[str, dict[str, str] | None]] = queue.Queue()
 
-    http = requests.Session()
-    http.trust_env = False  # a proxy must not answer for the link-local address
-    pool = concurrent.futures.ThreadPoolExecutor(len(METADATA_SERVICES), "metadata")
-    futures = {
-        pool.submit(probe, base_url, http): name for name, probe in METADATA_SERVICES.items()
-    }
-    try:
-        for future in concurrent.futures.as_completed(futures, timeout=timeout):
-            try:
-                facts = future.result()
-            except (requests.RequestException, ValueError, AttributeError, TypeError):
-                continue  # not this cloud (404, refused, not JSON)
-            identity.offer(futures[future], facts)
+    def ask(name: str, probe: Callable[[_Http], dict[str, str]]) -> None:
+        try:
+            answers.put((name, probe(http)))
+        except (OSError, ValueError, AttributeError, TypeError):
+            answers.put((name, None))  # not this cloud (404, refused, not JSON)
+
+    for name, probe in METADATA_SERVICES.items():
+        threading.Thread(target=ask, args=(name, probe), name=name, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    for _ in METADATA_SERVICES:
+        try:
+            name, facts = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
             return
-    except concurrent.futures.TimeoutError:
-        return
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if facts is not None:
+            identity.offer(name, facts)
+            return
 
 
 # --- all of it ----------------------------------------------------------------------------------
