@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sentinel_sidecar.rows import header_line
 
@@ -24,14 +25,13 @@ def agent_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
-def start_agent(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = agent_env(env)
+def start_agent(
+    args: list[str], env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
+    """The real CLI with `args`, its output piped as text unless `popen` says otherwise."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen(
-        [sys.executable, "-m", "sentinel_sidecar", *args],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "sentinel_sidecar", *args], env=agent_env(env), text=True, **options
     )
 
 

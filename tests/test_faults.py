@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ import requests
 from sentinel_sidecar.rows import header_line
 from tests import fakefs
 from tests.agent import (
-    agent_env,
     chunk_rows,
     dir_chunks,
     spool_rows,
@@ -41,11 +39,6 @@ def local_args(tmp_path: Path, pid: int, *extra: str) -> list[str]:
     return ["run", "--spool-dir", str(tmp_path / "spool"), "--output-dir", str(tmp_path / "out"),
             "--interval", "0.05", "--upload-interval", "0.2", "--max-chunk-bytes", "2000",
             "--pid", str(pid), "--health-port", "0", "--shutdown-timeout", "5", *extra]  # fmt: skip
-
-
-def spawn(args: list[str], **popen: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "sentinel_sidecar", *args], env=agent_env(),  # type: ignore[call-overload]
-                            **popen)  # fmt: skip
 
 
 def delivered_exactly_once(tmp_path: Path) -> int:
@@ -66,7 +59,9 @@ def test_sigterm_while_stderr_is_stalled_never_deadlocks(tmp_path: Path, workloa
     # while the main thread wrote a line hung the agent until SIGKILL (5 of 5).
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
-    agent = spawn(local_args(tmp_path, workload.pid), stdout=subprocess.DEVNULL, stderr=write_end)
+    agent = start_agent(
+        local_args(tmp_path, workload.pid), stdout=subprocess.DEVNULL, stderr=write_end
+    )
     os.close(write_end)
     try:
         wait_for_rows(tmp_path / "spool", 20)  # by now stderr is full: the agent blocks on it
@@ -91,26 +86,26 @@ def test_sigterm_while_stderr_is_stalled_never_deadlocks(tmp_path: Path, workloa
 
 @pytest.mark.parametrize("gap", [0.005, 0.02])
 def test_a_second_sigterm_soon_after_the_first_is_harmless(tmp_path: Path, workload, gap: float):
-    agent = spawn(local_args(tmp_path, workload.pid), stderr=subprocess.PIPE)
+    agent = start_agent(local_args(tmp_path, workload.pid))
     wait_for_rows(tmp_path / "spool", 10)
     agent.send_signal(signal.SIGTERM)
     time.sleep(gap)
     agent.send_signal(signal.SIGTERM)
     agent.send_signal(signal.SIGINT)
     _out, err = agent.communicate(timeout=30)
-    assert agent.returncode == 0, err.decode()[-2000:]
+    assert agent.returncode == 0, err[-2000:]
     rows = delivered_exactly_once(tmp_path)
     print(f"second signal after {gap * 1000:.0f} ms: exit 0, {rows} rows, lost 0, duplicated 0")
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.15, 0.3])
 def test_sigterm_during_start_up_drains_and_exits_0(tmp_path: Path, workload, delay: float):
-    agent = spawn(local_args(tmp_path, workload.pid), stderr=subprocess.PIPE)
+    agent = start_agent(local_args(tmp_path, workload.pid))
     time.sleep(delay)
     wait_until(lambda: _handlers_installed(agent.pid), 10, "stop handlers installed")
     agent.send_signal(signal.SIGTERM)
     _out, err = agent.communicate(timeout=30)
-    assert agent.returncode == 0, err.decode()[-2000:]
+    assert agent.returncode == 0, err[-2000:]
     delivered_exactly_once(tmp_path)
 
 
@@ -156,14 +151,14 @@ def readyz(port: int) -> tuple[int, str]:
     return answer.status_code, answer.text.strip()
 
 
-def stop(agent: subprocess.Popen[bytes]) -> tuple[float, list[dict[str, Any]]]:
+def stop(agent: subprocess.Popen[str]) -> tuple[float, list[dict[str, Any]]]:
     """SIGTERM; seconds to exit and the log's events. Asserts exit 0."""
     started = time.monotonic()
     agent.send_signal(signal.SIGTERM)
     _out, err = agent.communicate(timeout=30)
     elapsed = time.monotonic() - started
-    assert agent.returncode == 0, err.decode()[-3000:]
-    return elapsed, [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert agent.returncode == 0, err[-3000:]
+    return elapsed, [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 def names(events: list[dict[str, Any]]) -> list[str]:
@@ -177,7 +172,7 @@ def test_a_full_disk_never_glues_rows_and_sampling_resumes(tmp_path: Path, workl
     with tmpfs(tmp_path / "disk", "1m") as disk:
         port = free_port()
         args = local_args(disk, workload.pid, "--health-port", str(port))
-        agent = spawn(args, stderr=subprocess.PIPE)
+        agent = start_agent(args)
         wait_for_rows(disk / "spool", 20)
         filler = disk / "filler"
         fill(filler)
@@ -204,8 +199,7 @@ def test_starting_on_a_full_disk_is_no_crash_loop(tmp_path: Path, workload):
         filler = disk / "filler"
         fill(filler)
         port = free_port()
-        agent = spawn(local_args(disk, workload.pid, "--health-port", str(port)),
-                      stderr=subprocess.PIPE)  # fmt: skip
+        agent = start_agent(local_args(disk, workload.pid, "--health-port", str(port)))
         wait_until(lambda: _answers(port) and readyz(port)[0] == 503, 10, "not ready")
         time.sleep(0.5)
         full = readyz(port)
@@ -223,8 +217,7 @@ def test_a_read_only_spool_at_start_is_reported_not_a_crash_loop(tmp_path: Path,
     with tmpfs(tmp_path / "disk", "1m") as disk:
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         port = free_port()
-        agent = spawn(local_args(disk, workload.pid, "--health-port", str(port)),
-                      stderr=subprocess.PIPE)  # fmt: skip
+        agent = start_agent(local_args(disk, workload.pid, "--health-port", str(port)))
         wait_until(lambda: _answers(port), 10, "health endpoint")
         status = readyz(port)
         elapsed, events = stop(agent)
@@ -244,7 +237,7 @@ def _answers(port: int) -> bool:
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_deleted_or_replaced_spool_is_recreated_with_every_row(tmp_path: Path, workload, how):
-    agent = spawn(local_args(tmp_path, workload.pid), stderr=subprocess.PIPE)
+    agent = start_agent(local_args(tmp_path, workload.pid))
     spool = tmp_path / "spool"
     wait_for_rows(spool, 15)
     (spool / "metrics.csv").unlink()
@@ -281,7 +274,7 @@ def valid_state(**changes: Any) -> dict[str, Any]:
 
 
 def start_and_stop(tmp_path: Path, pid: int) -> tuple[float, list[dict[str, Any]]]:
-    agent = spawn(local_args(tmp_path, pid), stderr=subprocess.PIPE)
+    agent = start_agent(local_args(tmp_path, pid))
     wait_for_rows(tmp_path / "spool", 45)
     return stop(agent)
 
@@ -428,10 +421,7 @@ def test_a_wall_clock_step_loses_no_process_and_no_row(tmp_path: Path):
         ["sh", "-c", "while :; do sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done'; done"]
     )
     try:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "sentinel_sidecar", *local_args(tmp_path, workload.pid)],
-            env=agent_env(faked(offset)), stderr=subprocess.PIPE,
-        )  # fmt: skip
+        agent = start_agent(local_args(tmp_path, workload.pid), faked(offset))
         wait_for_rows(tmp_path / "spool", 20)
         before = len(spool_rows(tmp_path / "spool"))
         offset.write_text("-3h\n")  # the wall clock steps back three hours
@@ -485,7 +475,7 @@ def test_a_malformed_kernel_file_blanks_its_cells_not_the_run(tmp_path: Path, br
     if not by_pid:  # discovery: the workload's own cgroup is read where it is visible
         args = [arg for arg in args if arg not in ("--pid", "42")]
     args += ["--proc-root", str(tmp_path / "proc"), "--cgroup-root", str(tmp_path / "cgroup")]
-    agent = spawn(args, stderr=subprocess.PIPE)
+    agent = start_agent(args)
     wait_for_rows(tmp_path / "spool", 20)
     elapsed, events = stop(agent)
     rows = delivered_exactly_once(tmp_path)

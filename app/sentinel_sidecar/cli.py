@@ -190,12 +190,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _write_html(path: Path, runs: Any, recommendation: Any, rules: Any) -> None:
-    from sentinel_sidecar import report
+    from sentinel_sidecar import report, report_html  # matplotlib only when a chart is drawn
 
-    try:
-        from sentinel_sidecar import report_html
-    except ImportError as exc:  # pragma: no cover - the extra is in the test install
-        raise report.ReportError(str(exc)) from exc
     try:
         text = report_html.render(runs, recommendation, rules)
     except ImportError as exc:
