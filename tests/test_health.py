@@ -51,7 +51,7 @@ def test_ready_names_what_stands_in_the_way():
     telemetry = Telemetry()
     probe = Probe(telemetry, 1, 10, lambda: 0, lambda: DestinationStatus(ready=True))
     assert probe.not_ready() is None
-    telemetry.sampling_failing = True
+    telemetry.sample_failure = "UnicodeDecodeError"
     assert probe.not_ready() == "sampling_failing"
-    telemetry.spool_unwritable = True
+    telemetry.sample_failure = "spool_unwritable"
     assert probe.not_ready() == "spool_unwritable"

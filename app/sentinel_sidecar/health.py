@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import structlog
 
 from sentinel_sidecar.delivery.destination import DestinationStatus
-from sentinel_sidecar.telemetry import Telemetry
+from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +43,9 @@ class Probe:
         """Why `/readyz` fails: rows cannot be written to the spool, the last sample could not
         be read, the destination is not open (registered, where it needs that), or deliveries
         have been failing for long."""
-        if self.telemetry.spool_unwritable:
-            return "spool_unwritable"
-        if self.telemetry.sampling_failing:
-            return "sampling_failing"
+        failure = self.telemetry.sample_failure
+        if failure is not None:
+            return SPOOL_UNWRITABLE if failure == SPOOL_UNWRITABLE else "sampling_failing"
         if not self.destination().ready:
             return "destination_not_open"
         failing = self.telemetry.failing_since_monotonic

@@ -41,7 +41,7 @@ from sentinel_sidecar.spool import (
     read_exit_code,
     set_aside,
 )
-from sentinel_sidecar.telemetry import Telemetry
+from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry
 from sentinel_sidecar.uploader import Uploader, UploadWorker
 from sentinel_sidecar.values import ReadErrors
 
@@ -87,7 +87,6 @@ class Runner:
         self.settings = settings
         self.stop = stop
         self.telemetry = Telemetry()
-        self._sample_failure: str | None = None  # the kind of failure sampling is in
         self._uploader: Uploader | None = None  # once the spool is open
         self._read_errors = ReadErrors()
         self._context = context or RunContext()
@@ -202,13 +201,13 @@ class Runner:
                 if not failed:
                     log.error("spool_unusable", error=str(exc), hint=SPOOL_HINT)
                 failed = True
-                self.telemetry.spool_unwritable = True
+                self.telemetry.sample_failure = SPOOL_UNWRITABLE
                 if self.stop.wait(self.settings.interval):
                     return None
                 continue
             if failed:
                 log.info("spool_usable", path=str(spool.path))
-            self.telemetry.spool_unwritable = False
+            self.telemetry.sample_failure = None
             return spool, previous
 
     def _new_state(self, spool: Spool, header: str) -> State:
@@ -335,12 +334,10 @@ class Runner:
 
     def _sample_failed(self, exc: Exception) -> None:
         self.telemetry.sample_failures += 1
-        kind = "spool_unwritable" if isinstance(exc, SpoolWriteError) else type(exc).__name__
-        self.telemetry.spool_unwritable = kind == "spool_unwritable"
-        self.telemetry.sampling_failing = not self.telemetry.spool_unwritable
-        if kind == self._sample_failure:
+        kind = SPOOL_UNWRITABLE if isinstance(exc, SpoolWriteError) else type(exc).__name__
+        if kind == self.telemetry.sample_failure:
             return
-        self._sample_failure = kind
+        self.telemetry.sample_failure = kind
         if isinstance(exc, SpoolWriteError):
             log.error("sample_not_written", kind=kind, error=str(exc),
                       hint="sampling goes on; rows are written again once space frees")  # fmt: skip
@@ -348,11 +345,10 @@ class Runner:
             log.error("sample_failed", kind=kind, error=str(exc), exc_info=exc)
 
     def _sample_recovered(self) -> None:
-        if self._sample_failure is not None:
-            log.info("sampling_recovered", after=self._sample_failure,
+        if self.telemetry.sample_failure is not None:
+            log.info("sampling_recovered", after=self.telemetry.sample_failure,
                      failures=self.telemetry.sample_failures)  # fmt: skip
-        self._sample_failure = None
-        self.telemetry.spool_unwritable = self.telemetry.sampling_failing = False
+        self.telemetry.sample_failure = None
 
     def _left(self, deadline: float) -> float:
         return max(0.0, deadline - self._monotonic())

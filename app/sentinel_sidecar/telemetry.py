@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SPOOL_UNWRITABLE = "spool_unwritable"
+
 
 @dataclass
 class Telemetry:
@@ -13,8 +15,9 @@ class Telemetry:
     rows_sampled: int = 0
     sample_failures: int = 0
     read_errors: int = 0
-    spool_unwritable: bool = False
-    sampling_failing: bool = False  # the last sample could not be read
+    # Why the last sample was not taken or not written (None: it was): SPOOL_UNWRITABLE, or
+    # the exception's type when it could not be read.
+    sample_failure: str | None = None
     chunks_uploaded: int = 0
     upload_failures: int = 0
     ingestion_errors: int = 0
