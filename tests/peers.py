@@ -570,8 +570,9 @@ class KubeApiServer:
                 if self.path in server.hang:
                     server._closing.wait(60)
                     return
-                if self.path in server.objects:
-                    status, body = server.objects[self.path]
+                path = self.path.split("?", 1)[0]  # kubectl's clients add ?timeout=32s
+                if path in server.objects:
+                    status, body = server.objects[path]
                 else:
                     answers = server.answers
                     status, body = answers.pop(0) if len(answers) > 1 else answers[0]

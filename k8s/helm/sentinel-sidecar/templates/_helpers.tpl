@@ -11,12 +11,13 @@ dependency, call them with this chart's values and the parent's root context:
       {{- include "sentinel-sidecar.volumes" $sidecar | nindent 6 }}
 */}}
 
-{{/* This chart's own metadata, whichever chart renders the include. */}}
-{{- define "sentinel-sidecar.chart" -}}
+{{/* This chart's own appVersion, whichever chart renders the include. Read as a field:
+Helm 3 and Helm 4 spell the keys of `.Chart` differently once it is turned into YAML. */}}
+{{- define "sentinel-sidecar.appVersion" -}}
 {{- if .Root -}}
-{{- toYaml (index .Root.Subcharts "sentinel-sidecar").Chart -}}
+{{- (index .Root.Subcharts "sentinel-sidecar").Chart.AppVersion -}}
 {{- else -}}
-{{- toYaml .Chart -}}
+{{- .Chart.AppVersion -}}
 {{- end -}}
 {{- end }}
 
@@ -41,9 +42,8 @@ is not repeated). */}}
 {{- end }}
 
 {{- define "sentinel-sidecar.image" -}}
-{{- $chart := include "sentinel-sidecar.chart" . | fromYaml -}}
-{{- $tag := .Values.image.tag | default $chart.AppVersion -}}
-{{ .Values.image.repository }}:{{ $tag }}
+{{- $tag := .Values.image.tag | default (include "sentinel-sidecar.appVersion" .) -}}
+{{ printf "%s:%s" .Values.image.repository $tag | quote }}
 {{- end }}
 
 {{- define "sentinel-sidecar.gracePeriod" -}}

@@ -1,0 +1,57 @@
+"""What every pod with the agent must carry, checked the same way for the plain manifests and
+for what the chart renders; strict validation against the supported Kubernetes versions."""
+
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+KUBERNETES_VERSIONS = ("1.29.0", "1.31.0")
+SHUTDOWN_TIMEOUT = 20
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def validate_all(docs: list[dict[str, Any]]) -> None:
+    assert docs
+    for doc in docs:
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    assert job["kind"] == "Job"
+    return job["spec"]["template"]["spec"]
+
+
+def sidecar_of(spec: dict[str, Any], native: bool) -> dict[str, Any]:
+    place = "initContainers" if native else "containers"
+    [sidecar] = [c for c in spec.get(place, []) if c["name"] == "sentinel-sidecar"]
+    return sidecar
+
+
+def check_sidecar_pod(spec: dict[str, Any], native: bool) -> dict[str, Any]:
+    """What every pod with the agent must have; returns the agent's env as a dict."""
+    sidecar = sidecar_of(spec, native)
+    assert spec["shareProcessNamespace"] is True
+    assert spec["terminationGracePeriodSeconds"] >= SHUTDOWN_TIMEOUT + 5
+    assert (sidecar.get("restartPolicy") == "Always") is native
+    context = sidecar["securityContext"]
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sidecar["resources"]["requests"] and sidecar["resources"]["limits"]
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/var/lib/sentinel-sidecar"]]
+    assert "/tmp" in mounts
+    env = {e["name"]: e for e in sidecar["env"]}
+    for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                       ("NODE_NAME", "spec.nodeName")):  # fmt: skip
+        assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == path
+    return env
