@@ -265,8 +265,6 @@ def test_the_node_reader_is_off_by_default_and_gets_nodes_only(render):
     assert binding["kind"] == "ClusterRoleBinding"
 
 
-
-
 def discovery(api: KubeApiServer, minor: int) -> None:
     """What Helm asks a cluster before it installs: its version and the kinds it serves."""
 
