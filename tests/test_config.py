@@ -163,7 +163,7 @@ def test_command_becomes_a_json_array_string(raw: str, expected: list[str]):
 def test_empty_yaml_file_is_all_defaults(tmp_path: Path):
     config = tmp_path / "c.yaml"
     config.write_text("# nothing set\n")
-    assert settings_from(["--config", str(config)], {}) == Settings()
+    assert settings_from(["--config", str(config)], {}) == Settings(cloud_detect=False)
 
 
 def test_secret_value_is_not_echoed_in_errors(tmp_path: Path):
@@ -254,3 +254,17 @@ def test_report_on_what_is_not_an_output_exits_2(tmp_path: Path, capsys, monkeyp
     code, err = run_cli(["report", str(make(tmp_path))], capsys, monkeypatch)
     assert code == 2
     assert expected in err and err.startswith("sentinel-sidecar: report: ")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, False),  # a laptop or CI machine: no metadata address is asked
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, True),  # in a pod
+        ({"TRACKER_CLOUD_DETECT": "auto"}, False),
+        ({"TRACKER_CLOUD_DETECT": "true"}, True),  # asked for outside a pod
+        ({"TRACKER_CLOUD_DETECT": "false", "KUBERNETES_SERVICE_HOST": "10.0.0.1"}, False),
+    ],
+)
+def test_cloud_metadata_is_probed_only_in_a_pod_unless_asked(environ, expected):
+    assert settings_from([], environ).cloud_detect is expected

@@ -23,7 +23,8 @@ CLOSED = f"http://127.0.0.1:{free_port()}"  # nothing listens: every probe is re
 
 
 def settings(**values: Any) -> Settings:
-    return dataclasses.replace(Settings(cloud_metadata_url=CLOSED), **values)
+    # cloud_detect as `load` resolves it in a pod
+    return dataclasses.replace(Settings(cloud_metadata_url=CLOSED, cloud_detect=True), **values)
 
 
 def job_pod() -> dict[str, Any]:

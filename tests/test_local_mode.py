@@ -134,37 +134,80 @@ def test_demo_tracks_its_workload_and_prints_a_summary(tmp_path: Path):
     assert peak_memory > 100  # the demo workload holds 200 MiB for a while
 
 
-def test_a_workload_never_seen_ends_the_run_after_workload_wait(tmp_path: Path):
+@pytest.mark.parametrize("in_pod", [True, False])
+def test_a_workload_never_seen_ends_the_run_after_workload_wait(tmp_path: Path, in_pod: bool):
     # `demo --seconds 0`: the workload was gone before the first sample and the agent ran on
     # until SIGTERM (11 minutes were seen). Here /proc shows no process at all.
     (tmp_path / "proc").mkdir()
     started = time.monotonic()
     agent = start_agent(
-        agent_args(tmp_path, "--workload-wait", "1", "--proc-root", str(tmp_path / "proc"))
+        agent_args(tmp_path, "--workload-wait", "1", "--proc-root", str(tmp_path / "proc")),
+        {"KUBERNETES_SERVICE_HOST": "127.0.0.1"} if in_pod else {},
     )
     _out, err = agent.communicate(timeout=30)
     assert agent.returncode == 0, err
     assert time.monotonic() - started < 10
     [hint] = [json.loads(line) for line in err.splitlines() if "no_workload_processes" in line]
-    assert hint["ending"] is True and "shareProcessNamespace" in hint["hint"]
+    assert hint["ending"] is True
+    # The pod's usual cause only in a pod; outside one, what to use instead.
+    assert ("shareProcessNamespace" in hint["hint"]) is in_pod
+    assert ("run -- CMD" in hint["hint"]) is not in_pod
     assert (tmp_path / "out" / "run.json").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_a_non_root_run_on_the_default_spool_names_the_setting_to_change(workload):
-    as_other_user = ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"]
-    probe = subprocess.run([*as_other_user, sys.executable, "-c", "import structlog"],
-                           timeout=60, capture_output=True)  # fmt: skip
-    if probe.returncode != 0:
-        pytest.skip("uid 65532 cannot read this Python environment")
     result = subprocess.run(
-        [*as_other_user, sys.executable, "-m", "sentinel_sidecar", "run", "--pid",
+        [*as_uid_65532(), sys.executable, "-m", "sentinel_sidecar", "run", "--pid",
          str(workload.pid), "--health-port", "0"],
         capture_output=True, text=True, timeout=60, env=agent_env(),
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = [line for line in result.stderr.splitlines() if "config error" in line]
     assert "--spool-dir" in line and "TRACKER_SPOOL_DIR" in line and "Permission denied" in line
+
+
+def as_uid_65532() -> list[str]:
+    as_other_user = ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"]
+    probe = subprocess.run([*as_other_user, sys.executable, "-c", "import structlog"],
+                           timeout=60, capture_output=True)  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip("uid 65532 cannot read this Python environment")
+    return as_other_user
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+@pytest.mark.parametrize("in_pod", [False, True])
+def test_an_unwritable_spool_dir_never_outlives_the_workload(tmp_path: Path, in_pod: bool):
+    # A non-root agent on a root-owned --spool-dir tracking an 8 s job was still running 72
+    # minutes later. Outside a pod: exit 2 at once. In a pod (where an emptyDir may still be
+    # coming): retried, visible in the log, and the run ends with its workload.
+    spool = tmp_path / "root-owned"
+    spool.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)
+    job = subprocess.Popen(["sleep", "2"])
+    started = time.monotonic()
+    result = subprocess.run(
+        [*as_uid_65532(), sys.executable, "-m", "sentinel_sidecar", "run", "--pid", str(job.pid),
+         "--spool-dir", str(spool), "--interval", "0.2", "--health-port", "0"],
+        capture_output=True, text=True, timeout=60,
+        env=agent_env({"KUBERNETES_SERVICE_HOST": "127.0.0.1"} if in_pod else {}),
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    job.wait()
+    if not in_pod:
+        assert result.returncode == 2, result.stderr[-2000:]
+        [line] = [line for line in result.stderr.splitlines() if "config error" in line]
+        assert "spool_dir (--spool-dir, TRACKER_SPOOL_DIR)" in line and "Permission denied" in line
+        return
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    names = [event["event"] for event in events]
+    assert names.count("spool_unusable") == 1 and "workload_exited" in names
+    [unrecorded] = [event for event in events if event["event"] == "run_not_recorded"]
+    assert unrecorded["attempts"] >= 5
+    print(f"unusable spool in a pod, 2 s workload: agent done after {elapsed:.1f} s")
+    assert elapsed < 2 + 5
 
 
 def test_the_agent_says_what_it_does(tmp_path: Path, workload):
@@ -179,7 +222,8 @@ def test_the_agent_says_what_it_does(tmp_path: Path, workload):
     [identity] = [e for e in events if e["event"] == "identity"]
     assert identity["team"] == "ml (settings)" and identity["host_vcpus"].endswith("(host)")
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert summary["identity"]["team"] == "ml (settings)"
+    assert summary["identity"]["team"] == {"value": "ml", "source": "settings"}
+    assert isinstance(summary["identity"]["host_vcpus"]["value"], int)  # data, not "2 (host)"
     settings = events[0]
     assert settings["mode"] == "local" and settings["team"] == "ml"
     assert settings["interval"] == 0.1 and settings["spool_dir"] == str(tmp_path / "spool")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +19,12 @@ from sentinel_sidecar import __version__, config, signals
 from sentinel_sidecar.config import ConfigError, Settings
 
 if TYPE_CHECKING:
+    from sentinel_sidecar.launch import Command
     from sentinel_sidecar.log import RunContext
     from sentinel_sidecar.runner import RunOutcome
 
 EXIT_USAGE = 2
+COMMAND_EXIT_WAIT = 10.0  # s for `run -- CMD` to be reaped after the run ended
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="action", required=True)
-    run = commands.add_parser("run", help="track the pod's workload until SIGTERM or its exit")
+    run = commands.add_parser(
+        "run",
+        help="track the pod's workload until SIGTERM or its exit; or start CMD and track it",
+        usage="%(prog)s [FLAGS] [-- CMD [ARG ...]]",
+        description="Without CMD: track the pod's workload (or --pid, --cgroup) until SIGTERM "
+        "or its exit. With `-- CMD ARG...`: start CMD, track it from its first instruction, "
+        "pass stop signals on to it and exit with its exit code.",
+    )
     config.add_flags(run)
     demo = commands.add_parser("demo", help="track a small built-in workload for ~15 s")
     config.add_flags(demo)
@@ -63,15 +70,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _execute(settings: Settings, stop: signals.StopFlag, context: RunContext) -> RunOutcome:
+def _execute(
+    settings: Settings,
+    stop: signals.StopFlag,
+    context: RunContext,
+    environ: dict[str, str],
+    command: Command | None = None,
+) -> RunOutcome:
     from sentinel_sidecar.runner import Runner
 
-    return Runner(settings, stop, context=context).run()
+    return Runner(
+        settings, stop, context=context, in_pod=config.in_pod(environ), command=command
+    ).run()
+
+
+def _launch(argv: Sequence[str], settings: Settings) -> tuple[Command, Settings]:
+    """Start CMD held at its gate; the settings then track its pid. Stop signals go to it."""
+    from sentinel_sidecar.launch import Command
+
+    command = Command(argv)
+    command.forward_signals()
+    started = dataclasses.replace(
+        settings, pid=command.pid, command=settings.command or json.dumps(list(argv))
+    )
+    return command, started
+
+
+def _run_command(
+    settings: Settings, stop: signals.StopFlag, context: RunContext, environ: dict[str, str],
+    argv: Sequence[str],
+) -> int:  # fmt: skip
+    """`run -- CMD`: the agent's exit code is the command's."""
+    command, settings = _launch(argv, settings)
+    try:
+        _execute(settings, stop, context, environ, command)
+    finally:
+        command.abort()
+    code = command.exit_code(COMMAND_EXIT_WAIT)
+    return 0 if code is None else code
 
 
 def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFlag) -> int:
     from sentinel_sidecar import report
-    from sentinel_sidecar.spool import EXIT_CODE_FILE
 
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ConfigError(f"demo --seconds: {args.seconds:g} is not allowed; expected > 0")
@@ -86,35 +126,18 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
         "upload_interval": 5.0,
         "log_format": "console",
         "health_port": 0,
+        "cloud_detect": False,  # a demo on a laptop asks no cloud's metadata service
     }
     settings = config.load(args, environ, defaults)
     context = _configure_log(settings, args, environ)
-    workload = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentinel_sidecar.demo_workload",
-            "--seconds",
-            str(args.seconds),
-            "--dir",
-            str(base),
-        ],
-        start_new_session=True,
-    )
-
-    def reap() -> None:
-        # The exit-code file convention, as a workload's one-line wrapper would do it.
-        code = workload.wait()
-        (settings.spool_dir / EXIT_CODE_FILE).write_text(f"{code}\n")
-
-    threading.Thread(target=reap, name="demo-reaper", daemon=True).start()
-    print(f"demo: tracking workload pid {workload.pid} for ~{args.seconds:.0f} s ...", flush=True)
+    workload = [sys.executable, "-m", "sentinel_sidecar.demo_workload",
+                "--seconds", str(args.seconds), "--dir", str(base)]  # fmt: skip
+    command, settings = _launch(workload, settings)
+    print(f"demo: tracking workload pid {command.pid} for ~{args.seconds:.0f} s ...", flush=True)
     try:
-        outcome = _execute(dataclasses.replace(settings, pid=workload.pid), stop, context)
+        outcome = _execute(settings, stop, context, environ, command)
     finally:
-        if workload.poll() is None:
-            os.killpg(workload.pid, signal.SIGTERM)
-            workload.wait(10)
+        command.abort()
     if outcome.summary is None:
         return 0  # stopped before the spool could be opened: said in the log
     output = settings.local_output_dir
@@ -138,8 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         signals.ignore()
 
 
+def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """The agent's own arguments, and CMD after the first `--` (None without one)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
 def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
-    args = _parser().parse_args(argv)
+    own, command = _split_command(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(own)
+    if command is not None and args.action != "run":
+        parser.error(f"{args.action}: `-- CMD` is for `run` only")
     environ = dict(os.environ)
     try:
         if args.action == "report":
@@ -147,13 +183,15 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
         if args.action == "demo":
             return _demo(args, environ, stop)
         settings = config.load(args, environ)
-        _check_target(settings)
+        _check_target(settings, command)
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     context = _configure_log(settings, args, environ)
     try:
-        _execute(settings, stop, context)
+        if command is not None:
+            return _run_command(settings, stop, context, environ, command)
+        _execute(settings, stop, context, environ)
     except ConfigError as exc:
         print(f"sentinel-sidecar: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -161,8 +199,6 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import json
-
     from sentinel_sidecar import report
     from sentinel_sidecar.recommend import Rules
 
@@ -204,13 +240,22 @@ def _write_html(path: Path, runs: Any, recommendation: Any, rules: Any) -> None:
         raise report.ReportError(f"--html {path}: cannot be written ({exc.strerror})") from exc
 
 
-def _check_target(settings: Settings) -> None:
+def _check_target(settings: Settings, command: Sequence[str] | None) -> None:
     """What to track must exist: ConfigError naming the setting, before anything starts."""
+    if command is not None:
+        from sentinel_sidecar import launch
+
+        if settings.pid is not None or settings.cgroup is not None:
+            raise ConfigError("run -- CMD: --pid and --cgroup name another workload; give neither")
+        launch.check(command)
+        return
     if settings.pid is not None and settings.cgroup is not None:
         raise ConfigError("pid and cgroup (--pid, --cgroup): give one of them, not both")
     if settings.pid is not None and not (settings.proc_root / str(settings.pid)).is_dir():
         raise ConfigError(
-            f"pid (--pid, TRACKER_PID): no process {settings.pid} under {settings.proc_root}"
+            f"pid (--pid, TRACKER_PID): no process {settings.pid} under {settings.proc_root} "
+            "(if it was a short job, it ended already: `sentinel-sidecar run -- CMD` starts it "
+            "and tracks it from its start)"
         )
     if settings.cgroup is not None:
         from sentinel_sidecar.cgroup import CgroupReader

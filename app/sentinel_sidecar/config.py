@@ -97,6 +97,12 @@ def _bool(value: Any) -> bool:
     raise ValueError
 
 
+def _auto_bool(value: Any) -> bool | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    return _bool(value)
+
+
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -341,11 +347,13 @@ class Settings:
         _Rule("dict", _tags, "k=v,k2=v2 or a JSON object of strings"),
         "run metadata: `k=v,k2=v2`, a JSON object or a YAML mapping",
     )
-    cloud_detect: bool = _setting(
-        True,
-        _BOOL,
+    cloud_detect: bool | None = _setting(
+        None,
+        _Rule("bool", _auto_bool, "true, false or auto"),
         "find the cloud, region, zone and instance type: the node's labels (needs `get` on "
-        "nodes), else the cloud's metadata service; your cloud_* settings always win",
+        "nodes), else the cloud's metadata service; your cloud_* settings always win; unset "
+        "(`auto`): only in a pod (`KUBERNETES_SERVICE_HOST` set), so a laptop or CI machine "
+        "asks no metadata address",
     )
     cloud_metadata_url: str = _setting(
         "http://169.254.169.254", _URL, "base URL of the cloud metadata services probed"
@@ -576,6 +584,11 @@ def _yaml_keys(path: Path | None) -> list[str]:
     return [str(key) for key in data] if isinstance(data, dict) else []
 
 
+def in_pod(environ: Mapping[str, str]) -> bool:
+    """True in a Kubernetes pod: the kubelet sets KUBERNETES_SERVICE_HOST in every container."""
+    return bool(environ.get("KUBERNETES_SERVICE_HOST"))
+
+
 def load(
     args: argparse.Namespace,
     environ: Mapping[str, str],
@@ -594,6 +607,8 @@ def load(
         raw = getattr(args, field, None)
         if raw is not None:
             values[field] = _validate(field, raw, f"flag {flag_name(field)}")
+    if values.get("cloud_detect") is None:
+        values["cloud_detect"] = in_pod(environ)
     return Settings(**values)
 
 

@@ -54,8 +54,16 @@ class Identity:
                 if self.sources[name] != source:
                     self.sources[name] = f"{self.sources[name]}+{source}"
 
+    def record(self) -> dict[str, dict[str, Any]]:
+        """`{"value": ..., "source": ...}` per field, for `run.json`: values stay data."""
+        return {
+            name: {"value": value, "source": self.sources[name]}
+            for name, value in self.values.items()
+            if name != "container_resources"  # run.json keeps it apart, as `resources`
+        }
+
     def described(self) -> dict[str, str]:
-        """`value (source)` per field, for the `identity` log line and `run.json`."""
+        """`value (source)` per field, for the `identity` log line."""
         return {name: f"{self.values[name]} ({self.sources[name]})" for name in self.values}
 
 

@@ -28,6 +28,7 @@ from sentinel_sidecar.gpu import GpuReader
 from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.identity import IdentityProbe
 from sentinel_sidecar.kube import pod_exit_code
+from sentinel_sidecar.launch import Command
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
@@ -47,6 +48,7 @@ from sentinel_sidecar.values import ReadErrors
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
+SPOOL_RETRY_LOG_SECONDS = 60.0  # while the spool cannot be used, one line this often
 SPOOL_HINT = "spool_dir (--spool-dir, TRACKER_SPOOL_DIR) must be a writable directory (emptyDir)"
 
 
@@ -83,8 +85,12 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         context: RunContext | None = None,
+        in_pod: bool = True,
+        command: Command | None = None,
     ) -> None:
         self.settings = settings
+        self._in_pod = in_pod
+        self._command = command
         self.stop = stop
         self.telemetry = Telemetry()
         self._uploader: Uploader | None = None  # once the spool is open
@@ -109,12 +115,29 @@ class Runner:
         settings = self.settings
         gpu = GpuReader(self._read_errors)  # NVML once; no GPU: the columns stay 0
         self._identity = IdentityProbe(settings, gpu_facts=gpu.facts())  # in the background
+        procs = ProcReader(settings.proc_root, errors=self._read_errors)
+        collector = Collector(
+            procs,
+            CgroupReader(settings.cgroup_root, clock_ticks()),
+            pid=settings.pid,
+            cgroup=settings.cgroup,
+            wall_clock=self._wall_clock,
+            monotonic=self._monotonic,
+            gpu=gpu,
+        )
+        watch = WorkloadWatch(settings, self._monotonic(), in_pod=self._in_pod)
+        try:
+            return self._record(collector, watch)
+        finally:
+            procs.close()
+            gpu.close()
+
+    def _record(self, collector: Collector, watch: WorkloadWatch) -> RunOutcome:
+        settings = self.settings
         header = header_line(self._schema)
         store = StateStore(settings.spool_dir)
-        opened = self._open_spool(store, header)
+        opened = self._open_spool(store, header, collector, watch)
         if opened is None:
-            log.info("stop_requested", signal=self.stop.reason)
-            gpu.close()
             return RunOutcome(None, None)
         spool, previous = opened
         if previous is not None and previous.header == header:
@@ -162,31 +185,24 @@ class Runner:
             threshold_bytes=settings.upload_threshold_bytes,
             monotonic=self._monotonic,
         )
-        procs = ProcReader(settings.proc_root, errors=self._read_errors)
-        collector = Collector(
-            procs,
-            CgroupReader(settings.cgroup_root, clock_ticks()),
-            pid=settings.pid,
-            cgroup=settings.cgroup,
-            wall_clock=self._wall_clock,
-            monotonic=self._monotonic,
-            gpu=gpu,
-        )
         self._uploader = uploader
         worker.start()
         try:
-            self._sample(collector, spool, worker)
+            self._sample(collector, spool, worker, watch)
         finally:
-            procs.close()
-            gpu.close()
             outcome = self._finish(spool, uploader, worker, destination)
         return outcome
 
-    def _open_spool(self, store: StateStore, header: str) -> tuple[Spool, State | None] | None:
+    def _open_spool(
+        self, store: StateStore, header: str, collector: Collector, watch: WorkloadWatch
+    ) -> tuple[Spool, State | None] | None:
         """The spool and the state to resume (a finished run is set aside first), tried again
         every interval while the directory cannot be used: a sidecar that exits would be
-        restarted into the same fault. None when the stop came first."""
-        failed = False
+        restarted into the same fault. The workload is watched meanwhile, so its exit (or its
+        absence past workload_wait) still ends the run. None when the run ended first."""
+        failed_since: float | None = None
+        attempts = 0
+        said_at = 0.0
         while True:
             try:
                 previous = store.load()
@@ -195,20 +211,49 @@ class Runner:
                     previous = None
                 spool = Spool(self.settings.spool_dir, header)
             except (SpoolError, OSError) as exc:
-                if self.settings.spool_dir == DEFAULTS["spool_dir"] and _denied(exc):
-                    # Outside a pod (no emptyDir at the default path): say what to change.
+                if _denied(exc) and (
+                    not self._in_pod or self.settings.spool_dir == DEFAULTS["spool_dir"]
+                ):
+                    # Outside a pod there is no emptyDir to wait for: say what to change.
                     raise ConfigError(f"{exc}; {SPOOL_HINT}") from exc
-                if not failed:
+                now = self._monotonic()
+                attempts += 1
+                if failed_since is None:
+                    failed_since = said_at = now
                     log.error("spool_unusable", error=str(exc), hint=SPOOL_HINT)
-                failed = True
+                elif now - said_at >= SPOOL_RETRY_LOG_SECONDS:
+                    said_at = now
+                    log.error("spool_still_unusable", error=str(exc), attempts=attempts,
+                              waited_s=round(now - failed_since), hint=SPOOL_HINT)  # fmt: skip
                 self.telemetry.sample_failure = SPOOL_UNWRITABLE
                 if self.stop.wait(self.settings.interval):
+                    log.info("stop_requested", signal=self.stop.reason)
+                    self._unrecorded(attempts)
+                    return None
+                if self._workload_ended(collector, watch):
+                    self._unrecorded(attempts)
                     return None
                 continue
-            if failed:
-                log.info("spool_usable", path=str(spool.path))
+            if failed_since is not None:
+                log.info("spool_usable", path=str(spool.path), attempts=attempts)
             self.telemetry.sample_failure = None
             return spool, previous
+
+    def _workload_ended(self, collector: Collector, watch: WorkloadWatch) -> bool:
+        """One look at the workload while nothing can be recorded; True when the run is over."""
+        if self._command is not None:
+            self._command.release()  # nothing can be recorded: never hold the workload back
+            if self._command.exited():
+                self._command.reap()
+        try:
+            reading = collector.read()
+        except Exception:
+            return False  # counted and logged by the sample loop, once it runs
+        return watch.ended(reading.workload.process_count, self._monotonic())
+
+    def _unrecorded(self, attempts: int) -> None:
+        log.error("run_not_recorded", attempts=attempts, spool=str(self.settings.spool_dir),
+                  reason="the spool directory could not be used", hint=SPOOL_HINT)  # fmt: skip
 
     def _new_state(self, spool: Spool, header: str) -> State:
         return State(
@@ -243,21 +288,29 @@ class Runner:
         server.start()
         return server
 
-    def _sample(self, collector: Collector, spool: Spool, worker: UploadWorker) -> None:
-        started = self._monotonic()
+    def _sample(
+        self, collector: Collector, spool: Spool, worker: UploadWorker, watch: WorkloadWatch
+    ) -> None:
         previous = self._first_reading(collector)
         if previous is None:
             log.info("stop_requested", signal=self.stop.reason)
             return
+        if watch.ended(previous.workload.process_count, self._monotonic()):
+            return
+        if self._command is not None:
+            log.info("command_started", pid=self._command.pid, argv=list(self._command.argv))
+            self._command.release()  # after the first reading: counted from its start
         ticker = Ticker(self.settings.interval, previous.monotonic)
-        seen_workload = warned = False
         every = self.settings.progress_interval or math.inf
         progress_at = self._monotonic() + every
         while True:
             due = ticker.next_after(self._monotonic())
             stopping = self.stop.wait(max(0.0, due - self._monotonic()))
+            exited = self._command is not None and self._command.exited()
             reading = self._take(collector, spool, previous)
             previous = reading or previous
+            if exited and self._command is not None:
+                self._command.reap()  # after a reading of its final counters
             worker.nudge()
             if self._monotonic() >= progress_at:
                 progress_at = self._monotonic() + every
@@ -265,26 +318,10 @@ class Runner:
             if stopping:
                 log.info("stop_requested", signal=self.stop.reason)
                 return
-            if reading is None:
-                continue
-            if reading.workload.process_count > 0:
-                seen_workload = True
-            elif seen_workload:
-                if self.settings.exit_with_workload:
-                    log.info("workload_exited")
-                    return
-            elif not warned and self._monotonic() - started >= self.settings.workload_wait:
-                warned = True
-                log.warning(
-                    "no_workload_processes",
-                    waited_s=self.settings.workload_wait,
-                    hint="shareProcessNamespace: true is probably missing from the pod spec "
-                    "(compose: pid: service:<holder>), or the workload ended before the "
-                    "first sample",
-                    ending=self.settings.exit_with_workload,
-                )
-                if self.settings.exit_with_workload:
-                    return
+            if reading is not None and watch.ended(
+                reading.workload.process_count, self._monotonic()
+            ):
+                return
 
     def _progress(self, worker: UploadWorker) -> None:
         uploader = worker.uploader
@@ -381,7 +418,7 @@ class Runner:
             exit_code=exit_code,
             bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
             inline=worker.inline,
-            identity=identity.described(),
+            identity=identity.record(),
             resources=identity.values.get("container_resources", {}),
         )
         if summary.bytes_not_uploaded:
@@ -409,7 +446,10 @@ class Runner:
         return RunOutcome(summary, summary_uri)
 
     def _exit_code(self, deadline: float) -> int | None:
-        """From the exit-code file, else (if enabled) the pod status, within half the time left."""
+        """The command's own (`run -- CMD`), else from the exit-code file, else (if enabled) the
+        pod status, within half the time left."""
+        if self._command is not None:
+            return self._command.exit_code(min(1.0, self._left(deadline) / 2))
         code = read_exit_code(self.settings.spool_dir)
         if code is None and self.settings.k8s_exit_code:
             until = self._monotonic() + min(10.0, self._left(deadline) / 2)
@@ -433,6 +473,54 @@ class Runner:
         except (DeliveryError, DeadlineExceeded) as exc:
             log.error("shutdown_call_failed", call=what, error=str(exc))
             return None
+
+
+class WorkloadWatch:
+    """When the workload's absence ends the run: gone after having been seen (a classic
+    sidecar must not keep a Job's pod alive), or never seen within workload_wait."""
+
+    def __init__(self, settings: Settings, started: float, *, in_pod: bool) -> None:
+        self._settings = settings
+        self._started = started
+        self._in_pod = in_pod
+        self._seen = self._warned = False
+
+    def ended(self, process_count: int, now: float) -> bool:
+        """Take one reading's count of workload processes; True when the run should end."""
+        settings = self._settings
+        if process_count > 0:
+            self._seen = True
+            return False
+        if self._seen:
+            if settings.exit_with_workload:
+                log.info("workload_exited")
+            return settings.exit_with_workload
+        if settings.pid is not None:
+            # A process that is gone never comes back: no reason to wait for it.
+            self._seen = True
+            log.warning(
+                "workload_ended_before_first_sample",
+                pid=settings.pid,
+                hint="`sentinel-sidecar run -- CMD` tracks a command from its start",
+            )
+            return settings.exit_with_workload
+        if self._warned or now - self._started < settings.workload_wait:
+            return False
+        self._warned = True
+        log.warning("no_workload_processes", waited_s=settings.workload_wait,
+                    hint=_absent_hint(settings, self._in_pod),
+                    ending=settings.exit_with_workload)  # fmt: skip
+        return settings.exit_with_workload
+
+
+def _absent_hint(settings: Settings, in_pod: bool) -> str:
+    if settings.cgroup is not None:
+        return f"no process in cgroup {settings.cgroup}"
+    if in_pod:
+        return ("shareProcessNamespace: true is probably missing from the pod spec, or the "
+                "workload ended before the first sample")  # fmt: skip
+    return ("no other process is visible (compose: pid: service:<holder>); outside a pod use "
+            "--pid PID or sentinel-sidecar run -- CMD")  # fmt: skip
 
 
 class Ticker:

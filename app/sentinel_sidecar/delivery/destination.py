@@ -54,7 +54,8 @@ class RunSummary:
     exit_code: int | None
     bytes_not_uploaded: int
     inline: bool  # the rows go with the close, not as chunks
-    identity: dict[str, str] = field(default_factory=dict)  # value (source) per field
+    # {"value": ..., "source": "settings" | "pod" | "node" | "host" | ...} per field
+    identity: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The workload container's requests and limits from its pod spec, where they were read.
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
