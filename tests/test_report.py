@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -177,11 +179,14 @@ def test_bad_report_input_exits_2(tmp_path: Path, args: list[str], expected: str
 def html_page(tmp_path: Path, gpu: bool = False) -> str:
     rows = [row(1_700_000_000 + i, 0.3 + (i % 60) / 100, 400 + i / 10, 0.7 if gpu else 0.0)
             for i in range(1200)]  # fmt: skip
-    summary = {"run_id": "r1", "identity": {"cloud_region_id": "us-east-1 (node)"},
+    summary = {"run_id": "r1", "started_at": "2023-11-14T22:13:20.000+00:00", "exit_code": 137,
+               "identity": {"cloud_region_id": {"value": "us-east-1", "source": "node"},
+                            "job_name": {"value": "nightly-train", "source": "pod"}},
                "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}  # fmt: skip
     out = output_dir(tmp_path / "out", rows, summary)
     result = report(str(out), "--html", str(tmp_path / "report.html"))
     assert result.returncode == 0, result.stderr
+    assert f"wrote {tmp_path / 'report.html'}" in result.stderr  # says where the page is
     return (tmp_path / "report.html").read_text()
 
 
@@ -190,14 +195,83 @@ def test_the_page_is_self_contained_with_every_chart_and_series(tmp_path: Path):
     assert not re.search(r"<script|<link|<img|@import|url\((?!#)", page, re.IGNORECASE)
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     for series in ("process_cpu_usage", "process_memory_mib", "process_disk_read_bytes",
-                   "process_disk_write_bytes", "system_net_recv_bytes", "system_net_sent_bytes",
-                   "process_gpu_usage"):  # fmt: skip
+                   "process_disk_write_bytes", "process_gpu_usage"):  # fmt: skip
         assert f'id="series-{series}-1"' in page, series
-    assert page.count("<svg") == 5
+    assert "system_net" not in page  # node-wide figures are not the workload's
+    assert page.count("<svg") == 4
     assert 'id="line-recommended-request"' in page and 'id="line-current-request"' in page
-    assert "us-east-1 (node)" in page and "cpu: " in page
     without_gpu = html_page(tmp_path / "b")
-    assert without_gpu.count("<svg") == 4 and "series-process_gpu_usage" not in without_gpu
+    assert without_gpu.count("<svg") == 3 and "series-process_gpu_usage" not in without_gpu
+
+
+def test_the_page_says_which_job_when_how_it_ended_what_to_set_and_the_totals(tmp_path: Path):
+    page = html_page(tmp_path)
+    text = re.sub(r"<[^>]+>", " ", page[page.index("<body>") : page.index("<svg")])
+    text = " ".join(text.split())
+    assert text.startswith(
+        "nightly-train: what it used job nightly-train · started 2023-11-14 22:13 UTC · "
+        "duration 20 min · ended exit 137 (failed)"
+    )
+    # The recommendation as a table, and the block to paste as it is.
+    assert "<td>cpu request</td><td>860m</td><td>2</td>" in page
+    assert "<pre>resources:\n  requests:\n    cpu: 860m\n" in page
+    # 1200 s at a mean of 0.595 cores and 460 MiB; 4096 B read per 1 s row; p95 0.86 cores.
+    assert "current requests minus recommended +0.38 core-hours, +0.14 GiB-hours" in text
+    assert "CPU 0.198 core-hours" in text and "memory 0.15 GiB-hours" in text
+    assert "disk read 4.9 MB" in text and "disk written 9.8 MB" in text
+    assert "<td>cloud_region_id</td><td>us-east-1</td><td>node</td>" in page
+    [disk] = [chart for chart in page.split('<section class="chart">') if ">Disk<" in chart]
+    assert "MB/s" in disk and "1e6" not in disk and "bytes per interval" not in page
+
+
+def test_too_little_data_is_refused_not_recommended_from(tmp_path: Path):
+    one_row = output_dir(tmp_path / "one", [row(1.0, 0.5, 100.0)])
+    result = report(str(one_row))
+    assert result.returncode == 3 and result.stdout == ""
+    assert "too little to recommend from: 1 row(s), 1 of the workload" in result.stderr
+    never_seen = output_dir(tmp_path / "none", [row(1.0 + i, 0.0, 0.0) for i in range(50)])
+    result = report(str(never_seen), "--format", "json")
+    assert result.returncode == 3 and "the workload was never seen" in result.stderr
+
+
+def test_a_runs_parent_directory_names_the_run_inside(tmp_path: Path):
+    output_dir(tmp_path / "demo" / "output", [row(1.0 + i, 0.5, 100.0) for i in range(10)])
+    result = report(str(tmp_path / "demo"))
+    assert result.returncode == 2
+    assert result.stderr.rstrip().endswith(f"did you mean {tmp_path / 'demo' / 'output'}?")
+
+
+def test_s3_without_credentials_says_so_and_asks_no_metadata_service(tmp_path: Path):
+    # boto3's chain ends at the instance metadata service: on a laptop it waits on
+    # 169.254.169.254. Here that service is a loopback peer that records every request.
+    asked: list[str] = []
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_PUT = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+           }  # fmt: skip
+    try:
+        result = report("s3://bucket/runs/pod-1", env=env)
+        asked_outside = list(asked)
+        in_pod = report("s3://bucket/runs/pod-1", env={**env, "KUBERNETES_SERVICE_HOST": "1"})
+    finally:
+        server.shutdown()
+    assert result.returncode == 2 and "no AWS credentials found" in result.stderr
+    assert asked_outside == []
+    assert in_pod.returncode == 2 and asked  # in a pod, the chain may ask it
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

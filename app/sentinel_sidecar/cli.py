@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sentinel_sidecar.runner import RunOutcome
 
 EXIT_USAGE = 2
+EXIT_TOO_LITTLE = 3  # `report`: too few samples of the workload to recommend from
 COMMAND_EXIT_WAIT = 10.0  # s for `run -- CMD` to be reaped after the run ended
 
 
@@ -127,6 +128,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
         "log_format": "console",
         "health_port": 0,
         "cloud_detect": False,  # a demo on a laptop asks no cloud's metadata service
+        "job_name": "sentinel-demo",
     }
     settings = config.load(args, environ, defaults)
     context = _configure_log(settings, args, environ)
@@ -146,7 +148,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     from sentinel_sidecar.recommend import Rules
 
     runs, recommendation = report.build([str(output)], Rules())
-    print(report.as_table(runs, recommendation, Rules()))
+    print(report.too_little(runs) or report.as_table(runs, recommendation, Rules()))
     print(f"\nthe page (report extra): sentinel-sidecar report {output} --html report.html")
     return 0
 
@@ -179,7 +181,7 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     environ = dict(os.environ)
     try:
         if args.action == "report":
-            return _report(args)
+            return _report(args, environ)
         if args.action == "demo":
             return _demo(args, environ, stop)
         settings = config.load(args, environ)
@@ -198,7 +200,7 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     from sentinel_sidecar import report
     from sentinel_sidecar.recommend import Rules
 
@@ -209,8 +211,16 @@ def _report(args: argparse.Namespace) -> int:
     if args.cpu_limit_factor is not None and not args.cpu_limit_factor >= 1:
         raise ConfigError(f"report --cpu-limit-factor: {args.cpu_limit_factor:g} is not >= 1")
     rules = Rules(args.cpu_percentile, args.memory_margin, args.cpu_limit_factor)
+    # boto3's chain asks the instance metadata service last: only where there is one to ask.
+    instance_metadata = config.in_pod(environ) or (
+        environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
+    )
     try:
-        runs, recommendation = report.build(args.inputs, rules)
+        runs, recommendation = report.build(args.inputs, rules, instance_metadata=instance_metadata)
+        refusal = report.too_little(runs)
+        if refusal is not None:
+            print(f"sentinel-sidecar: report: {refusal}", file=sys.stderr)
+            return EXIT_TOO_LITTLE
         if args.html is not None:
             _write_html(args.html, runs, recommendation, rules)
     except report.ReportError as exc:
@@ -232,12 +242,14 @@ def _write_html(path: Path, runs: Any, recommendation: Any, rules: Any) -> None:
         text = report_html.render(runs, recommendation, rules)
     except ImportError as exc:
         raise report.ReportError(
-            f"--html needs matplotlib: pip install 'sentinel-sidecar[report]' ({exc})"
+            "--html needs matplotlib: pip install matplotlib (in a checkout: "
+            f"pip install -e '.[report]') ({exc})"
         ) from exc
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise report.ReportError(f"--html {path}: cannot be written ({exc.strerror})") from exc
+    print(f"sentinel-sidecar: report: wrote {path} ({len(text) // 1024} KiB)", file=sys.stderr)
 
 
 def _check_target(settings: Settings, command: Sequence[str] | None) -> None:

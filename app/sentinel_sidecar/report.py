@@ -22,9 +22,17 @@ EXPECTED = (
 )
 COLUMNS = (
     "timestamp", "process_cpu_usage", "process_memory_mib", "process_disk_read_bytes",
-    "process_disk_write_bytes", "system_net_recv_bytes", "system_net_sent_bytes",
-    "process_gpu_usage", "process_gpu_vram_mib", "process_gpu_utilized",
+    "process_disk_write_bytes", "process_gpu_usage", "process_gpu_vram_mib",
+    "process_gpu_utilized",
 )  # fmt: skip
+# Fewer samples of the workload than this and a recommendation would rest on noise: `report`
+# says so and exits TOO_LITTLE instead.
+MIN_SAMPLES = 5
+NO_CREDENTIALS = (
+    "no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+    "~/.aws, a web identity token); outside a pod the instance metadata service is not asked "
+    "(AWS_EC2_METADATA_DISABLED=false asks it)"
+)
 
 
 class ReportError(Exception):
@@ -44,6 +52,13 @@ class Run:
     def rows(self) -> int:
         return len(self.columns.get("timestamp", []))
 
+    @property
+    def workload_samples(self) -> int:
+        """Rows in which the workload was seen using anything (CPU or memory)."""
+        cpu = self.columns.get("process_cpu_usage", [])
+        memory = self.columns.get("process_memory_mib", [])
+        return sum(1 for c, m in zip(cpu, memory, strict=True) if (c or 0) > 0 or (m or 0) > 0)
+
     def values(self, column: str) -> list[float]:
         """The column's known values."""
         return [value for value in self.columns.get(column, []) if value is not None]
@@ -58,10 +73,11 @@ class Run:
 # --- inputs -------------------------------------------------------------------------------------
 
 
-def load(source: str) -> Run:
-    """One run from an output directory, a spool directory or an S3 run prefix."""
+def load(source: str, *, instance_metadata: bool = False) -> Run:
+    """One run from an output directory, a spool directory or an S3 run prefix (credentials
+    from the instance metadata service only with `instance_metadata`)."""
     if source.startswith("s3://"):
-        return _from_s3(source)
+        return _from_s3(source, instance_metadata)
     directory = Path(source)
     if not directory.is_dir():
         what = "does not exist" if not directory.exists() else "is a file"
@@ -76,23 +92,45 @@ def load(source: str) -> Run:
         _add_rows(run, (directory / "metrics.csv").read_text(errors="replace"), source)
         summary = directory / "output" / "run.json"
     else:
-        raise ReportError(f"{directory} holds no chunk; expected {EXPECTED}")
+        inside = [child for child in sorted(directory.iterdir()) if _holds_a_run(child)]
+        hint = f"; did you mean {inside[0]}?" if inside else ""
+        raise ReportError(f"{directory} holds no chunk; expected {EXPECTED}{hint}")
     if summary.is_file():
         run.summary = _summary(summary.read_bytes(), str(summary))
     return run
 
 
-def _from_s3(uri: str) -> Run:
+def _holds_a_run(path: Path) -> bool:
+    """A directory `report` can read (a run's output or spool), for "did you mean"."""
+    return path.is_dir() and (
+        (path / "metrics.csv").is_file() or any(path.glob("[0-9][0-9][0-9][0-9]*.csv.gz"))
+    )
+
+
+def _s3_client(instance_metadata: bool) -> Any:
+    """An S3 client on boto3's credential chain, without its instance-metadata step unless
+    asked (on a laptop that step waits on 169.254.169.254); ReportError without credentials."""
+    import boto3
+    import botocore.session
+
+    session = botocore.session.get_session()
+    if not instance_metadata:
+        session.get_component("credential_provider").remove("iam-role")
+    if session.get_credentials() is None:
+        raise ReportError(NO_CREDENTIALS)
+    return boto3.session.Session(botocore_session=session).client("s3")
+
+
+def _from_s3(uri: str, instance_metadata: bool) -> Run:
     """The chunks `0001.csv.gz`, ... and `run.json` under a run prefix, fetched by name (no
     listing: an uploader's credentials may not list)."""
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         bucket, prefix = parse_s3_uri(uri)
     except ValueError as exc:
         raise ReportError(f"{exc}; expected {EXPECTED}") from exc
-    s3 = boto3.session.Session().client("s3")
+    s3 = _s3_client(instance_metadata)
     run = Run(uri)
 
     def get(name: str) -> bytes | None:
@@ -156,14 +194,29 @@ def _add_rows(run: Run, text: str, where: str) -> None:
 # --- the report ---------------------------------------------------------------------------------
 
 
-def build(sources: Sequence[str], rules: Rules) -> tuple[list[Run], Recommendation]:
+def build(
+    sources: Sequence[str], rules: Rules, *, instance_metadata: bool = False
+) -> tuple[list[Run], Recommendation]:
     """The runs and one recommendation over all of them; the current requests and limits of
     the latest run that recorded them."""
-    runs = [load(source) for source in sources]
+    runs = [load(source, instance_metadata=instance_metadata) for source in sources]
     current: dict[str, dict[str, str]] = {}
     for run in runs:
         current = run.summary.get("resources") or current
     return runs, recommend([run.usage() for run in runs], rules, current)
+
+
+def too_little(runs: Sequence[Run]) -> str | None:
+    """Why no recommendation can be made from these runs, or None when one can."""
+    samples = sum(run.workload_samples for run in runs)
+    if samples >= MIN_SAMPLES:
+        return None
+    rows = sum(run.rows for run in runs)
+    seen = "the workload was never seen" if samples == 0 else f"{samples} of the workload"
+    return (
+        f"too little to recommend from: {rows} row(s), {seen}; at least {MIN_SAMPLES} samples "
+        "of the workload are needed (a longer run, or a shorter --interval)"
+    )
 
 
 def as_dict(runs: Sequence[Run], recommendation: Recommendation) -> dict[str, Any]:

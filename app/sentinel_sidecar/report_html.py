@@ -1,19 +1,26 @@
-"""`report --html`: the runs as one self-contained page — charts drawn by matplotlib (the
-`report` extra) as inline SVG, the recommendation and the run's identity; no script, no CDN,
+"""`report --html`: the runs as one self-contained page a team would look at — which job, when,
+how long, how it ended; the recommendation as a table and as a `resources:` block to copy; the
+totals; charts of the workload's own figures in human units (drawn by matplotlib, the `report`
+extra, as inline SVG) with the legends beside the data; where it ran. No script, no CDN,
 nothing fetched when it opens."""
 
 from __future__ import annotations
 
 import html
 import io
+import itertools
 import math
+import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sentinel_sidecar.recommend import Recommendation, Rules, cpu_cores, memory_mib
-from sentinel_sidecar.report import Run, as_table, as_yaml
+from sentinel_sidecar.report import Run, as_yaml
 
 POINTS = 1500  # per series: a week of 1 s rows is drawn from bucket maxima, not 600 000 points
+MB = 1e6
 
 
 def _thinned(
@@ -30,23 +37,70 @@ def _thinned(
     return xs, ys
 
 
-def _chart(title: str, unit: str, runs: Sequence[Run], series: Sequence[tuple[str, str]],
-           lines: Sequence[tuple[str, float, str]] = ()) -> str:  # fmt: skip
-    """One chart as inline SVG; each series' group carries `id="series-<column>-<run>"`."""
+def _intervals(run: Run) -> list[float]:
+    """Seconds each row covers (the first: the run's usual interval)."""
+    stamps = [stamp or 0.0 for stamp in run.columns.get("timestamp", [])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    usual = statistics.median(gaps) if gaps else 1.0
+    return [usual, *gaps] if stamps else []
+
+
+def _per_second(run: Run, column: str, scale: float) -> list[float | None]:
+    """A per-interval counter as a rate (`scale` units per second)."""
+    return [
+        None if value is None or seconds <= 0 else value / seconds / scale
+        for value, seconds in zip(run.columns[column], _intervals(run), strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the runs used in all."""
+
+    core_hours: float
+    gib_hours: float
+    read_bytes: float
+    written_bytes: float
+    gpu_hours: float
+
+
+def totals(runs: Sequence[Run]) -> Totals:
+    """Core-hours, GiB-hours, bytes read and written and GPU-hours over every row."""
+    core = gib = read = written = gpu = 0.0
+    for run in runs:
+        for index, seconds in enumerate(_intervals(run)):
+            cells = {column: values[index] or 0.0 for column, values in run.columns.items()}
+            core += cells["process_cpu_usage"] * seconds / 3600
+            gib += cells["process_memory_mib"] / 1024 * seconds / 3600
+            gpu += cells["process_gpu_usage"] * seconds / 3600
+            read += cells["process_disk_read_bytes"]
+            written += cells["process_disk_write_bytes"]
+    return Totals(core, gib, read, written, gpu)
+
+
+def _chart(
+    title: str,
+    unit: str,
+    runs: Sequence[Run],
+    series: Sequence[tuple[str, str, Any]],
+    lines: Sequence[tuple[str, float, str]] = (),
+) -> str:
+    """One chart as inline SVG; `series` are (column, label, values of a run); each series'
+    group carries `id="series-<column>-<run>"`. The legend sits right of the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(9, 2.6))
+    figure = Figure(figsize=(9.6, 2.6))
     axes = figure.add_subplot()
     for number, run in enumerate(runs, start=1):
         stamps = run.columns["timestamp"]
         start = next((stamp for stamp in stamps if stamp is not None), 0.0)
         minutes = [((stamp or start) - start) / 60 for stamp in stamps]
-        for column, label in series:
-            xs, ys = _thinned(minutes, run.columns[column])
+        for column, label, values in series:
+            xs, ys = _thinned(minutes, values(run))
             name = label if len(runs) == 1 else f"{label}, run {number}"
             (line,) = axes.plot(xs, ys, linewidth=1.0, label=name)
             line.set_gid(f"series-{column}-{number}")
@@ -56,18 +110,22 @@ def _chart(title: str, unit: str, runs: Sequence[Run], series: Sequence[tuple[st
     axes.set_title(title, loc="left", fontsize=10)
     axes.set_xlabel("minutes since the run started", fontsize=8)
     axes.set_ylabel(unit, fontsize=8)
+    axes.set_ylim(bottom=0)
     axes.tick_params(labelsize=8)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.subplots_adjust(left=0.07, right=0.78, bottom=0.2, top=0.88)
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]
 
 
-def page(runs: Sequence[Run], recommendation: Recommendation, table: str) -> str:
-    """The whole page."""
+def _column(column: str) -> Any:
+    return lambda run: run.columns[column]
+
+
+def _charts(runs: Sequence[Run], recommendation: Recommendation) -> list[str]:
     current = recommendation.current
     cpu_lines = [("recommended request", cpu_cores(recommendation.cpu_request), "--")]
     memory_lines = [("recommended request = limit", memory_mib(recommendation.memory), "--")]
@@ -76,45 +134,170 @@ def page(runs: Sequence[Run], recommendation: Recommendation, table: str) -> str
     if (current.get("requests") or {}).get("memory"):
         memory_lines.append(("current request", memory_mib(current["requests"]["memory"]), ":"))
     charts = [
-        _chart("CPU", "cores", runs, [("process_cpu_usage", "workload")], cpu_lines),
-        _chart("Memory", "MiB", runs, [("process_memory_mib", "workload")], memory_lines),
-        _chart("Disk", "bytes per interval", runs,
-               [("process_disk_read_bytes", "read"), ("process_disk_write_bytes", "written")]),
-        _chart("Network (node)", "bytes per interval", runs,
-               [("system_net_recv_bytes", "received"), ("system_net_sent_bytes", "sent")]),
+        _chart("CPU", "cores", runs,
+               [("process_cpu_usage", "workload", _column("process_cpu_usage"))], cpu_lines),
+        _chart("Memory (PSS)", "MiB", runs,
+               [("process_memory_mib", "workload", _column("process_memory_mib"))],
+               memory_lines),
+        _chart("Disk", "MB/s", runs, [
+            ("process_disk_read_bytes", "read",
+             lambda run: _per_second(run, "process_disk_read_bytes", MB)),
+            ("process_disk_write_bytes", "written",
+             lambda run: _per_second(run, "process_disk_write_bytes", MB)),
+        ]),
     ]  # fmt: skip
-    if any(run.values("process_gpu_usage") and max(run.values("process_gpu_usage")) > 0
-           for run in runs):  # fmt: skip
-        charts.append(_chart("GPU", "GPUs", runs, [("process_gpu_usage", "workload")]))
-    identity: dict[str, Any] = next(
-        (run.summary["identity"] for run in reversed(runs) if run.summary.get("identity")), {}
+    if any(max(run.values("process_gpu_usage"), default=0) > 0 for run in runs):
+        gpu = [("process_gpu_usage", "workload", _column("process_gpu_usage"))]
+        charts.append(_chart("GPU", "GPUs busy", runs, gpu))
+    return charts
+
+
+def _identity(run: Run) -> dict[str, tuple[str, str]]:
+    """(value, source) per field of a run.json identity; older files wrote `value (source)`."""
+    fields: dict[str, tuple[str, str]] = {}
+    for name, entry in (run.summary.get("identity") or {}).items():
+        if isinstance(entry, dict):
+            fields[name] = (str(entry.get("value")), str(entry.get("source", "")))
+        else:
+            value, _, source = str(entry).rpartition(" (")
+            fields[name] = (value, source.rstrip(")")) if value else (str(entry), "")
+    return fields
+
+
+def _when(text: Any) -> str:
+    try:
+        moment = datetime.fromisoformat(str(text)).astimezone(UTC)
+    except ValueError:
+        return "-"
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _run_seconds(run: Run) -> float:
+    stamps = run.values("timestamp")
+    return stamps[-1] - stamps[0] + (_intervals(run)[0] if stamps else 0.0) if stamps else 0.0
+
+
+def _ended(run: Run) -> str:
+    code = run.summary.get("exit_code")
+    if code is None:
+        return "exit code unknown"
+    return f"exit {code} ({'failed' if code else 'finished'})"
+
+
+def _bytes(count: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    cells = "".join(f"<th>{html.escape(cell)}</th>" for cell in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
     )
-    rows = "".join(
-        f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
-        for key, value in identity.items()
-    )
-    sources = ", ".join(html.escape(run.source) for run in runs)
-    sections = "".join(f'<section class="chart">{chart}</section>' for chart in charts)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>sentinel-sidecar report</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 24px auto; max-width: 960px; color: #222; }}
-pre {{ background: #f5f5f5; padding: 12px; overflow-x: auto; }}
-table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 12px 2px 0; }}
-.chart svg {{ width: 100%; height: auto; }}
-</style></head><body>
-<h1>What the workload used</h1>
-<p>{sources}</p>
-<h2>Recommendation</h2>
-<pre>{html.escape(table)}</pre>
-<pre>{html.escape(as_yaml(recommendation))}</pre>
-{sections}
-<h2>Where it ran</h2>
-<table>{rows or "<tr><td>no run.json with an identity</td></tr>"}</table>
-</body></html>
-"""
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _recommendation_rows(rec: Recommendation, rules: Rules) -> list[list[str]]:
+    current = rec.current
+
+    def now(kind: str, key: str) -> str:
+        return str((current.get(kind) or {}).get(key, "-"))
+
+    rows = [
+        ["cpu request", rec.cpu_request, now("requests", "cpu"),
+         f"p{rules.cpu_percentile:g} of the workload's CPU: {rec.cpu_basis:.3f} cores"],
+        ["cpu limit", rec.cpu_limit or "none", now("limits", "cpu"),
+         "none: a CPU limit throttles a job that could use idle cores"
+         if rec.cpu_limit is None else f"request x {rules.cpu_limit_factor:g}"],
+        ["memory request", rec.memory, now("requests", "memory"),
+         f"peak {rec.memory_peak_mib:.0f} MiB + {rules.memory_margin:.0%}"],
+        ["memory limit", rec.memory, now("limits", "memory"),
+         "= request: a pod over its request is evicted first"],
+    ]  # fmt: skip
+    if rec.gpus:
+        rows.append(["nvidia.com/gpu", str(rec.gpus), now("limits", "nvidia.com/gpu"),
+                     "GPUs the workload kept busy at once"])  # fmt: skip
+    return rows
 
 
 def render(runs: Sequence[Run], recommendation: Recommendation, rules: Rules) -> str:
     """The page for `report --html`."""
-    return page(runs, recommendation, as_table(runs, recommendation, rules))
+    latest = _identity(runs[-1])
+    job = latest.get("job_name", ("", ""))[0] or latest.get("project_name", ("", ""))[0]
+    title = f"{job}: what it used" if job else "What the workload used"
+    facts = [
+        ("project", latest.get("project_name", ("", ""))[0]),
+        ("job", latest.get("job_name", ("", ""))[0]),
+        ("started", _when(runs[0].summary.get("started_at"))),
+        ("duration", _duration(sum(_run_seconds(run) for run in runs))),
+        ("ended", _ended(runs[-1]) if len(runs) == 1 else f"{len(runs)} runs"),
+    ]
+    header = " · ".join(
+        f"<span><b>{html.escape(name)}</b> {html.escape(value)}</span>"
+        for name, value in facts
+        if value not in ("", "-")
+    )
+    total = totals(runs)
+    sums = [("CPU", f"{total.core_hours:.3g} core-hours"),
+            ("memory", f"{total.gib_hours:.3g} GiB-hours"),
+            ("disk read", _bytes(total.read_bytes)),
+            ("disk written", _bytes(total.written_bytes))]  # fmt: skip
+    if total.gpu_hours:
+        sums.append(("GPU", f"{total.gpu_hours:.3g} GPU-hours"))
+    difference = recommendation.savings() or {}
+    if difference:
+        units = {"core_hours": "core-hours", "gib_hours": "GiB-hours"}
+        parts = [f"{value:+.2f} {units[unit]}" for unit, value in difference.items()]
+        sums.append(("current requests minus recommended", ", ".join(parts)))
+    run_rows = [[str(number), _when(run.summary.get("started_at")), _duration(_run_seconds(run)),
+                 _ended(run), str(run.rows), run.source]
+                for number, run in enumerate(runs, start=1)]  # fmt: skip
+    where = [[name, value, source] for name, (value, source) in sorted(latest.items())]
+    charts = _charts(runs, recommendation)
+    sections = "".join(f'<section class="chart">{chart}</section>' for chart in charts)
+    in_all = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sums
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 24px auto; max-width: 980px; color: #222; }}
+header p {{ color: #444; }} header span {{ margin-right: 4px; }}
+pre {{ background: #f5f5f5; padding: 12px; overflow-x: auto; user-select: all; }}
+table {{ border-collapse: collapse; margin: 8px 0; }}
+th, td {{ text-align: left; padding: 3px 14px 3px 0; border-bottom: 1px solid #eee; }}
+.totals td:first-child {{ color: #555; }}
+.chart svg {{ width: 100%; height: auto; }}
+.note {{ color: #666; font-size: 12px; }}
+</style></head><body>
+<header><h1>{html.escape(title)}</h1><p>{header}</p></header>
+<h2>Recommendation</h2>
+{
+        _table(
+            ["resource", "recommended", "current", "basis"],
+            _recommendation_rows(recommendation, rules),
+        )
+    }
+<p class="note">For the workload container; copy into its spec:</p>
+<pre>{html.escape(as_yaml(recommendation))}</pre>
+<h2>In all</h2>
+<table class="totals"><tbody>{in_all}</tbody></table>
+<h2>Over time</h2>
+<p class="note">The workload's own processes (the agent and node-wide figures left out).</p>
+{sections}
+<h2>Runs</h2>
+{_table(["#", "started", "duration", "ended", "rows", "source"], run_rows)}
+<h2>Where it ran</h2>
+{_table(["field", "value", "source"], where) if where else "<p>no run.json with an identity</p>"}
+</body></html>
+"""
