@@ -32,7 +32,7 @@ def helm3() -> str:
         ).stdout
         if version.startswith("v3."):
             return path
-    reason = f"no Helm 3 binary: set {HELM3_ENV} (.ci/run fetches one into its cache)"
+    reason = f"no Helm 3 binary: set {HELM3_ENV} (.ci/run fetches one with .ci/fetch-k8s-tools)"
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +18,13 @@ from tests.agent import (
     start_agent,
     wait_for_rows,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
+# docs/examples.py regenerates the README's demo output; the test reads it back the same way.
+_spec = importlib.util.spec_from_file_location("examples", ROOT / "docs" / "examples.py")
+assert _spec is not None and _spec.loader is not None
+examples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(examples)
 
 
 def agent_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -121,11 +129,14 @@ def test_discovery_mode_runs_and_stops_on_sigterm(tmp_path: Path):
     assert header[-3:] == ["cgroup_pids", "gpu_power_w", "gpu_energy_j"] and len(header) == 41
 
 
-def test_demo_tracks_its_workload_and_prints_a_summary(tmp_path: Path):
-    agent = start_agent(["demo", "--seconds", "3", "--dir", str(tmp_path)])
+def test_demo_tracks_its_workload_and_prints_what_the_readme_shows(tmp_path: Path):
+    agent = start_agent(["demo", "--seconds", "6", "--dir", str(tmp_path)])
     out, err = agent.communicate(timeout=60)
     assert agent.returncode == 0, err
     assert "memory request" in out and "cpu request" in out  # the report on its output
+    printed = out.replace(str(tmp_path), "/tmp/sentinel-demo-x1")
+    shown = examples.shown_demo_output((ROOT / "README.md").read_text())
+    assert examples.skeleton(printed) == examples.skeleton(shown), "run: python docs/examples.py"
     summary = json.loads((tmp_path / "output" / "run.json").read_text())
     assert summary["exit_code"] == 0
     rows = chunk_rows(dir_chunks(tmp_path / "output"))

@@ -149,7 +149,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
 
     runs, recommendation = report.build([str(output)], Rules())
     print(report.too_little(runs) or report.as_table(runs, recommendation, Rules()))
-    print(f"\nthe page (report extra): sentinel-sidecar report {output} --html report.html")
+    print(f"\nthe page (needs matplotlib): sentinel-sidecar report {output} --html report.html")
     return 0
 
 
