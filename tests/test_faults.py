@@ -486,3 +486,31 @@ def test_a_malformed_kernel_file_blanks_its_cells_not_the_run(tmp_path: Path, br
     assert len(reported) == int(reported_once)
     assert "sample_failed" not in names(events)
     print(f"{relative} broken: exit 0 in {elapsed:.2f} s, {rows} rows, reported {reported}")
+
+
+@needs_root
+@pytest.mark.parametrize("output", ["elsewhere", "on the same disk"])
+def test_a_disk_that_fills_before_the_stop_ends_with_exit_0(tmp_path: Path, workload, output: str):
+    # The spool on a 256 KiB tmpfs that fills, stderr a pipe nobody reads for a while, then
+    # SIGTERM: the state save at the stop raised ENOSPC and the agent exited 1.
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        out = disk / "out" if output == "on the same disk" else tmp_path / "out"
+        args = [*local_args(disk, workload.pid), "--output-dir", str(out)]
+        agent = start_agent(args, stderr=subprocess.PIPE)
+        wait_for_rows(disk / "spool", 20)
+        fill(disk / "filler")
+        time.sleep(0.5)
+        agent.send_signal(signal.SIGTERM)
+        time.sleep(2)  # the log pipe stays unread meanwhile
+        _out, err = agent.communicate(timeout=30)
+        assert agent.returncode == 0, err[-3000:]
+        events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        [finished] = [event for event in events if event["event"] == "run_finished"]
+        # The fault is said, not hidden: the finished mark (or run.json, or rows) not saved.
+        assert "state_not_saved" in names(events) or finished["delivered"] is False
+        assert finished["level"] == ("info" if finished["delivered"] else "error")
+        # Nothing claimed delivered that is not: the chunks present hold spool rows once.
+        rows = chunk_rows(dir_chunks(out))
+        assert len(rows) == len(set(rows)) and set(rows) <= set(spool_rows(disk / "spool"))
+        print(f"disk full at the stop, output {output}: exit {agent.returncode}, "
+              f"{len(rows)} rows in chunks")  # fmt: skip

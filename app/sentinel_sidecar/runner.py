@@ -429,7 +429,10 @@ class Runner:
         )
         if summary_uri is not None:
             uploader.finish()
-        spool.close()
+        try:
+            spool.close()
+        except OSError as exc:  # EIO on the last fsync: the rows are as durable as they get
+            log.error("spool_not_synced", path=str(spool.path), error=exc.strerror)
         delivered = summary_uri is not None and summary.bytes_not_uploaded == 0
         (log.info if delivered else log.error)(
             "run_finished",

@@ -219,9 +219,11 @@ class Spool:
         return os.pread(self._fd, self.size, 0)
 
     def close(self) -> None:
-        """Sync and close."""
-        self.sync()
-        os.close(self._fd)
+        """Sync and close (closed even when the sync fails)."""
+        try:
+            self.sync()
+        finally:
+            os.close(self._fd)
 
 
 def unused_stamp(directory: Path, *patterns: str) -> str:

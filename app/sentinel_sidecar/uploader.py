@@ -171,11 +171,19 @@ class Uploader:
         with self._lock:
             self._closed = True
 
-    def finish(self) -> None:
-        """Mark the run finished in the saved state."""
+    def finish(self) -> bool:
+        """Mark the run finished in the saved state; False (logged) when the disk refused it:
+        the next start then finds the run unfinished and closes it again, losing nothing."""
         with self._lock:
-            self.state = dataclasses.replace(self.state, finished=True)
-            self.store.save(self.state)
+            finished = dataclasses.replace(self.state, finished=True)
+            try:
+                self.store.save(finished)
+            except OSError as exc:
+                log.error("state_not_saved", path=str(self.store.path), error=exc.strerror,
+                          consequence="the next start closes this run again")  # fmt: skip
+                return False
+            self.state = finished
+            return True
 
 
 class UploadWorker(threading.Thread):
@@ -302,6 +310,11 @@ class UploadWorker(threading.Thread):
         try:
             step(deadline)
         except (DeliveryError, DeadlineExceeded) as exc:
+            self._failed(exc)
+            return False
+        except OSError as exc:
+            # ENOSPC or EIO saving the cursor or a local chunk: nothing counted as delivered,
+            # said once per episode (delivery_failing), tried again on the next step.
             self._failed(exc)
             return False
         except Exception as exc:
