@@ -265,6 +265,21 @@ def test_the_node_reader_is_off_by_default_and_gets_nodes_only(render):
     assert binding["kind"] == "ClusterRoleBinding"
 
 
+def test_a_network_policy_admits_only_the_scraper_to_the_health_port(render):
+    assert not [d for d in render({}) if d["kind"] == "NetworkPolicy"]  # off by default
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render({"networkPolicy": {"enabled": True, "podLabels": {"app": "train"},
+                                     "from": [scraper]}})  # fmt: skip
+    validate_all(docs)
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "train"}}
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 8080}], "from": [scraper]}
+    ]
+    with pytest.raises(RenderError, match="podLabels"):  # never every pod of the namespace
+        render({"networkPolicy": {"enabled": True}})
+
+
 def discovery(api: KubeApiServer, minor: int) -> None:
     """What Helm asks a cluster before it installs: its version and the kinds it serves."""
 
