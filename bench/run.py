@@ -31,7 +31,6 @@ from bench.workload import Workload, cpu_seconds, rss_mib, tree
 from sentinel_sidecar import log
 from sentinel_sidecar.cgroup import CgroupReader
 from sentinel_sidecar.collect import Collector
-from sentinel_sidecar.delivery.destination import chunk_name
 from sentinel_sidecar.delivery.s3 import S3Destination, S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
@@ -418,11 +417,11 @@ def upload_path(repeats: int) -> dict[str, Any]:
         objects = S3Store(f"s3://{bucket}/bench", region=None, endpoint_url=moto.endpoint)
         objects.use_credentials(credentials)
         # client creation and connection outside the timing
-        objects.put(chunk_name(1), b"warm-up", "application/gzip")
+        objects.put(f"{1:06d}.csv.gz", b"warm-up", "application/gzip")
         put_times = []
         for seq in range(repeats):
             started = time.perf_counter()
-            objects.put(chunk_name(seq + 2), gzip_chunk(header, big), "application/gzip")
+            objects.put(f"{seq + 2:06d}.csv.gz", gzip_chunk(header, big), "application/gzip")
             put_times.append(time.perf_counter() - started)
         minute = rows[: len(rows) // 2]  # 60 rows: one upload_interval at interval 1 s
         # The direct-S3 destination on boto3's default chain: the moto user's keys.
@@ -439,7 +438,7 @@ def upload_path(repeats: int) -> dict[str, Any]:
                 spool = Spool(Path(spool_dir), header.decode())
                 spool.append(minute.decode())
                 store = StateStore(Path(spool_dir))
-                state = State(None, None, 0, spool.data_start, (), header.decode(), False, 0.0)
+                state = State(None, None, 0, spool.data_start, header.decode(), False, 0.0)
                 state = destination.open(state, time.monotonic() + 60)
                 uploader = Uploader(
                     spool, store, state, destination, max_chunk_bytes=8 * MIB, telemetry=Telemetry()

@@ -64,7 +64,7 @@ def chunk_rows(bodies: list[bytes]) -> list[str]:
 
 def dir_chunks(output: Path) -> list[bytes]:
     paths = sorted(output.glob("*.csv.gz"))
-    assert [p.name for p in paths] == [f"{i:04d}.csv.gz" for i in range(1, len(paths) + 1)]
+    assert [p.name for p in paths] == [f"{i:06d}.csv.gz" for i in range(1, len(paths) + 1)]
     return [p.read_bytes() for p in paths]
 
 

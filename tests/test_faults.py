@@ -269,7 +269,8 @@ OLD_ROWS = "".join(f"{1_700_000_000 + i}.000," + ",".join(["0"] * 31) + "\n" for
 
 def valid_state(**changes: Any) -> dict[str, Any]:
     return {"run_id": None, "upload_uri_prefix": None, "seq": 0, "offset": len(HEADER),
-            "uploaded_uris": [], "header": HEADER, "finished": False, "started_at": 1.0,
+            "chunk_base": None, "name_digits": 6, "header": HEADER, "finished": False,
+            "started_at": 1.0,
             **changes}  # fmt: skip
 
 
@@ -289,7 +290,10 @@ STATES = {
     "offset-in-a-row": json.dumps(valid_state(offset=len(HEADER) + 10)),
     "offset-in-header": json.dumps(valid_state(offset=5)),
     "negative-seq": json.dumps(valid_state(seq=-1)),
-    "seq-without-uris": json.dumps(valid_state(seq=3)),
+    "seq-without-chunk-base": json.dumps(valid_state(seq=3)),
+    "legacy-uris-not-by-the-rule": json.dumps(
+        {**valid_state(seq=2), "uploaded_uris": ["/o/0001.csv.gz", "/o/0003.csv.gz"]}
+    ),
 }
 
 

@@ -49,7 +49,7 @@ def output_dir(directory: Path, rows: list[str], summary: dict | None = None,
     directory.mkdir(parents=True)
     for seq, start in enumerate(range(0, len(rows), per_chunk), start=1):
         body = HEADER + "".join(rows[start : start + per_chunk])
-        (directory / f"{seq:04d}.csv.gz").write_bytes(gzip.compress(body.encode()))
+        (directory / f"{seq:06d}.csv.gz").write_bytes(gzip.compress(body.encode()))
     if summary is not None:
         (directory / "run.json").write_text(json.dumps(summary))
     return directory
@@ -143,13 +143,28 @@ def test_an_output_and_a_spool_and_the_current_resources(tmp_path: Path):
     assert yaml_block.startswith("resources:\n  requests:\n    cpu: 400m\n")
 
 
+def test_chunks_are_read_in_the_order_of_their_numbers(tmp_path: Path):
+    # Sorted as text, an older run's 10000.csv.gz came before 9999.csv.gz.
+    directory = tmp_path / "out"
+    directory.mkdir()
+    for name, first in (("9999.csv.gz", 0), ("10000.csv.gz", 10)):
+        body = HEADER + "".join(row(1_700_000_000 + first + i, 0.5, 100.0) for i in range(10))
+        (directory / name).write_bytes(gzip.compress(body.encode()))
+    data = json.loads(report(str(directory), "--format", "json").stdout)
+    assert data["basis"]["rows"] == 20
+    from sentinel_sidecar.report import load
+
+    stamps = load(str(directory)).values("timestamp")
+    assert stamps == sorted(stamps)
+
+
 def test_a_direct_s3_run_prefix(tmp_path: Path, moto):
     bucket = moto.new_bucket()
     s3 = moto.client("s3")
     rows = [row(1_700_000_000 + i, 1.2, 2000.0) for i in range(100)]
     for seq, part in ((1, rows[:50]), (2, rows[50:])):
         body = gzip.compress((HEADER + "".join(part)).encode())
-        s3.put_object(Bucket=bucket, Key=f"runs/pod-1/{seq:04d}.csv.gz", Body=body)
+        s3.put_object(Bucket=bucket, Key=f"runs/pod-1/{seq:06d}.csv.gz", Body=body)
     s3.put_object(Bucket=bucket, Key="runs/pod-1/run.json", Body=b'{"run_id": "pod-1"}')
     env = {"AWS_ENDPOINT_URL_S3": moto.endpoint, "AWS_REGION": REGION,
            "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
@@ -160,7 +175,7 @@ def test_a_direct_s3_run_prefix(tmp_path: Path, moto):
     assert data["basis"]["rows"] == 100 and data["runs"][0]["run_id"] == "pod-1"
     assert data["resources"]["requests"] == {"cpu": "1200m", "memory": "2304Mi"}
     missing = report(f"s3://{bucket}/runs/nothing", env=env)
-    assert missing.returncode == 2 and "holds no chunk 0001.csv.gz" in missing.stderr
+    assert missing.returncode == 2 and "holds no chunk 000001.csv.gz" in missing.stderr
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel_sidecar.spool import StateStore
 from tests.agent import start_agent, wait_until
 from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer
 
@@ -47,8 +48,8 @@ def sigterm(agent: subprocess.Popen[str]) -> tuple[float, str]:
 
 
 def uploaded(spool: Path) -> list[str]:
-    state = spool / "state.json"
-    return list(json.loads(state.read_text())["uploaded_uris"]) if state.exists() else []
+    state = StateStore(spool).load() if (spool / "state.json").exists() else None
+    return list(state.uris()) if state is not None else []
 
 
 def start_uploading(

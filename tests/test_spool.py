@@ -12,6 +12,7 @@ from sentinel_sidecar.spool import (
     Spool,
     SpoolError,
     State,
+    StateError,
     StateStore,
     read_exit_code,
     set_aside,
@@ -111,9 +112,9 @@ def state(seq: int) -> State:
         upload_uri_prefix="s3://b/p",
         seq=seq,
         offset=100 * seq,
-        uploaded_uris=tuple(f"s3://b/p/{i:04d}.csv.gz" for i in range(1, seq + 1)),
         header=HEADER,
         started_at=1.5,
+        chunk_base="s3://b/p" if seq else None,
     )
 
 
@@ -148,8 +149,7 @@ seq = 0
 print("ready", flush=True)
 while True:
     seq = seq % 50 + 1  # the file's size varies from save to save
-    uris = tuple("u" * 50 for _ in range(seq))
-    store.save(State("r", "s3://b/p", seq, seq * 10, uris, "h\\n"))
+    store.save(State("r", "s3://b/p", seq, seq * 10, "h\\n", chunk_base="s3://b/" + "u" * 50 * seq))
 """
 
 
@@ -184,3 +184,36 @@ def test_set_aside_twice_in_one_second_keeps_both(tmp_path: Path):
     kept = sorted(path.read_text() for path in tmp_path.glob("metrics.*.csv"))
     assert kept == ["first\n", "second\n"]
     assert len(list(tmp_path.glob("state.*.json"))) == 2
+
+
+def test_state_stays_small_whatever_the_runs_length(tmp_path: Path):
+    # state.json listed every URI: 48 KB after 1,181 chunks, rewritten after each upload.
+    store = StateStore(tmp_path)
+    current = state(0)
+    for seq in range(1, 10_001):
+        current = current.after_upload(f"s3://b/p/{seq:06d}.csv.gz", 100 * seq)
+    store.save(current)
+    size = (tmp_path / "state.json").stat().st_size
+    print(f"state.json after 10,000 chunks: {size} bytes")
+    assert size < 1024
+    loaded = store.load()
+    assert loaded is not None and loaded.seq == 10_000
+    uris = loaded.uris()
+    assert uris[0] == "s3://b/p/000001.csv.gz" and uris[-1] == "s3://b/p/010000.csv.gz"
+    assert list(uris) == sorted(uris)  # names sort as text in the order of the run
+
+
+def test_a_state_of_an_older_version_resumes_with_its_four_digit_names(tmp_path: Path):
+    old = {"run_id": "r1", "upload_uri_prefix": "s3://b/p", "seq": 2, "offset": 200,
+           "uploaded_uris": ["s3://b/p/0001.csv.gz", "s3://b/p/0002.csv.gz"],
+           "header": HEADER, "finished": False, "started_at": 1.5}  # fmt: skip
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    loaded = StateStore(tmp_path).load()
+    assert loaded is not None and loaded.name_digits == 4 and loaded.chunk_base == "s3://b/p"
+    moved = loaded.after_upload("s3://b/p/0003.csv.gz", 300)
+    assert moved.uris() == ("s3://b/p/0001.csv.gz", "s3://b/p/0002.csv.gz", "s3://b/p/0003.csv.gz")
+
+
+def test_a_chunk_confirmed_under_another_name_is_refused():
+    with pytest.raises(StateError, match=r"not at \.\.\./000001\.csv\.gz"):
+        state(0).after_upload("s3://b/p/0001.csv.gz", 100)

@@ -66,7 +66,7 @@ def delivered(moto: MotoServer, sentinel: SentinelServer) -> tuple[list[str], li
     prefix = run.prefix.removeprefix(f"s3://{sentinel.bucket}/") + "/"
     objects = moto.objects(sentinel.bucket, prefix)
     names = [key.removeprefix(prefix) for key in objects]
-    assert names == [f"{i:04d}.csv.gz" for i in range(1, len(names) + 1)]
+    assert names == [f"{i:06d}.csv.gz" for i in range(1, len(names) + 1)]
     uris = [f"s3://{sentinel.bucket}/{key}" for key in objects]
     return uris, chunk_rows(list(objects.values()))
 

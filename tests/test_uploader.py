@@ -16,7 +16,7 @@ HEADER = header_line("sentinel")
 
 
 def uploader_for(spool: Spool, store: StateStore, output: Path) -> Uploader:
-    state = store.load() or State(None, None, 0, spool.data_start, (), HEADER)
+    state = store.load() or State(None, None, 0, spool.data_start, HEADER)
     destination = LocalDestination(output, new_run=False)
     return Uploader(
         spool, store, state, destination, max_chunk_bytes=1 << 20, telemetry=Telemetry()

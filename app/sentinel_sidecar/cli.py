@@ -143,7 +143,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     if outcome.summary is None:
         return 0  # stopped before the spool could be opened: said in the log
     output = settings.local_output_dir
-    print(f"\nchunks: {output}/NNNN.csv.gz   summary: {outcome.summary_uri}")
+    print(f"\nchunks: {output}/NNNNNN.csv.gz   summary: {outcome.summary_uri}")
     print(f"spool:  {settings.spool_dir / 'metrics.csv'}\n")
     from sentinel_sidecar.recommend import Rules
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from sentinel_sidecar.config import parse_s3_uri
 from sentinel_sidecar.recommend import Recommendation, Rules, Usage, recommend
+from sentinel_sidecar.spool import LEGACY_NAME_DIGITS, NAME_DIGITS
 
 EXPECTED = (
-    "a local output directory (0001.csv.gz, ...), a spool directory (metrics.csv) or a "
+    "a local output directory (000001.csv.gz, ...), a spool directory (metrics.csv) or a "
     "direct-S3 run prefix (s3://bucket/prefix/<run>)"
 )
 COLUMNS = (
@@ -83,7 +84,7 @@ def load(source: str, *, instance_metadata: bool = False) -> Run:
         what = "does not exist" if not directory.exists() else "is a file"
         raise ReportError(f"{directory} {what}; expected {EXPECTED}")
     run = Run(str(directory))
-    chunks = sorted(directory.glob("[0-9][0-9][0-9][0-9]*.csv.gz"))
+    chunks = _chunks(directory)
     if chunks:
         for path in chunks:
             _add_rows(run, _gunzip(path.read_bytes(), str(path)), str(path))
@@ -100,11 +101,16 @@ def load(source: str, *, instance_metadata: bool = False) -> Run:
     return run
 
 
+def _chunks(directory: Path) -> list[Path]:
+    """The chunk files `000001.csv.gz`, ... (or an older run's `0001.csv.gz`, ...) in the
+    order of their numbers, whatever their width."""
+    numbered = [path for path in directory.glob("[0-9]*.csv.gz") if path.name[:-7].isdigit()]
+    return sorted(numbered, key=lambda path: int(path.name[:-7]))
+
+
 def _holds_a_run(path: Path) -> bool:
     """A directory `report` can read (a run's output or spool), for "did you mean"."""
-    return path.is_dir() and (
-        (path / "metrics.csv").is_file() or any(path.glob("[0-9][0-9][0-9][0-9]*.csv.gz"))
-    )
+    return path.is_dir() and ((path / "metrics.csv").is_file() or bool(_chunks(path)))
 
 
 def _s3_client(instance_metadata: bool) -> Any:
@@ -122,7 +128,7 @@ def _s3_client(instance_metadata: bool) -> Any:
 
 
 def _from_s3(uri: str, instance_metadata: bool) -> Run:
-    """The chunks `0001.csv.gz`, ... and `run.json` under a run prefix, fetched by name (no
+    """The chunks `000001.csv.gz`, ... and `run.json` under a run prefix, fetched by name (no
     listing: an uploader's credentials may not list)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -144,12 +150,17 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
         except BotoCoreError as exc:
             raise ReportError(f"s3://{bucket}/{key}: {exc}") from exc
 
-    seq = 1
-    while (body := get(f"{seq:04d}.csv.gz")) is not None:
-        _add_rows(run, _gunzip(body, f"{uri}/{seq:04d}.csv.gz"), f"{uri}/{seq:04d}.csv.gz")
-        seq += 1
-    if seq == 1:
-        raise ReportError(f"{uri} holds no chunk 0001.csv.gz; expected {EXPECTED}")
+    # Chunk names are 6 digits wide; runs of older versions wrote 4.
+    for digits in (NAME_DIGITS, LEGACY_NAME_DIGITS):
+        seq = 1
+        while (body := get(f"{seq:0{digits}d}.csv.gz")) is not None:
+            where = f"{uri}/{seq:0{digits}d}.csv.gz"
+            _add_rows(run, _gunzip(body, where), where)
+            seq += 1
+        if seq > 1:
+            break
+    else:
+        raise ReportError(f"{uri} holds no chunk 000001.csv.gz; expected {EXPECTED}")
     summary = get("run.json")
     if summary is not None:
         run.summary = _summary(summary, f"{uri}/run.json")

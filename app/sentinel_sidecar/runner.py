@@ -261,7 +261,6 @@ class Runner:
             upload_uri_prefix=None,
             seq=0,
             offset=spool.data_start,
-            uploaded_uris=(),
             header=header,
             started_at=self._wall_clock(),
         )
@@ -414,7 +413,7 @@ class Runner:
             schema=self._schema,
             rows=spool.count_rows(),
             chunks=state.seq,
-            uris=state.uploaded_uris,
+            uris=state.uris(),
             exit_code=exit_code,
             bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
             inline=worker.inline,

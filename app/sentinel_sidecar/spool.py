@@ -256,24 +256,43 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+NAME_DIGITS = 6  # chunk names `000001.csv.gz`: in order as text for any realistic run
+LEGACY_NAME_DIGITS = 4  # what runs started before 0.1.0's segmented state wrote
+
+
 @dataclass(frozen=True)
 class State:
-    """The upload cursor: what was delivered, where the next chunk starts."""
+    """The upload cursor: what was delivered, where the next chunk starts. Its size does not
+    grow with the run: the delivered chunks are named by a rule (`chunk_base`, `seq`,
+    `name_digits`), not listed."""
 
     run_id: str | None
     upload_uri_prefix: str | None
     seq: int
     offset: int
-    uploaded_uris: tuple[str, ...]
     header: str
     finished: bool = False
     started_at: float | None = None
+    chunk_base: str | None = None  # where chunks 1..seq are: a directory or an s3:// prefix
+    name_digits: int = NAME_DIGITS  # a resumed run keeps the width it started with
+
+    def chunk_name(self, seq: int) -> str:
+        """File or object name of chunk `seq`: `000001.csv.gz`."""
+        return f"{seq:0{self.name_digits}d}.csv.gz"
+
+    def uris(self) -> tuple[str, ...]:
+        """Where every delivered chunk is, in order."""
+        if self.chunk_base is None:
+            return ()
+        return tuple(f"{self.chunk_base}/{self.chunk_name(n)}" for n in range(1, self.seq + 1))
 
     def after_upload(self, uri: str, offset: int) -> State:
         """The cursor after chunk `seq + 1` up to `offset` was confirmed at `uri`."""
-        return dataclasses.replace(
-            self, seq=self.seq + 1, offset=offset, uploaded_uris=(*self.uploaded_uris, uri)
-        )
+        name = self.chunk_name(self.seq + 1)
+        base, _, stored = uri.rpartition("/")
+        if stored != name or (self.chunk_base is not None and base != self.chunk_base):
+            raise StateError(f"chunk {self.seq + 1} confirmed at {uri}, not at .../{name}")
+        return dataclasses.replace(self, seq=self.seq + 1, offset=offset, chunk_base=base)
 
 
 class StateError(ValueError):
@@ -285,7 +304,7 @@ def _check_state(data: Any) -> State:
     if not isinstance(data, dict):
         raise StateError(f"not a JSON object but {type(data).__name__}")
     fields = {field.name: field for field in dataclasses.fields(State)}
-    unknown = set(data) - set(fields)
+    unknown = set(data) - set(fields) - {"uploaded_uris"}  # the list older versions kept
     if unknown:
         raise StateError(f"unknown fields {sorted(unknown)}")
     missing = {"seq", "offset", "header"} - set(data)
@@ -304,12 +323,8 @@ def _check_state(data: Any) -> State:
             raise StateError(f"{name} is {value!r}, not a whole number >= 0")
         return value
 
-    uris = data.get("uploaded_uris", [])
-    if not isinstance(uris, list) or not all(isinstance(uri, str) and uri for uri in uris):
-        raise StateError("uploaded_uris is not a list of strings")
     seq = count("seq")
-    if len(uris) != seq:
-        raise StateError(f"{len(uris)} uploaded_uris for seq {seq}")
+    chunk_base, digits = _chunk_naming(data, seq)
     header = data["header"]
     if not isinstance(header, str) or not header.endswith("\n"):
         raise StateError("header is not a CSV header line")
@@ -329,11 +344,38 @@ def _check_state(data: Any) -> State:
         upload_uri_prefix=text_or_none("upload_uri_prefix"),
         seq=seq,
         offset=count("offset"),
-        uploaded_uris=tuple(uris),
         header=header,
         finished=finished,
         started_at=float(started_at) if started_at is not None else None,
+        chunk_base=chunk_base,
+        name_digits=digits,
     )
+
+
+def _chunk_naming(data: dict[str, Any], seq: int) -> tuple[str | None, int]:
+    """`chunk_base` and `name_digits` of a saved state; from the URI list of an older one,
+    which must then be exactly the chunks the rule names."""
+    if "uploaded_uris" not in data:
+        base, digits = data.get("chunk_base"), data.get("name_digits", NAME_DIGITS)
+        if base is not None and (not isinstance(base, str) or not base):
+            raise StateError(f"chunk_base is {base!r}, not a non-empty string or null")
+        if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 12:
+            raise StateError(f"name_digits is {digits!r}, not a whole number 1-12")
+        if seq > 0 and base is None:
+            raise StateError(f"seq {seq} without a chunk_base")
+        return base, digits
+    uris = data["uploaded_uris"]
+    if not isinstance(uris, list) or not all(isinstance(uri, str) and uri for uri in uris):
+        raise StateError("uploaded_uris is not a list of strings")
+    if len(uris) != seq:
+        raise StateError(f"{len(uris)} uploaded_uris for seq {seq}")
+    if not uris:
+        return None, NAME_DIGITS
+    base = uris[0].rpartition("/")[0]
+    legacy = State(None, None, seq, 0, "\n", chunk_base=base, name_digits=LEGACY_NAME_DIGITS)
+    if list(legacy.uris()) != uris:
+        raise StateError("uploaded_uris are not the chunks 1..seq under one prefix")
+    return base, LEGACY_NAME_DIGITS
 
 
 class StateStore:

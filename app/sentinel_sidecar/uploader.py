@@ -138,7 +138,7 @@ class Uploader:
         log.debug("chunk_sending", seq=chunk.seq, raw_bytes=chunk.raw_bytes,
                   gz_bytes=len(chunk.body), retry=retry)  # fmt: skip
         uri = self._call(
-            lambda: self.destination.put_chunk(chunk.seq, chunk.body, deadline),
+            lambda: self.destination.put_chunk(state.chunk_name(chunk.seq), chunk.body, deadline),
             f"upload of chunk {chunk.seq}",
             deadline,
         )

@@ -82,8 +82,9 @@ class Destination(Protocol):
         """Register or resume the run; the state to save (run id, prefix). DeliveryError."""
         ...
 
-    def put_chunk(self, seq: int, body: bytes, deadline: float) -> str:
-        """Store chunk `seq` (a gzipped CSV); its URI once it is durable. DeliveryError."""
+    def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
+        """Store a chunk (a gzipped CSV) as `name` (the state's naming rule); its URI once it
+        is durable. DeliveryError."""
         ...
 
     def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
@@ -94,8 +95,3 @@ class Destination(Protocol):
     def status(self) -> DestinationStatus:
         """Ready or not, credential time left."""
         ...
-
-
-def chunk_name(seq: int) -> str:
-    """Object/file name of chunk `seq`: `0001.csv.gz`."""
-    return f"{seq:04d}.csv.gz"

@@ -13,7 +13,6 @@ from sentinel_sidecar.delivery.destination import (
     DeliveryError,
     DestinationStatus,
     RunSummary,
-    chunk_name,
 )
 from sentinel_sidecar.spool import unused_stamp
 
@@ -24,7 +23,7 @@ log = structlog.get_logger(__name__)
 
 
 class LocalDestination:
-    """Chunks as files `NNNN.csv.gz`, each written to a temp file, fsynced and renamed."""
+    """Chunks as files `NNNNNN.csv.gz`, each written to a temp file, fsynced and renamed."""
 
     inline_max_bytes = 0
 
@@ -49,9 +48,9 @@ class LocalDestination:
     def _outputs(self) -> list[Path]:
         return [*self.directory.glob("*.csv.gz"), *self.directory.glob("run.json")]
 
-    def put_chunk(self, seq: int, body: bytes, deadline: float) -> str:
-        """Write chunk `seq` durably; its path."""
-        return self._write(chunk_name(seq), body)
+    def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
+        """Write the chunk `name` durably; its path."""
+        return self._write(name, body)
 
     def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
         """Write `run.json`; its path."""

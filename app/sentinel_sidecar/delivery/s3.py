@@ -15,7 +15,6 @@ from sentinel_sidecar.delivery.destination import (
     DestinationStatus,
     ErrorKind,
     RunSummary,
-    chunk_name,
 )
 
 if TYPE_CHECKING:
@@ -164,9 +163,9 @@ class S3Destination:
         self._store = store
         return dataclasses.replace(state, run_id=run_id, upload_uri_prefix=prefix)
 
-    def put_chunk(self, seq: int, body: bytes, deadline: float) -> str:
-        """Upload chunk `seq`; its `s3://` URI."""
-        return self._opened().put(chunk_name(seq), body, "application/gzip")
+    def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
+        """Upload the chunk `name`; its `s3://` URI."""
+        return self._opened().put(name, body, "application/gzip")
 
     def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
         """Upload `run.json` next to the chunks."""

@@ -16,7 +16,6 @@ from sentinel_sidecar.delivery.destination import (
     DestinationStatus,
     ErrorKind,
     RunSummary,
-    chunk_name,
 )
 from sentinel_sidecar.delivery.s3 import S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, SentinelError
@@ -101,14 +100,14 @@ class SentinelDestination:
         self._run_id = state.run_id
         return state
 
-    def put_chunk(self, seq: int, body: bytes, deadline: float) -> str:
-        """Upload chunk `seq`, renewing the credentials first when they are (nearly) spent."""
+    def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
+        """Upload the chunk `name`, renewing the credentials first when they are (nearly) spent."""
         store = self._opened()
         left = self._seconds_left()
         if self._stale or (left is not None and left < REFRESH_MARGIN):
             self._refresh(deadline)
         try:
-            return store.put(chunk_name(seq), body, "application/gzip")
+            return store.put(name, body, "application/gzip")
         except DeliveryError as exc:
             if exc.kind is ErrorKind.CREDENTIALS:
                 self._stale = True
