@@ -105,3 +105,16 @@ def test_a_pid_already_gone_says_what_to_use_instead(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "run -- CMD" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_kept_open_after_its_command_still_stops_on_sigterm(tmp_path: Path):
+    # exit_with_workload=false: the command is gone, signals have no one left to go to.
+    args = [*run_args(tmp_path, "--interval", "0.1", "--exit-with-workload", "false"), "--",
+            "true"]  # fmt: skip
+    agent = start_agent(args)
+    wait_until(lambda: (tmp_path / "spool" / "metrics.csv").exists(), 20, "the first rows")
+    time.sleep(1)
+    agent.send_signal(signal.SIGTERM)
+    _out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err[-3000:]  # `true` exited 0
+    assert "stop_requested" in err

@@ -85,12 +85,14 @@ def _execute(
     ).run()
 
 
-def _launch(argv: Sequence[str], settings: Settings) -> tuple[Command, Settings]:
+def _launch(
+    argv: Sequence[str], settings: Settings, stop: signals.StopFlag
+) -> tuple[Command, Settings]:
     """Start CMD held at its gate; the settings then track its pid. Stop signals go to it."""
     from sentinel_sidecar.launch import Command
 
     command = Command(argv)
-    command.forward_signals()
+    command.forward_signals(stop)
     started = dataclasses.replace(
         settings, pid=command.pid, command=settings.command or json.dumps(list(argv))
     )
@@ -102,7 +104,7 @@ def _run_command(
     argv: Sequence[str],
 ) -> int:  # fmt: skip
     """`run -- CMD`: the agent's exit code is the command's."""
-    command, settings = _launch(argv, settings)
+    command, settings = _launch(argv, settings, stop)
     try:
         _execute(settings, stop, context, environ, command)
     finally:
@@ -134,7 +136,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     context = _configure_log(settings, args, environ)
     workload = [sys.executable, "-m", "sentinel_sidecar.demo_workload",
                 "--seconds", str(args.seconds), "--dir", str(base)]  # fmt: skip
-    command, settings = _launch(workload, settings)
+    command, settings = _launch(workload, settings, stop)
     print(f"demo: tracking workload pid {command.pid} for ~{args.seconds:.0f} s ...", flush=True)
     try:
         outcome = _execute(settings, stop, context, environ, command)

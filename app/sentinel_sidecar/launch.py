@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 
 from sentinel_sidecar.config import ConfigError
-from sentinel_sidecar.signals import STOP_SIGNALS
+from sentinel_sidecar.signals import STOP_SIGNALS, StopFlag
 
 # `sh` waits for one line on the gate's fd, then becomes the command (same pid): the agent reads
 # the process before it runs a single instruction of its own.
@@ -69,13 +69,16 @@ class Command:
             os.close(self._gate)
             self._gate = -1
 
-    def forward_signals(self) -> None:
-        """Stop signals go to the command, not to the agent: the run ends when it exits.
+    def forward_signals(self, stop: StopFlag) -> None:
+        """Stop signals go to the command, not to the agent: the run ends when it exits. Once
+        it was reaped they set `stop` as usual (a run kept open by exit_with_workload=false).
         The handler makes one system call, no lock, no log (see `signals`)."""
 
         def forward(signum: int, _frame: object) -> None:
             if self._process.returncode is None:  # never signal a pid the kernel may reuse
                 os.killpg(self.pid, signum)
+            else:
+                stop.set(signum)
 
         for signum in STOP_SIGNALS:
             signal.signal(signum, forward)
