@@ -68,13 +68,17 @@ def totals(runs: Sequence[Run]) -> Totals:
     """Core-hours, GiB-hours, bytes read and written and GPU-hours over every row."""
     core = gib = read = written = gpu = 0.0
     for run in runs:
-        for index, seconds in enumerate(_intervals(run)):
-            cells = {column: values[index] or 0.0 for column, values in run.columns.items()}
-            core += cells["process_cpu_usage"] * seconds / 3600
-            gib += cells["process_memory_mib"] / 1024 * seconds / 3600
-            gpu += cells["process_gpu_usage"] * seconds / 3600
-            read += cells["process_disk_read_bytes"]
-            written += cells["process_disk_write_bytes"]
+        seconds = _intervals(run)
+
+        def hours(column: str, run: Run = run, seconds: list[float] = seconds) -> float:
+            cells = zip(run.columns[column], seconds, strict=True)
+            return sum((value or 0.0) * span for value, span in cells) / 3600
+
+        core += hours("process_cpu_usage")
+        gib += hours("process_memory_mib") / 1024
+        gpu += hours("process_gpu_usage")
+        read += sum(run.values("process_disk_read_bytes"))
+        written += sum(run.values("process_disk_write_bytes"))
     return Totals(core, gib, read, written, gpu)
 
 
@@ -181,8 +185,8 @@ def _duration(seconds: float) -> str:
 
 
 def _run_seconds(run: Run) -> float:
-    stamps = run.values("timestamp")
-    return stamps[-1] - stamps[0] + (_intervals(run)[0] if stamps else 0.0) if stamps else 0.0
+    """How long the run was sampled: its rows' intervals added up."""
+    return sum(_intervals(run))
 
 
 def _ended(run: Run) -> str:
