@@ -100,6 +100,38 @@ def test_sigkill_then_restart_resumes_without_loss_or_duplicates(tmp_path: Path,
     assert len(dir_chunks(tmp_path / "out")) > uploaded_before
 
 
+def test_a_spool_left_by_an_older_version_is_resumed_with_its_chunk_names(tmp_path: Path, workload):
+    # What an older agent killed mid-run leaves: 4-digit chunks and every URI in state.json.
+    args = agent_args(tmp_path, "--pid", str(workload.pid))
+    first = start_agent(args)
+    wait_for_rows(tmp_path / "spool", 25)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    out, state_file = tmp_path / "out", tmp_path / "spool" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["seq"] >= 1
+    uris = []
+    for seq in range(1, state["seq"] + 1):
+        old = out / f"{seq:04d}.csv.gz"
+        (out / f"{seq:06d}.csv.gz").rename(old)
+        uris.append(str(old))
+    del state["chunk_base"], state["name_digits"]
+    state_file.write_text(json.dumps({**state, "uploaded_uris": uris}))
+    second = start_agent(args)
+    wait_for_rows(tmp_path / "spool", 40)
+    second.send_signal(signal.SIGTERM)
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err[-3000:]
+    assert "run_resumed" in err and "state_invalid" not in err
+    names = sorted(path.name for path in out.glob("*.csv.gz"))
+    assert names == [f"{seq:04d}.csv.gz" for seq in range(1, len(names) + 1)]
+    assert len(names) > len(uris)
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["uris"] == [str(out / name) for name in names]
+    rows = chunk_rows([(out / name).read_bytes() for name in names])
+    assert rows == spool_rows(tmp_path / "spool")
+
+
 def test_a_new_run_sets_the_finished_run_aside(tmp_path: Path, workload):
     args = agent_args(tmp_path, "--pid", str(workload.pid))
     for run in range(2):
