@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -225,19 +226,23 @@ def test_an_unwritable_spool_dir_never_outlives_the_workload(tmp_path: Path, in_
     # A non-root agent on a root-owned --spool-dir tracking an 8 s job was still running 72
     # minutes later. Outside a pod: exit 2 at once. In a pod (where an emptyDir may still be
     # coming): retried, visible in the log, and the run ends with its workload.
-    spool = tmp_path / "root-owned"
+    # Reachable by uid 65532 (pytest's own temp dirs are 0700), writable by root only.
+    spool = Path(tempfile.mkdtemp(prefix="sentinel-root-owned-")) / "spool"
+    spool.parent.chmod(0o755)
     spool.mkdir(mode=0o755)
-    tmp_path.chmod(0o755)
     job = subprocess.Popen(["sleep", "2"])
     started = time.monotonic()
-    result = subprocess.run(
-        [*as_uid_65532(), sys.executable, "-m", "sentinel_sidecar", "run", "--pid", str(job.pid),
-         "--spool-dir", str(spool), "--interval", "0.2", "--health-port", "0"],
-        capture_output=True, text=True, timeout=60,
-        env=agent_env({"KUBERNETES_SERVICE_HOST": "127.0.0.1"} if in_pod else {}),
-    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [*as_uid_65532(), sys.executable, "-m", "sentinel_sidecar", "run", "--pid",
+             str(job.pid), "--spool-dir", str(spool), "--interval", "0.2", "--health-port", "0"],
+            capture_output=True, text=True, timeout=60,
+            env=agent_env({"KUBERNETES_SERVICE_HOST": "127.0.0.1"} if in_pod else {}),
+        )  # fmt: skip
+    finally:
+        job.wait()
+        shutil.rmtree(spool.parent)
     elapsed = time.monotonic() - started
-    job.wait()
     if not in_pod:
         assert result.returncode == 2, result.stderr[-2000:]
         [line] = [line for line in result.stderr.splitlines() if "config error" in line]
