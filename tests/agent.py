@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from sentinel_sidecar.rows import header_line
 
 
@@ -74,3 +76,12 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(0.05)
+
+
+def health_answers(port: int) -> bool:
+    """True once the agent's health server answers on `port` (any status)."""
+    try:
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True

@@ -25,6 +25,7 @@ from tests import fakefs
 from tests.agent import (
     chunk_rows,
     dir_chunks,
+    health_answers,
     spool_rows,
     start_agent,
     wait_for_rows,
@@ -200,7 +201,7 @@ def test_starting_on_a_full_disk_is_no_crash_loop(tmp_path: Path, workload):
         fill(filler)
         port = free_port()
         agent = start_agent(local_args(disk, workload.pid, "--health-port", str(port)))
-        wait_until(lambda: _answers(port) and readyz(port)[0] == 503, 10, "not ready")
+        wait_until(lambda: health_answers(port) and readyz(port)[0] == 503, 10, "not ready")
         time.sleep(0.5)
         full = readyz(port)
         filler.unlink()
@@ -218,21 +219,13 @@ def test_a_read_only_spool_at_start_is_reported_not_a_crash_loop(tmp_path: Path,
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         port = free_port()
         agent = start_agent(local_args(disk, workload.pid, "--health-port", str(port)))
-        wait_until(lambda: _answers(port), 10, "health endpoint")
+        wait_until(lambda: health_answers(port), 10, "health endpoint")
         status = readyz(port)
         elapsed, events = stop(agent)
     assert status == (503, "not ready: spool_unwritable")
     [unusable] = [event for event in events if event["event"] == "spool_unusable"]
     assert "spool_dir" in unusable["hint"]
     print(f"read-only spool at start: exit 0 in {elapsed:.2f} s")
-
-
-def _answers(port: int) -> bool:
-    try:
-        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-    except requests.ConnectionError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])

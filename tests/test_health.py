@@ -11,7 +11,7 @@ import requests
 from sentinel_sidecar.delivery.destination import DestinationStatus
 from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.telemetry import Telemetry
-from tests.agent import start_agent, wait_until
+from tests.agent import health_answers, start_agent, wait_until
 from tests.peers import free_port
 
 
@@ -90,7 +90,7 @@ def test_ten_thousand_idle_connections_cost_no_thread_and_healthz_still_answers(
                          "--health-port", str(port)])  # fmt: skip
     sockets: list[socket.socket] = []
     try:
-        wait_until(lambda: answers(port), 20, "health endpoint")
+        wait_until(lambda: health_answers(port), 20, "health endpoint")
         time.sleep(1)
         rss_before = status_field(agent.pid, "VmRSS")
         for _ in range(flood):
@@ -110,14 +110,6 @@ def test_ten_thousand_idle_connections_cost_no_thread_and_healthz_still_answers(
     print(f"{flood} idle connections: RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB, "
           f"{threads} threads, /healthz in {answered_in * 1000:.0f} ms")  # fmt: skip
     assert grown < 5 and answered_in < 1 and threads < 10
-
-
-def answers(port: int) -> bool:
-    try:
-        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-    except requests.ConnectionError:
-        return False
-    return True
 
 
 def test_a_slow_or_oversized_request_is_cut_off():

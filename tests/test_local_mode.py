@@ -83,12 +83,18 @@ def test_agent_finishes_when_the_workload_exits_and_reports_its_exit_code(tmp_pa
     assert chunk_rows(dir_chunks(tmp_path / "out")) == spool_rows(spool)
 
 
-def test_sigkill_then_restart_resumes_without_loss_or_duplicates(tmp_path: Path, workload):
-    args = agent_args(tmp_path, "--pid", str(workload.pid))
+def killed_mid_run(tmp_path: Path, pid: int) -> list[str]:
+    """An agent SIGKILLed after 25 rows; the arguments to start it again with."""
+    args = agent_args(tmp_path, "--pid", str(pid))
     first = start_agent(args)
     wait_for_rows(tmp_path / "spool", 25)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
+    return args
+
+
+def test_sigkill_then_restart_resumes_without_loss_or_duplicates(tmp_path: Path, workload):
+    args = killed_mid_run(tmp_path, workload.pid)
     uploaded_before = len(dir_chunks(tmp_path / "out"))
     assert uploaded_before >= 1
     second = start_agent(args)
@@ -103,11 +109,7 @@ def test_sigkill_then_restart_resumes_without_loss_or_duplicates(tmp_path: Path,
 
 def test_a_spool_left_by_an_older_version_is_resumed_with_its_chunk_names(tmp_path: Path, workload):
     # What an older agent killed mid-run leaves: 4-digit chunks and every URI in state.json.
-    args = agent_args(tmp_path, "--pid", str(workload.pid))
-    first = start_agent(args)
-    wait_for_rows(tmp_path / "spool", 25)
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=10)
+    args = killed_mid_run(tmp_path, workload.pid)
     out, state_file = tmp_path / "out", tmp_path / "spool" / "state.json"
     state = json.loads(state_file.read_text())
     assert state["seq"] >= 1
