@@ -32,12 +32,7 @@ class Command:
     """The workload process of `run -- CMD`, started held at the gate."""
 
     def __init__(self, argv: Sequence[str]) -> None:
-        if not argv:
-            raise ConfigError("run --: no command given after --")
-        if shutil.which(argv[0]) is None:
-            raise ConfigError(
-                f"run -- {argv[0]}: command not found (not on PATH or not executable)"
-            )
+        check(argv)
         gate_read, self._gate = os.pipe()
         try:
             # Its own process group: a Ctrl-C reaches it once, through the agent, not twice.
