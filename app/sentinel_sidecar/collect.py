@@ -23,6 +23,7 @@ from sentinel_sidecar.procfs import (
 )
 
 log = structlog.get_logger(__name__)
+PROCESS_GONE = "process gone"  # the reason for a process that vanished mid-read
 
 PROC_KEY = "proc"
 
@@ -170,13 +171,16 @@ class Collector:
                 plan.per_process.append(process)
         cgroup_reasons = [f"own workload cgroup {_describe(dirs)}" for dirs in plan.by_cgroup]
         live = [process for process in plan.per_process if not process.zombie]
-        if plan.by_cgroup and live:
-            self._say("mixed", "; ".join(cgroup_reasons + plan.reasons))
+        # A process that vanished between listing and reading its cgroup changes no path: the
+        # `measuring` line must not flip for a short child that ended mid-read.
+        reasons = [reason for reason in plan.reasons if reason != PROCESS_GONE]
+        if plan.by_cgroup and live and reasons:
+            self._say("mixed", "; ".join(cgroup_reasons + reasons))
         elif plan.by_cgroup:
             self._say("cgroup", "; ".join(cgroup_reasons))
-        elif live:
-            self._say("proc", "; ".join(plan.reasons))
-        elif self._measuring is None:
+        elif live and reasons:
+            self._say("proc", "; ".join(reasons))
+        elif not live and self._measuring is None:
             self._say("none", "no workload process visible yet")
         return plan
 
@@ -247,7 +251,7 @@ class Collector:
         node; else None and the reason."""
         membership = self._procs.membership(process)
         if membership is None:
-            return None, "process gone"
+            return None, PROCESS_GONE
         if all(path == "/" for path in membership.values()):
             return None, "workload in the root cgroup (no container cgroup to read)"
         dirs = self._cgroups.locate(membership)
