@@ -66,8 +66,10 @@ def main() -> None:
 
 
 def skeleton(text: str) -> list[str]:
-    """Lines with numbers as `#` and spaces as one: what must not change between two runs."""
-    return [" ".join(re.sub(r"\d+(\.\d+)?", "#", line).split()) for line in text.splitlines()]
+    """Lines with numbers (and quantities: `1990m`, `2`, `256Mi`) as `#`, spaces as one: what
+    must not change between two runs."""
+    number = re.compile(r"\d+(\.\d+)?(m|Mi|Gi)?\b")
+    return [" ".join(number.sub("#", line).split()) for line in text.splitlines()]
 
 
 if __name__ == "__main__":
