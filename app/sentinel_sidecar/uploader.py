@@ -171,9 +171,9 @@ class Uploader:
         with self._lock:
             self._closed = True
 
-    def finish(self) -> bool:
-        """Mark the run finished in the saved state; False (logged) when the disk refused it:
-        the next start then finds the run unfinished and closes it again, losing nothing."""
+    def finish(self) -> None:
+        """Mark the run finished in the saved state; when the disk refuses it, log it: the next
+        start then finds the run unfinished and closes it again, losing nothing."""
         with self._lock:
             finished = dataclasses.replace(self.state, finished=True)
             try:
@@ -181,9 +181,8 @@ class Uploader:
             except OSError as exc:
                 log.error("state_not_saved", path=str(self.store.path), error=exc.strerror,
                           consequence="the next start closes this run again")  # fmt: skip
-                return False
+                return
             self.state = finished
-            return True
 
 
 class UploadWorker(threading.Thread):
