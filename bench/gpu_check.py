@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sentinel_sidecar.spool import spool_files
+
 TORCH_LOAD = (
     "import time, torch\n"
     "x = torch.rand(8192, 8192, device='cuda')\n"
@@ -75,7 +77,7 @@ def main() -> int:
         time.sleep(1)
     agent.send_signal(signal.SIGTERM)
     agent.wait(60)
-    rows = list(csv.DictReader((work / "spool" / "metrics.csv").open()))
+    rows = [row for path in spool_files(work / "spool") for row in csv.DictReader(path.open())]
     print(f"{len(rows)} rows, {len(truth)} nvidia-smi samples, workload pid {job.pid}\n")
     print("| column | agent mean | nvidia-smi mean | mean abs. difference |\n|---|---|---|---|")
     for column in ("system_gpu_usage", "system_gpu_vram_mib", "process_gpu_vram_mib"):

@@ -1,7 +1,8 @@
 """A week compressed in time: the real agent in local mode at a fast interval until it has
 written `--rows` rows (a week at 1 s is 604,800), uploading every `--upload-interval`. What
 must not grow with a run's length is sampled every few seconds: the agent's RSS and CPU per
-tick, the spool's bytes, the output's bytes, state.json's size.
+tick, the spool's bytes (its delivered segments are deleted), the output's bytes, state.json's
+size. Rows are counted in the delivered chunks.
 
     python -m bench.long_run [--rows 604800] [--interval 0.002] [--upload-interval 0.5]
 
@@ -13,6 +14,7 @@ not run it.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -59,21 +61,19 @@ def _bytes(directory: Path, pattern: str) -> int:
 
 
 class RowCounter:
-    """Rows in `metrics.csv`, counted from where the last look ended (the file only grows)."""
+    """Rows delivered: the spool deletes delivered segments, so the rows are counted in the
+    chunks of the output directory, each chunk read once as it arrives."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "metrics.csv"
-        self.rows = -1  # the header
-        self._read = 0
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.rows = 0
+        self.chunks = 0
 
     def count(self) -> int:
-        if self.path.exists():
-            with self.path.open("rb") as spool:
-                spool.seek(self._read)
-                data = spool.read()
-            self._read += len(data)
-            self.rows += data.count(b"\n")
-        return max(0, self.rows)
+        while (path := self.output / f"{self.chunks + 1:06d}.csv.gz").exists():
+            self.rows += gzip.decompress(path.read_bytes()).count(b"\n") - 1  # not the header
+            self.chunks += 1
+        return self.rows
 
 
 def run(rows: int, interval: float, upload_interval: float, processes: int) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def run(rows: int, interval: float, upload_interval: float, processes: int) -> d
     agent = start_agent(workload.pid, interval, spool, "--output-dir", str(output),
                         "--upload-interval", str(upload_interval), "--health-port", "0",
                         "--progress-interval", "0")  # fmt: skip
-    counter = RowCounter(spool)
+    counter = RowCounter(output)
     samples: list[Sample] = []
     started = time.monotonic()
     try:

@@ -35,7 +35,9 @@ from sentinel_sidecar.delivery.s3 import S3Destination, S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials
 from sentinel_sidecar.procfs import ProcReader, clock_ticks
 from sentinel_sidecar.rows import header_line, make_row
-from sentinel_sidecar.spool import Spool, State, StateStore
+from sentinel_sidecar.segment import parse_segment_name
+from sentinel_sidecar.spool import Spool, spool_files
+from sentinel_sidecar.state import State, StateStore
 from sentinel_sidecar.telemetry import Telemetry
 from sentinel_sidecar.uploader import Uploader, gzip_chunk
 
@@ -288,6 +290,18 @@ def _peer_version() -> str:
     return version("resource-tracker")
 
 
+def rows_written(spool: Path) -> int:
+    """Rows the agent has spooled so far: the newest segment's name counts the rows before it
+    (older segments are deleted once delivered)."""
+    files = spool_files(spool)
+    if not files:
+        return 0
+    newest = files[-1]
+    name = parse_segment_name(newest.name)
+    before = name[1] if name is not None else 0
+    return before + max(0, newest.read_bytes().count(b"\n") - 1)
+
+
 def growth(rows: int, interval: float, processes: int) -> dict[str, Any]:
     """RSS against rows written at a fast interval; slope extrapolated to an hour at 1 s."""
     workload = Workload(processes)
@@ -295,13 +309,12 @@ def growth(rows: int, interval: float, processes: int) -> dict[str, Any]:
     agent = start_agent(
         workload.pid, interval, spool, "--upload-interval", "5", "--health-port", "0"
     )
-    metrics = spool / "metrics.csv"
     samples: list[tuple[int, float]] = []
     started = time.monotonic()
     try:
         while True:
             time.sleep(1)
-            written = metrics.read_bytes().count(b"\n") - 1 if metrics.exists() else 0
+            written = rows_written(spool)
             samples.append((written, rss_mib(agent.pid)[0]))
             if written >= rows:
                 break
@@ -332,11 +345,9 @@ def first_row(repeats: int) -> dict[str, Any]:
     times = []
     for _ in range(repeats):
         spool = Path(tempfile.mkdtemp(prefix="bench-start-"))
-        header = len(header_line("sentinel"))
-        metrics = spool / "metrics.csv"
         started = time.perf_counter()
         agent = start_agent(1, 1, spool, "--health-port", "0")
-        while not (metrics.exists() and metrics.stat().st_size > header):
+        while not rows_written(spool):
             time.sleep(0.002)
         times.append(time.perf_counter() - started)
         agent.terminate()

@@ -39,18 +39,27 @@ def start_agent(
 
 def wait_for_rows(spool: Path, rows: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    metrics = spool / "metrics.csv"
     while time.monotonic() < deadline:
-        if metrics.exists() and metrics.read_text().count("\n") > rows:
+        if len(spool_rows(spool, check_header=False)) > rows:
             return
         time.sleep(0.05)
-    raise AssertionError(f"fewer than {rows} rows in {metrics} after {timeout} s")
+    raise AssertionError(f"fewer than {rows} rows in the segments of {spool} after {timeout} s")
 
 
-def spool_rows(spool: Path) -> list[str]:
-    lines = (spool / "metrics.csv").read_text().splitlines(keepends=True)
-    assert lines[0] == header_line("sentinel")
-    return lines[1:]
+def segments(spool: Path) -> list[Path]:
+    """The spool's segment files in the order of the run."""
+    return sorted(spool.glob("segment-*.csv"))
+
+
+def spool_rows(spool: Path, *, check_header: bool = True) -> list[str]:
+    """Rows of every segment left in the spool, in order (each segment starts with the header)."""
+    rows: list[str] = []
+    for path in segments(spool):
+        lines = path.read_text().splitlines(keepends=True)
+        if check_header:
+            assert lines and lines[0] == header_line("sentinel"), path
+        rows += lines[1:]
+    return rows
 
 
 def chunk_rows(bodies: list[bytes]) -> list[str]:

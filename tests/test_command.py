@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.agent import chunk_rows, dir_chunks, start_agent, wait_until
+from tests.agent import chunk_rows, dir_chunks, start_agent, wait_for_rows
 
 BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end: pass\n"
 CPU_COLUMNS = slice(23, 25)  # process_utime, process_stime
@@ -56,7 +56,7 @@ def test_stop_signals_go_to_the_command_and_its_exit_status_is_the_agents(tmp_pa
     agent = start_agent(
         [*run_args(tmp_path, "--interval", "0.1"), "--", sys.executable, "-c", script]
     )
-    wait_until(lambda: (tmp_path / "spool" / "metrics.csv").exists(), 20, "the first rows")
+    wait_for_rows(tmp_path / "spool", 1)
     time.sleep(0.5)
     agent.send_signal(signal.SIGTERM)
     _out, err = agent.communicate(timeout=30)
@@ -112,7 +112,7 @@ def test_a_run_kept_open_after_its_command_still_stops_on_sigterm(tmp_path: Path
     args = [*run_args(tmp_path, "--interval", "0.1", "--exit-with-workload", "false"), "--",
             "true"]  # fmt: skip
     agent = start_agent(args)
-    wait_until(lambda: (tmp_path / "spool" / "metrics.csv").exists(), 20, "the first rows")
+    wait_for_rows(tmp_path / "spool", 1)
     time.sleep(1)
     agent.send_signal(signal.SIGTERM)
     _out, err = agent.communicate(timeout=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import pod as simulated
-from tests.agent import agent_env, chunk_rows, dir_chunks
+from tests.agent import agent_env, chunk_rows, dir_chunks, spool_rows
 
 UNAVAILABLE = simulated.available()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
@@ -50,7 +50,7 @@ def test_the_agent_outlives_the_workload_and_delivers_everything(tmp_path: Path,
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert "workload_exited" in [event["event"] for event in events]
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
-    spooled = (tmp_path / "spool" / "metrics.csv").read_text().splitlines(keepends=True)[1:]
+    spooled = spool_rows(tmp_path / "spool")
     assert chunk_rows(dir_chunks(tmp_path / "out")) == spooled
     assert summary["rows"] == len(spooled) > 5 and summary["bytes_not_uploaded"] == 0
     cpu = sum(float(row.split(",")[25]) * 0.1 for row in spooled)

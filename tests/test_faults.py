@@ -26,6 +26,7 @@ from tests.agent import (
     chunk_rows,
     dir_chunks,
     health_answers,
+    segments,
     spool_rows,
     start_agent,
     wait_for_rows,
@@ -177,7 +178,7 @@ def test_a_full_disk_never_glues_rows_and_sampling_resumes(tmp_path: Path, workl
         wait_for_rows(disk / "spool", 20)
         filler = disk / "filler"
         fill(filler)
-        # the last page of metrics.csv still takes a few rows, then every append fails
+        # the last page of the segment still takes a few rows, then every append fails
         wait_until(lambda: readyz(port)[1] == "not ready: spool_unwritable", 10, "unwritable")
         before = len(spool_rows(disk / "spool"))
         filler.unlink()
@@ -233,16 +234,17 @@ def test_a_deleted_or_replaced_spool_is_recreated_with_every_row(tmp_path: Path,
     agent = start_agent(local_args(tmp_path, workload.pid))
     spool = tmp_path / "spool"
     wait_for_rows(spool, 15)
-    (spool / "metrics.csv").unlink()
+    [active] = segments(spool)
+    active.unlink()
     if how == "replaced":
-        (spool / "metrics.csv").write_text("not,ours\n")
-    wait_until(lambda: _rows_in(spool / "metrics.csv") > 20, 10, "recreated with new rows")
+        active.write_text("not,ours\n")
+    wait_until(lambda: _rows_in(active) > 20, 10, "recreated with new rows")
     elapsed, events = stop(agent)
     [recreated] = [event for event in events if event["event"] == "spool_recreated"]
     assert recreated["reason"] == how
     rows = delivered_exactly_once(tmp_path)
     if how == "replaced":
-        [foreign] = spool.glob("metrics.foreign.*.csv")
+        [foreign] = spool.glob("foreign.segment-*.csv")
         assert foreign.read_text() == "not,ours\n"
     print(f"spool {how}: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0, duplicated 0")
 

@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 
 from sentinel_sidecar.gpu import visible_devices
-from tests.agent import agent_env, chunk_rows, dir_chunks, spool_rows, start_agent, wait_for_rows
+from tests.agent import (
+    agent_env,
+    chunk_rows,
+    dir_chunks,
+    segments,
+    spool_rows,
+    start_agent,
+    wait_for_rows,
+)
 
 STUB = Path(__file__).resolve().parent / "nvml_stub.c"
 A100 = "NVIDIA_A100-SXM4-40GB"
@@ -190,7 +198,8 @@ def test_the_agent_fills_the_gpu_columns_of_the_workloads_gpus(stub_dir, tmp_pat
     agent.send_signal(signal.SIGTERM)
     _out, err = agent.communicate(timeout=30)
     assert agent.returncode == 0, err[-2000:]
-    lines = (tmp_path / "spool" / "metrics.csv").read_text().splitlines()
+    [segment] = segments(tmp_path / "spool")
+    lines = segment.read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[2:]]
     for row in rows:

@@ -2,6 +2,7 @@
 subchart of a parent chart, and installed (client dry run) against a Kubernetes API on
 127.0.0.1 that serves discovery over TLS."""
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 import sentinel_sidecar
+from sentinel_sidecar import config
 from tests import helm
 from tests.helm import ENGINES, RenderError
 from tests.manifests import check_sidecar_pod, documents, pod_spec, sidecar_of, validate_all
@@ -132,6 +134,23 @@ def test_direct_s3_values_set_the_uri_and_no_token(render):
 def test_chart_schema_rejects_bad_values(render, values):
     with pytest.raises(RenderError, match=r"sentinel-sidecar:\n- "):  # Helm's schema report
         render(values)
+
+
+def test_the_spool_volume_is_sized_from_the_agents_cap(render):
+    # A spool past the emptyDir's sizeLimit gets the whole pod evicted, workload included.
+    docs = render({"exampleJob": {"enabled": True}, "spool": {"maxMiB": 64, "segmentMiB": 4}})
+    [job] = [d for d in docs if d["kind"] == "Job"]
+    spec = pod_spec(job)
+    env = {e["name"]: e["value"] for e in sidecar_of(spec, True)["env"] if "value" in e}
+    settings = config.load(argparse.Namespace(), env)
+    assert (settings.spool_max_bytes, settings.spool_segment_bytes) == (64 << 20, 4 << 20)
+    [volume] = [v for v in spec["volumes"] if v["name"] == "sentinel-spool"]
+    assert volume["emptyDir"]["sizeLimit"] == "88Mi"  # the cap, two segments and 16Mi
+
+
+def test_a_spool_cap_below_eight_segments_is_refused(render):
+    with pytest.raises(RenderError, match=r"spool.maxMiB \(16\) must hold at least 8 segments"):
+        render({"exampleJob": {"enabled": True}, "spool": {"maxMiB": 16}})
 
 
 PARENT_CHART = """apiVersion: v2

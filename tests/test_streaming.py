@@ -253,7 +253,7 @@ def test_short_run_without_uploads_finishes_inline(tmp_path: Path, moto, proxy, 
     [run] = sentinel.runs.values()
     [finish] = run.finishes
     assert finish["data_source"] == "inline"
-    assert finish["data_csv"] == (spool / "metrics.csv").read_text()
+    assert finish["data_csv"] == SENTINEL_HEADER + "\n" + "".join(spool_rows(spool))
     assert moto.objects(sentinel.bucket) == {}
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.rows import header_line
-from sentinel_sidecar.spool import Spool, State, StateStore
+from sentinel_sidecar.spool import Spool
+from sentinel_sidecar.state import State, StateStore
 from sentinel_sidecar.telemetry import Telemetry
 from sentinel_sidecar.uploader import Uploader
 from tests.agent import chunk_rows, dir_chunks, spool_rows
@@ -32,11 +33,11 @@ def test_a_failed_state_save_never_lets_the_cursor_run_ahead(tmp_path: Path):
     uploader = uploader_for(spool, store, output)
     for n in range(10):
         spool.append(f"row {n}\n")
-    (directory / "state.json.tmp").mkdir()  # the next save fails (as on a full disk)
+    (directory / ".state.json.tmp").mkdir()  # the next save fails (as on a full disk)
     with pytest.raises(OSError):
         uploader.upload_next(time.monotonic() + 10)
     assert (uploader.state.seq, uploader.state.offset) == (0, spool.data_start)
-    (directory / "state.json.tmp").rmdir()
+    (directory / ".state.json.tmp").rmdir()
     for n in range(10, 20):
         spool.append(f"row {n}\n")
     assert uploader.upload_next(time.monotonic() + 10)  # chunk 1 again, the same 10 rows

@@ -146,7 +146,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
         return 0  # stopped before the spool could be opened: said in the log
     output = settings.local_output_dir
     print(f"\nchunks: {output}/NNNNNN.csv.gz   summary: {outcome.summary_uri}")
-    print(f"spool:  {settings.spool_dir / 'metrics.csv'}\n")
+    print(f"spool:  {settings.spool_dir}/segment-*.csv\n")
     from sentinel_sidecar.recommend import Rules
 
     runs, recommendation = report.build([str(output)], Rules())

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_ENV = "TRACKER_CONFIG"
+SPOOL_MIN_SEGMENTS = 8  # spool_max_bytes holds at least this many segments
+# The spool keeps room for this many segments even when local-mode output fills the cap.
+LOCAL_FLOOR_SEGMENTS = 3
 
 
 class ConfigError(Exception):
@@ -242,7 +245,23 @@ class Settings:
     spool_dir: Path = _setting(
         Path("/var/lib/sentinel-sidecar"),
         _PATH,
-        "spool: `metrics.csv`, `state.json`, `exit_code` (an emptyDir in a pod)",
+        "spool: `segment-*.csv`, `state.json`, `exit_code` (an emptyDir in a pod)",
+    )
+    spool_max_bytes: int = _setting(
+        256 * 1024 * 1024,
+        _number(
+            int,
+            SPOOL_MIN_SEGMENTS * 4096,
+            f"a whole number of bytes >= {SPOOL_MIN_SEGMENTS * 4096}",
+        ),
+        "cap of the spool's segment files (with local-mode output inside spool_dir); "
+        f"undelivered rows past it are merged into coarser ones; >= {SPOOL_MIN_SEGMENTS} segments",
+    )
+    spool_segment_bytes: int = _setting(
+        8 * 1024 * 1024,
+        _number(int, 4096, "a whole number of bytes >= 4096"),
+        "size at which a spool segment is closed and a new one begun; a delivered segment "
+        "is deleted",
     )
     output_dir: Path | None = _setting(
         None, _PATH, "local mode: where chunks and `run.json` go (default `<spool_dir>/output`)"
@@ -609,7 +628,13 @@ def load(
             values[field] = _validate(field, raw, f"flag {flag_name(field)}")
     if values.get("cloud_detect") is None:
         values["cloud_detect"] = in_pod(environ)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.spool_max_bytes < SPOOL_MIN_SEGMENTS * settings.spool_segment_bytes:
+        raise ConfigError(
+            f"spool_max_bytes: {settings.spool_max_bytes} is not allowed; expected >= "
+            f"{SPOOL_MIN_SEGMENTS} x spool_segment_bytes ({settings.spool_segment_bytes})"
+        )
+    return settings
 
 
 def _one_line(exc: Exception) -> str:

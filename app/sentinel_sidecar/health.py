@@ -14,7 +14,7 @@ from http import HTTPStatus
 import structlog
 
 from sentinel_sidecar.delivery.destination import DestinationStatus
-from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry
+from sentinel_sidecar.telemetry import SPOOL_FULL, SPOOL_UNWRITABLE, Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -44,11 +44,13 @@ class Probe:
 
     def not_ready(self) -> str | None:
         """Why `/readyz` fails: rows cannot be written to the spool, the last sample could not
-        be read, the destination is not open (registered, where it needs that), or deliveries
-        have been failing for long."""
+        be read, undelivered rows fill the spool's cap, the destination is not open
+        (registered, where it needs that), or deliveries have been failing for long."""
         failure = self.telemetry.sample_failure
         if failure is not None:
             return SPOOL_UNWRITABLE if failure == SPOOL_UNWRITABLE else "sampling_failing"
+        if self.telemetry.spool_full:
+            return SPOOL_FULL
         if not self.destination().ready:
             return "destination_not_open"
         failing = self.telemetry.failing_since_monotonic
@@ -71,6 +73,11 @@ class Probe:
             ("sample_failures_total", "counter",
              "Samples not taken or not written (read error, spool unwritable).",
              stats.sample_failures),
+            ("rows_merged_total", "counter",
+             "Samples folded into a neighbouring row to keep the spool in its cap (totals kept).",
+             stats.rows_merged),
+            ("rows_dropped_total", "counter",
+             "Samples given up to keep the spool in its cap.", stats.rows_dropped),
             ("chunks_uploaded_total", "counter", "Chunks confirmed.", stats.chunks_uploaded),
             ("upload_failures_total", "counter", "Failed delivery attempts.",
              stats.upload_failures),

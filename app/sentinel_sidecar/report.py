@@ -15,10 +15,11 @@ from typing import Any
 
 from sentinel_sidecar.config import parse_s3_uri
 from sentinel_sidecar.recommend import Recommendation, Rules, Usage, recommend
-from sentinel_sidecar.spool import LEGACY_NAME_DIGITS, NAME_DIGITS
+from sentinel_sidecar.spool import spool_files
+from sentinel_sidecar.state import LEGACY_NAME_DIGITS, NAME_DIGITS
 
 EXPECTED = (
-    "a local output directory (000001.csv.gz, ...), a spool directory (metrics.csv) or a "
+    "a local output directory (000001.csv.gz, ...), a spool directory (segment-*.csv) or a "
     "direct-S3 run prefix (s3://bucket/prefix/<run>)"
 )
 COLUMNS = (
@@ -89,8 +90,9 @@ def load(source: str, *, instance_metadata: bool = False) -> Run:
         for path in chunks:
             _add_rows(run, _gunzip(path.read_bytes(), str(path)), str(path))
         summary = directory / "run.json"
-    elif (directory / "metrics.csv").is_file():
-        _add_rows(run, (directory / "metrics.csv").read_text(errors="replace"), source)
+    elif spooled := spool_files(directory):
+        for path in spooled:
+            _add_rows(run, path.read_text(errors="replace"), str(path))
         summary = directory / "output" / "run.json"
     else:
         inside = [child for child in sorted(directory.iterdir()) if _holds_a_run(child)]
@@ -110,7 +112,7 @@ def _chunks(directory: Path) -> list[Path]:
 
 def _holds_a_run(path: Path) -> bool:
     """A directory `report` can read (a run's output or spool), for "did you mean"."""
-    return path.is_dir() and ((path / "metrics.csv").is_file() or bool(_chunks(path)))
+    return path.is_dir() and bool(spool_files(path) or _chunks(path))
 
 
 def _s3_client(instance_metadata: bool) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 from sentinel_sidecar.accounting import Counters
 from sentinel_sidecar.collect import Reading, WorkloadReading
@@ -59,6 +60,34 @@ EXTENDED_COLUMNS = (
     "gpu_power_w",  # the workload's GPUs, where NVML has it
     "gpu_energy_j",  # energy those GPUs used in the interval
 )
+
+
+class Fold(StrEnum):
+    """How a column of two consecutive rows becomes the column of one row covering both."""
+
+    SUM = "sum"  # amounts in the interval: CPU-seconds, bytes, joules, events
+    MAX = "max"  # peaks and gauges where the highest counts: memory in use, processes
+    MIN = "min"  # free memory: its low point
+    MEAN = "mean"  # rates (cores, GPUs, watts), weighted by each row's interval
+    LAST = "last"  # the end of the interval: timestamp, pid, limits, sizes
+
+
+_SUMMED = ("utime", "stime", "_bytes", "_seconds", "oom_kills", "energy_j")
+_MEANS = ("cpu_usage", "gpu_usage", "power_w")
+_LAST = ("timestamp", "process_pid", "limit", "disk_space", "buffers", "cached", "inactive")
+
+
+def fold(column: str) -> Fold:
+    """The `Fold` of a column, from its name (every column has one; a test checks)."""
+    if column == "system_memory_free_mib":
+        return Fold.MIN
+    if column.endswith(_SUMMED):
+        return Fold.SUM
+    if column.endswith(_MEANS):
+        return Fold.MEAN
+    if any(part in column for part in _LAST):
+        return Fold.LAST
+    return Fold.MAX
 
 
 def columns(schema: str) -> tuple[str, ...]:

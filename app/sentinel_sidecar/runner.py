@@ -37,11 +37,10 @@ from sentinel_sidecar.spool import (
     Spool,
     SpoolError,
     SpoolWriteError,
-    State,
-    StateStore,
     read_exit_code,
     set_aside,
 )
+from sentinel_sidecar.state import State, StateStore
 from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry
 from sentinel_sidecar.uploader import Uploader, UploadWorker
 from sentinel_sidecar.values import ReadErrors
@@ -94,6 +93,7 @@ class Runner:
         self.stop = stop
         self.telemetry = Telemetry()
         self._uploader: Uploader | None = None  # once the spool is open
+        self._destination: Destination | None = None
         self._read_errors = ReadErrors()
         self._context = context or RunContext()
         self._wall_clock = wall_clock
@@ -147,6 +147,7 @@ class Runner:
                 previous = None
         resumed = previous is not None and previous.header == header
         state = previous if resumed and previous is not None else self._new_state(spool, header)
+        spool.acknowledge(state.offset)  # deletes what a crash left delivered but not deleted
         destination = destination_for(
             settings,
             new_run=not resumed,
@@ -154,6 +155,7 @@ class Runner:
             secret=self._context.secret,
             identity=self._identity,
         )
+        self._destination = destination
         try:
             store.save(state)
         except OSError as exc:
@@ -164,7 +166,7 @@ class Runner:
         if resumed:
             log.info("run_resumed", seq=state.seq, offset=state.offset, mode=settings.mode)
         else:
-            log.info("run_started", spool=str(spool.path), mode=settings.mode)
+            log.info("run_started", spool=str(spool.directory), mode=settings.mode)
         if self._schema != settings.schema:
             log.warning("schema_not_sent", schema=settings.schema, mode=settings.mode,
                         reason="Sentinel takes the 32-column schema only")  # fmt: skip
@@ -207,9 +209,17 @@ class Runner:
             try:
                 previous = store.load()
                 if previous is not None and previous.finished:
-                    set_aside(self.settings.spool_dir)
+                    set_aside(
+                        self.settings.spool_dir, previous.offset, len(previous.header.encode())
+                    )
                     previous = None
-                spool = Spool(self.settings.spool_dir, header)
+                spool = Spool(
+                    self.settings.spool_dir,
+                    header,
+                    segment_bytes=self.settings.spool_segment_bytes,
+                    max_bytes=self.settings.spool_max_bytes,
+                    reserved=lambda: self._destination.kept_bytes if self._destination else 0,
+                )
             except (SpoolError, OSError) as exc:
                 if _denied(exc) and (
                     not self._in_pod or self.settings.spool_dir == DEFAULTS["spool_dir"]
@@ -235,7 +245,7 @@ class Runner:
                     return None
                 continue
             if failed_since is not None:
-                log.info("spool_usable", path=str(spool.path), attempts=attempts)
+                log.info("spool_usable", path=str(spool.directory), attempts=attempts)
             self.telemetry.sample_failure = None
             return spool, previous
 
@@ -355,7 +365,7 @@ class Runner:
         try:
             reading = collector.read()
             row = ",".join(make_row(previous, reading, self._schema)) + "\n"
-            spool.append(row)
+            loss = spool.append(row)
         except Exception as exc:
             # The sampler must survive anything /proc, cgroupfs or the disk throws at it.
             self._sample_failed(exc)
@@ -366,6 +376,11 @@ class Runner:
         self.telemetry.read_errors = self._read_errors.count
         self.telemetry.rows_sampled += 1
         self.telemetry.last_sample_monotonic = self._monotonic()
+        self.telemetry.spool_full = spool.full
+        if loss and self._uploader is not None:
+            self._uploader.count_loss(loss)
+            self.telemetry.rows_merged += loss.merged
+            self.telemetry.rows_dropped += loss.dropped
         return reading
 
     def _sample_failed(self, exc: Exception) -> None:
@@ -411,7 +426,9 @@ class Runner:
             started_at=_iso(state.started_at or self._wall_clock()),
             finished_at=_iso(self._wall_clock()),
             schema=self._schema,
-            rows=spool.count_rows(),
+            rows=spool.samples - state.rows_merged - state.rows_dropped,
+            rows_merged=state.rows_merged,
+            rows_dropped=state.rows_dropped,
             chunks=state.seq,
             uris=state.uris(),
             exit_code=exit_code,
@@ -422,7 +439,7 @@ class Runner:
         )
         if summary.bytes_not_uploaded:
             log.error("rows_not_uploaded", bytes=summary.bytes_not_uploaded,
-                      spool=str(spool.path))  # fmt: skip
+                      spool=str(spool.directory))  # fmt: skip
         summary_uri = self._within(
             deadline, lambda: destination.close(summary, spool, deadline), "close of the run"
         )
@@ -431,13 +448,15 @@ class Runner:
         try:
             spool.close()
         except OSError as exc:  # EIO on the last fsync: the rows are as durable as they get
-            log.error("spool_not_synced", path=str(spool.path), error=exc.strerror)
+            log.error("spool_not_synced", path=str(spool.directory), error=exc.strerror)
         delivered = summary_uri is not None and summary.bytes_not_uploaded == 0
         (log.info if delivered else log.error)(
             "run_finished",
             delivered=delivered,  # every row delivered and the run closed
-            where=summary_uri if delivered else str(spool.path),
+            where=summary_uri if delivered else str(spool.directory),
             rows=summary.rows,
+            rows_merged=summary.rows_merged,
+            rows_dropped=summary.rows_dropped,
             chunks=summary.chunks,
             closed=summary_uri is not None,
             inline=summary.inline,

@@ -1,229 +1,335 @@
-"""The durable spool: append-only `metrics.csv` and the upload cursor `state.json`."""
+"""The durable spool: rows in segment files that are deleted once delivered, kept within a cap
+by merging undelivered rows into coarser ones; the workload's `exit_code` file."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import itertools
-import json
-import math
-import os
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from sentinel_sidecar.config import LOCAL_FLOOR_SEGMENTS
+from sentinel_sidecar.merge import halve
+from sentinel_sidecar.segment import (
+    Segment,
+    SpoolError,
+    SpoolWriteError,
+    parse_segment_name,
+    segment_name,
+)
+from sentinel_sidecar.state import STATE_FILE, Loss
+
 log = structlog.get_logger(__name__)
 
-METRICS_FILE = "metrics.csv"
-STATE_FILE = "state.json"
+LEGACY_FILE = "metrics.csv"  # the one file of versions before segments
 EXIT_CODE_FILE = "exit_code"
+ROOM_AGAIN = 0.5  # a spool_full episode ends below this share of the cap
 
-
-class SpoolError(Exception):
-    """The spool directory cannot be used (not writable, not a directory)."""
-
-
-class SpoolWriteError(SpoolError):
-    """A row could not be appended (disk full, I/O error); the file holds no part of it."""
-
-
-BLOCK = 1 << 20  # bytes read at a time when the whole file must be scanned
+__all__ = [
+    "Spool",
+    "SpoolError",
+    "SpoolWriteError",
+    "read_exit_code",
+    "set_aside",
+    "spool_files",
+]
 
 
 class Spool:
-    """Append-only CSV: the header once, then one `write()` per row. A row is in the file whole
-    or not at all; a deleted or replaced file is noticed and recreated from the open one."""
+    """Rows in segments of about `segment_bytes`, one logical offset space across them (a
+    cursor is one number and names its segment). Segments whose rows were all acknowledged
+    are deleted; when the segments would pass `max_bytes` (less what `reserved` says others
+    keep on the volume) undelivered rows are merged pairwise, the finest segment first, and a
+    segment is given up only when merging cannot make room. A sampler thread appends, the
+    upload thread reads and acknowledges."""
 
-    def __init__(self, directory: Path, header: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        header: str,
+        *,
+        segment_bytes: int = 8 << 20,
+        max_bytes: int | None = None,
+        reserved: Callable[[], int] = lambda: 0,
+    ) -> None:
         if not header.endswith("\n"):
             raise ValueError("header must end with a newline")
         self.directory = directory
-        self.path = directory / METRICS_FILE
         self.header = header
         self.header_bytes = header.encode()
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes  # None: no cap
+        self._reserved = reserved
+        self._lock = threading.Lock()
+        self._cursor = 0  # rows before this logical offset are delivered
+        self.full = False  # in a spool_full episode
+        self._episode = Loss()
+        self._merge_failed = False
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._set_aside_if_foreign()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._segments = self._open_segments()
         except OSError as exc:
             raise SpoolError(f"spool_dir {directory}: cannot be used ({exc.strerror})") from exc
-        self.size = os.fstat(self._fd).st_size
-        if self.size > 0:
-            self._drop_torn_tail()
-            return
+
+    def _open_segments(self) -> list[Segment]:
+        """The segments on disk (an older version's `metrics.csv` becomes the first), the
+        last one's torn tail cut; a new first segment when there are none."""
+        legacy = self.directory / LEGACY_FILE
+        if legacy.exists() and not _segment_files(self.directory):
+            legacy.rename(self.directory / segment_name(len(self.header_bytes), 0))
+            log.info("spool_upgraded", path=str(legacy), to="segments")
+        segments = [
+            Segment(self.directory, self.header_bytes, first, sample)
+            for first, sample in _segment_files(self.directory)
+        ]
+        if any(segment.header_problem() for segment in segments) or legacy.exists():
+            for segment in segments:
+                segment.close()
+            log.warning("spool_header_changed", moved_to=set_aside(self.directory))
+            segments = []
+        if segments:
+            segments[-1].drop_torn_tail()
+            return segments
+        first = Segment(self.directory, self.header_bytes, len(self.header_bytes), 0)
         try:
-            self._write_whole(self.header_bytes)
+            first.write_header()
         except SpoolWriteError as exc:
             # A full disk at start is no crash: the header goes with the first row that fits.
             log.error("spool_header_not_written", error=str(exc))
+        return [first]
+
+    @property
+    def path(self) -> Path:
+        """The segment rows are appended to."""
+        return self._segments[-1].path
 
     @property
     def data_start(self) -> int:
-        """Offset of the first row, just past the header."""
-        return len(self.header_bytes)
+        """Logical offset of the first row in the spool (where a new run's cursor starts)."""
+        return self._segments[0].first
 
-    def _set_aside_if_foreign(self) -> None:
-        """A spool written with another header is renamed, with its state, never overwritten."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as existing:
-            first = existing.read(len(self.header_bytes))
-        if first and first != self.header_bytes:
-            log.warning("spool_header_changed", moved_to=set_aside(self.directory))
+    @property
+    def end(self) -> int:
+        """Logical offset just past the last row."""
+        return self._segments[-1].end
 
-    def _drop_torn_tail(self) -> None:
-        """A crash mid-write can leave a partial last row, and a power loss a tail of zeros
-        (the size was updated, the data never written). Keep everything up to the last newline
-        before the first NUL byte or the end, however far back that is; never the header."""
-        end = self._first_nul()
-        while end > self.data_start:
-            start = max(self.data_start, end - BLOCK)
-            newline = os.pread(self._fd, end - start, start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        keep = max(end, self.data_start)
-        if keep < self.size:
-            dropped = os.pread(self._fd, self.size - keep, keep)
-            os.ftruncate(self._fd, keep)
-            log.warning("spool_torn_tail_dropped", bytes=len(dropped),
-                        zero_bytes=dropped.count(b"\0"))  # fmt: skip
-            self.size = keep
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of every segment file, headers included."""
+        with self._lock:
+            return sum(segment.size for segment in self._segments)
 
-    def _first_nul(self) -> int:
-        position = 0
-        while position < self.size:
-            block = os.pread(self._fd, min(BLOCK, self.size - position), position)
-            if not block:
-                break
-            nul = block.find(b"\0")
-            if nul >= 0:
-                return position + nul
-            position += len(block)
-        return self.size
+    @property
+    def samples(self) -> int:
+        """Rows ever appended in this run, merged and given-up ones included (segment names
+        carry the count, so deleting delivered segments loses none)."""
+        last = self._segments[-1]
+        return last.sample + last.rows
 
-    def append(self, line: str) -> None:
-        """Append one row (with its newline) in a single write; SpoolWriteError when it could
-        not be written whole (the file is rolled back to the row boundary)."""
-        self._follow_path()
-        data = line.encode()
-        self._write_whole(self.header_bytes + data if self.size == 0 else data)
-
-    def _write_whole(self, data: bytes) -> None:
-        try:
-            written = os.write(self._fd, data)
-        except OSError as exc:
-            self._roll_back()
-            raise SpoolWriteError(f"cannot append to {self.path}: {exc.strerror}") from exc
-        if written != len(data):
-            self._roll_back()
-            raise SpoolWriteError(f"short write to {self.path}: {written} of {len(data)} bytes")
-        self.size += written
-
-    def _roll_back(self) -> None:
-        try:
-            os.ftruncate(self._fd, self.size)
-        except OSError as exc:
-            log.error("spool_rollback_failed", path=str(self.path), error=exc.strerror)
-
-    def _follow_path(self) -> None:
-        """Recreate `metrics.csv` from the open file when it was deleted or replaced: rows
-        written to an unlinked file would be gone at exit."""
-        mine = os.fstat(self._fd)
-        try:
-            there = os.stat(self.path)
-        except FileNotFoundError:
-            reason = "deleted"
-        else:
-            if (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev):
-                return
-            reason = "replaced"
-        try:
-            self._recreate(reason)
-        except OSError as exc:
-            # Go on with the open file: nothing is lost while the agent runs; tried again on
-            # the next row.
-            log.error("spool_not_recreated", reason=reason, error=exc.strerror)
-
-    def _recreate(self, reason: str) -> None:
-        tmp = self.directory / (METRICS_FILE + ".tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        try:
-            position = 0
-            while position < self.size:
-                block = os.pread(self._fd, min(BLOCK, self.size - position), position)
-                _write_all(fd, block)
-                position += len(block)
-            os.fsync(fd)
-            if reason == "replaced":
-                stamp = unused_stamp(self.directory, "metrics.foreign.{}.csv")
-                os.replace(self.path, self.directory / f"metrics.foreign.{stamp}.csv")
-            os.replace(tmp, self.path)
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        os.close(self._fd)
-        self._fd = fd
-        log.warning("spool_recreated", reason=reason, bytes=self.size, path=str(self.path))
+    def pending(self, offset: int) -> int:
+        """Bytes of rows at or past logical `offset`: not yet delivered."""
+        with self._lock:
+            return sum(max(0, s.end - max(s.first, offset)) for s in self._segments)
 
     def cursor_problem(self, offset: int) -> str | None:
         """Why `offset` cannot be an upload cursor of this spool (None when it can): it must
-        sit on a row boundary between the header's end and the file's end."""
-        if offset < self.data_start:
-            return f"offset {offset} is inside the header"
-        if offset > self.size:
-            return f"offset {offset} is past the spool's end ({self.size} bytes)"
-        if offset > self.data_start and os.pread(self._fd, 1, offset - 1) != b"\n":
-            return f"offset {offset} is inside a row"
-        return None
+        start a row (or end a segment), or lie before every segment that is left."""
+        segments = self._segments
+        if offset > segments[-1].end:
+            return f"offset {offset} is past the spool's end ({segments[-1].end})"
+        if offset < segments[0].first:
+            if segments[0].sample == 0:
+                return f"offset {offset} is before the spool's first row ({segments[0].first})"
+            return None  # rows delivered and their segments deleted
+        for segment in segments:
+            if segment.first <= offset <= segment.end:
+                return (
+                    None if segment.is_row_boundary(offset) else f"offset {offset} is inside a row"
+                )
+        return f"offset {offset} is in no segment"
+
+    def append(self, line: str) -> Loss:
+        """Append one row (with its newline) in a single write; SpoolWriteError when it could
+        not be written whole. What making room for it cost (usually nothing)."""
+        data = line.encode()
+        with self._lock:
+            active = self._segments[-1]
+            if active.rows and active.size + len(data) > self.segment_bytes:
+                active = self._roll(active)
+            loss = self._make_room(len(data) + (len(self.header_bytes) if active.size == 0 else 0))
+            active.append(data)
+        return loss
+
+    def _roll(self, active: Segment) -> Segment:
+        try:
+            active.sync()
+            new = Segment(
+                self.directory, self.header_bytes, active.end, active.sample + active.rows
+            )
+        except OSError as exc:
+            raise SpoolWriteError(
+                f"cannot start a segment in {self.directory}: {exc.strerror}"
+            ) from exc
+        self._segments.append(new)
+        return new
+
+    def _make_room(self, need: int) -> Loss:
+        """Merge (or give up) undelivered rows until `need` more bytes fit under the cap."""
+        if self.max_bytes is None:
+            return Loss()
+        limit = max(self.max_bytes - self._reserved(), LOCAL_FLOOR_SEGMENTS * self.segment_bytes)
+        used = sum(segment.size for segment in self._segments)
+        loss = Loss()
+        while used + need > limit:
+            candidates = self._candidates()
+            if not candidates:
+                break
+            segment = min(candidates, key=self._level)  # min() keeps the oldest of equals
+            loss += self._merge(segment, candidates) if segment.rows else Loss()
+            used = sum(segment.size for segment in self._segments)
+        self._track_episode(loss, used, limit)
+        return loss
+
+    def _candidates(self) -> list[Segment]:
+        """Sealed segments after the one the upload cursor reads from, with rows left."""
+        segments = self._segments
+        reading = next((i for i, s in enumerate(segments) if s.end > self._cursor), len(segments))
+        return [s for s in segments[reading + 1 : -1] if s.rows]
+
+    def _level(self, segment: Segment) -> float:
+        """Samples per row: 1 for rows as taken, 2 after one merge, ..."""
+        return self._samples_in(segment) / segment.rows
+
+    def _samples_in(self, segment: Segment) -> int:
+        following = self._segments[self._segments.index(segment) + 1]
+        return following.sample - segment.sample
+
+    def _merge(self, segment: Segment, candidates: list[Segment]) -> Loss:
+        """Halve the rows of `segment` together with a neighbour's that may be merged too (the
+        later of the two is then deleted: its samples fall in the earlier one's name range). A
+        segment with one row and nobody to merge with is given up."""
+        at = self._segments.index(segment)
+        before, after = self._segments[at - 1] if at else None, self._segments[at + 1]
+        if after in candidates:
+            parts = [segment, after]
+        elif segment.rows < 2 and before in candidates:
+            parts = [before, segment]
+        else:
+            parts = [segment]
+        rows = sum(part.rows for part in parts)
+        if rows < 2:
+            return self._give_up(segment)
+        segment = parts[0]
+        data = b"".join(part.read(part.first, part.end - part.first) for part in parts)
+        merged, count = halve(self.header_bytes, data)
+        try:
+            segment.rewrite(merged, count)
+        except OSError as exc:  # no room even for the smaller copy
+            if not self._merge_failed:
+                self._merge_failed = True  # said once per spool_full episode
+                log.error("spool_merge_failed", path=str(segment.path), error=exc.strerror,
+                          consequence="undelivered segments are given up, counted")  # fmt: skip
+            return self._give_up(segment)
+        for part in parts[1:]:
+            self._delete(part)
+        return Loss(merged=rows - count)
+
+    def _give_up(self, segment: Segment) -> Loss:
+        """Empty `segment`, kept as a header-only marker: its name still counts the samples
+        up to the next segment. Two markers in a row become one (the later one's samples
+        fall in the earlier one's range), so markers never pile up."""
+        samples, rows = self._samples_in(segment), segment.rows
+        segment.truncate_rows()
+        at = self._segments.index(segment)
+        later = self._segments[at + 1]
+        if at and not self._segments[at - 1].rows:
+            self._delete(segment)
+        if later is not self._segments[-1] and not later.rows:
+            self._delete(later)
+        return Loss(merged=-(samples - rows), dropped=samples)
+
+    def _delete(self, segment: Segment) -> None:
+        self._segments.remove(segment)
+        try:
+            segment.delete()
+        except OSError as exc:
+            log.error("spool_segment_not_deleted", path=str(segment.path), error=exc.strerror)
+
+    def _track_episode(self, loss: Loss, used: int, limit: int) -> None:
+        if loss and not self.full:
+            self.full = True
+            log.warning(
+                "spool_full",
+                cap_bytes=limit,
+                spool_bytes=used,
+                directory=str(self.directory),
+                policy="undelivered rows are merged pairwise (totals and peaks kept); a "
+                "segment is given up only when merging cannot make room",
+            )
+        self._episode += loss
+        if self.full and used < ROOM_AGAIN * limit:
+            self.full = False
+            log.info("spool_room_again", spool_bytes=used, rows_merged=self._episode.merged,
+                     rows_dropped=self._episode.dropped)  # fmt: skip
+            self._episode = Loss()
+            self._merge_failed = False
+
+    def read_chunk(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """Whole rows from the first segment with rows at or past `offset` (a chunk never spans
+        segments), at most `max_bytes` unless one row is longer; the rows and where they end."""
+        with self._lock:
+            segment = next((s for s in self._segments if s.end > max(offset, s.first)), None)
+        if segment is None:
+            return b"", offset
+        start = max(offset, segment.first)
+        rows = segment.read_rows(start, max_bytes)
+        return rows, start + len(rows) if rows else offset
+
+    def acknowledge(self, offset: int) -> None:
+        """Rows before `offset` are delivered: delete the sealed segments that hold only those."""
+        with self._lock:
+            self._cursor = offset
+            while len(self._segments) > 1 and self._segments[0].end <= offset:
+                self._delete(self._segments[0])
 
     def sync(self) -> None:
-        """Make every appended row durable."""
-        os.fsync(self._fd)
-
-    def read_chunk(self, offset: int, max_bytes: int) -> bytes:
-        """Whole rows from `offset`, at most `max_bytes` unless a single row is longer."""
-        data = os.pread(self._fd, max(0, min(max_bytes, self.size - offset)), offset)
-        end = data.rfind(b"\n")
-        if end >= 0:
-            return data[: end + 1]
-        # No newline within max_bytes: one long row; read on until it ends.
-        position = offset + len(data)
-        while position < self.size:
-            more = os.pread(self._fd, min(65536, self.size - position), position)
-            newline = more.find(b"\n")
-            if newline >= 0:
-                return data + more[: newline + 1]
-            data += more
-            position += len(more)
-        return b""
-
-    def count_rows(self) -> int:
-        """Rows in the spool, counted in blocks so a long run is never loaded at once."""
-        rows = 0
-        position = self.data_start
-        while position < self.size:
-            block = os.pread(self._fd, min(1 << 20, self.size - position), position)
-            rows += block.count(b"\n")
-            position += len(block)
-        return rows
+        """Make every appended row durable (sealed segments were synced when they were)."""
+        self._segments[-1].sync()
 
     def read_all(self) -> bytes:
-        """The whole spool, header included; only for runs small enough to send inline."""
-        return os.pread(self._fd, self.size, 0)
+        """The header and every row left; only for runs small enough to send inline."""
+        with self._lock:
+            return self.header_bytes + b"".join(
+                s.read(s.first, s.end - s.first) for s in self._segments
+            )
 
     def close(self) -> None:
-        """Sync and close (closed even when the sync fails)."""
-        try:
-            self.sync()
-        finally:
-            os.close(self._fd)
+        """Sync and close every segment (all closed even when a sync fails)."""
+        errors = []
+        for segment in self._segments:
+            try:
+                segment.close()
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def spool_files(directory: Path) -> list[Path]:
+    """The CSV files of a spool directory in the order of the run: its segments, or the one
+    `metrics.csv` of an older version."""
+    found = [directory / segment_name(*name) for name in _segment_files(directory)]
+    legacy = directory / LEGACY_FILE
+    return found or ([legacy] if legacy.is_file() else [])
+
+
+def _segment_files(directory: Path) -> list[tuple[int, int]]:
+    """(first, sample) of the segment files in `directory`, in the order of the run."""
+    names = (parse_segment_name(path.name) for path in directory.iterdir())
+    return sorted(name for name in names if name is not None)
 
 
 def unused_stamp(directory: Path, *patterns: str) -> str:
@@ -237,208 +343,23 @@ def unused_stamp(directory: Path, *patterns: str) -> str:
     raise AssertionError("unreachable")
 
 
-def set_aside(directory: Path) -> str:
-    """Rename `metrics.csv` and `state.json` with a time stamp so a new run starts clean."""
-    stamp = unused_stamp(directory, "metrics.{}.csv", "state.{}.json")
-    aside = directory / f"metrics.{stamp}.csv"
-    if (directory / METRICS_FILE).exists():
-        (directory / METRICS_FILE).rename(aside)
-    if (directory / STATE_FILE).exists():
-        (directory / STATE_FILE).rename(directory / f"state.{stamp}.json")
+def set_aside(directory: Path, delivered_up_to: int = 0, header_bytes: int = 0) -> str | None:
+    """Start a new run clean: the segments holding only rows before logical offset
+    `delivered_up_to` are deleted (they are the destination's now), the other spool files
+    and `state.json` move to `previous-<timestamp>/`. Where they went; None if nowhere."""
+    for first, sample in _segment_files(directory):
+        path = directory / segment_name(first, sample)
+        if first + path.stat().st_size - header_bytes <= delivered_up_to:
+            path.unlink()
+    kept = [directory / segment_name(*name) for name in _segment_files(directory)]
+    kept += [path for path in (directory / LEGACY_FILE, directory / STATE_FILE) if path.exists()]
+    if not kept:
+        return None
+    aside = directory / f"previous-{unused_stamp(directory, 'previous-{}')}"
+    aside.mkdir()
+    for path in kept:
+        path.rename(aside / path.name)
     return str(aside)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """`os.write` until every byte is written (a write may take only part of it)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-NAME_DIGITS = 6  # chunk names `000001.csv.gz`: in order as text for any realistic run
-LEGACY_NAME_DIGITS = 4  # what runs started before 0.1.0's segmented state wrote
-
-
-@dataclass(frozen=True)
-class State:
-    """The upload cursor: what was delivered, where the next chunk starts. Its size does not
-    grow with the run: the delivered chunks are named by a rule (`chunk_base`, `seq`,
-    `name_digits`), not listed."""
-
-    run_id: str | None
-    upload_uri_prefix: str | None
-    seq: int
-    offset: int
-    header: str
-    finished: bool = False
-    started_at: float | None = None
-    chunk_base: str | None = None  # where chunks 1..seq are: a directory or an s3:// prefix
-    name_digits: int = NAME_DIGITS  # a resumed run keeps the width it started with
-
-    def chunk_name(self, seq: int) -> str:
-        """File or object name of chunk `seq`: `000001.csv.gz`."""
-        return f"{seq:0{self.name_digits}d}.csv.gz"
-
-    def uris(self) -> tuple[str, ...]:
-        """Where every delivered chunk is, in order."""
-        if self.chunk_base is None:
-            return ()
-        return tuple(f"{self.chunk_base}/{self.chunk_name(n)}" for n in range(1, self.seq + 1))
-
-    def after_upload(self, uri: str, offset: int) -> State:
-        """The cursor after chunk `seq + 1` up to `offset` was confirmed at `uri`."""
-        name = self.chunk_name(self.seq + 1)
-        base, _, stored = uri.rpartition("/")
-        if stored != name or (self.chunk_base is not None and base != self.chunk_base):
-            raise StateError(f"chunk {self.seq + 1} confirmed at {uri}, not at .../{name}")
-        return dataclasses.replace(self, seq=self.seq + 1, offset=offset, chunk_base=base)
-
-
-class StateError(ValueError):
-    """`state.json` is not a state this agent wrote, or does not fit the spool."""
-
-
-def _check_state(data: Any) -> State:
-    """A `State` from parsed JSON, every field checked for type and range."""
-    if not isinstance(data, dict):
-        raise StateError(f"not a JSON object but {type(data).__name__}")
-    fields = {field.name: field for field in dataclasses.fields(State)}
-    unknown = set(data) - set(fields) - {"uploaded_uris"}  # the list older versions kept
-    if unknown:
-        raise StateError(f"unknown fields {sorted(unknown)}")
-    missing = {"seq", "offset", "header"} - set(data)
-    if missing:
-        raise StateError(f"missing fields {sorted(missing)}")
-
-    def text_or_none(name: str) -> str | None:
-        value = data.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise StateError(f"{name} is {value!r}, not a non-empty string or null")
-        return value
-
-    def count(name: str) -> int:
-        value = data[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise StateError(f"{name} is {value!r}, not a whole number >= 0")
-        return value
-
-    seq = count("seq")
-    chunk_base, digits = _chunk_naming(data, seq)
-    header = data["header"]
-    if not isinstance(header, str) or not header.endswith("\n"):
-        raise StateError("header is not a CSV header line")
-    finished = data.get("finished", False)
-    if not isinstance(finished, bool):
-        raise StateError(f"finished is {finished!r}, not true or false")
-    started_at = data.get("started_at")
-    if started_at is not None and (
-        not isinstance(started_at, int | float)
-        or isinstance(started_at, bool)
-        or not math.isfinite(started_at)
-        or started_at < 0
-    ):
-        raise StateError(f"started_at is {started_at!r}, not a UNIX time")
-    return State(
-        run_id=text_or_none("run_id"),
-        upload_uri_prefix=text_or_none("upload_uri_prefix"),
-        seq=seq,
-        offset=count("offset"),
-        header=header,
-        finished=finished,
-        started_at=float(started_at) if started_at is not None else None,
-        chunk_base=chunk_base,
-        name_digits=digits,
-    )
-
-
-def _chunk_naming(data: dict[str, Any], seq: int) -> tuple[str | None, int]:
-    """`chunk_base` and `name_digits` of a saved state; from the URI list of an older one,
-    which must then be exactly the chunks the rule names."""
-    if "uploaded_uris" not in data:
-        base, digits = data.get("chunk_base"), data.get("name_digits", NAME_DIGITS)
-        if base is not None and (not isinstance(base, str) or not base):
-            raise StateError(f"chunk_base is {base!r}, not a non-empty string or null")
-        if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 12:
-            raise StateError(f"name_digits is {digits!r}, not a whole number 1-12")
-        if seq > 0 and base is None:
-            raise StateError(f"seq {seq} without a chunk_base")
-        return base, digits
-    uris = data["uploaded_uris"]
-    if not isinstance(uris, list) or not all(isinstance(uri, str) and uri for uri in uris):
-        raise StateError("uploaded_uris is not a list of strings")
-    if len(uris) != seq:
-        raise StateError(f"{len(uris)} uploaded_uris for seq {seq}")
-    if not uris:
-        return None, NAME_DIGITS
-    base = uris[0].rpartition("/")[0]
-    legacy = State(None, None, seq, 0, "\n", chunk_base=base, name_digits=LEGACY_NAME_DIGITS)
-    if list(legacy.uris()) != uris:
-        raise StateError("uploaded_uris are not the chunks 1..seq under one prefix")
-    return base, LEGACY_NAME_DIGITS
-
-
-class StateStore:
-    """`state.json`, replaced atomically so a crash leaves the old or the new state, never torn;
-    read back only after every field was checked."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path = directory / STATE_FILE
-        self._tmp = directory / (STATE_FILE + ".tmp")
-
-    def load(self) -> State | None:
-        """The saved state; None when there is none, or when it cannot be trusted (then it is
-        kept aside as `state.invalid.<n>.json` with one error line)."""
-        try:
-            raw = self.path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            self.keep_aside(f"unreadable: {exc.strerror}")
-            return None
-        try:
-            return _check_state(json.loads(raw))
-        except (ValueError, RecursionError) as exc:  # JSON and StateError are ValueErrors
-            self.keep_aside(str(exc))
-            return None
-
-    def keep_aside(self, problem: str) -> None:
-        """Move `state.json` out of the way: the next run starts from the spool, not from it."""
-        for n in itertools.count(1):
-            aside = self.directory / f"state.invalid.{n}.json"
-            if not aside.exists():
-                break
-        try:
-            self.path.rename(aside)
-        except OSError as exc:
-            log.error("state_invalid", problem=problem, path=str(self.path), kept=None,
-                      error=exc.strerror)  # fmt: skip
-            return
-        log.error("state_invalid", problem=problem, path=str(self.path), kept=str(aside),
-                  recovery="a new run from the start of the spool")  # fmt: skip
-
-    def save(self, state: State) -> None:
-        """Write every byte to a temp file, fsync, rename over the old file, fsync the
-        directory. On failure the old file stays as it was (and no temp file is left)."""
-        data = json.dumps(dataclasses.asdict(state), indent=1).encode()
-        try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self._tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 def read_exit_code(directory: Path) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SPOOL_UNWRITABLE = "spool_unwritable"
+SPOOL_FULL = "spool_full"
 
 
 @dataclass
@@ -24,3 +25,6 @@ class Telemetry:
     last_sample_monotonic: float | None = None
     last_upload_wall: float | None = None
     failing_since_monotonic: float | None = None
+    spool_full: bool = False  # undelivered rows fill the spool's cap and are being merged
+    rows_merged: int = 0
+    rows_dropped: int = 0

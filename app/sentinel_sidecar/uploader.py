@@ -24,7 +24,8 @@ from sentinel_sidecar.delivery.destination import (
     ErrorKind,
 )
 from sentinel_sidecar.log import RunContext
-from sentinel_sidecar.spool import Spool, State, StateStore
+from sentinel_sidecar.spool import Spool
+from sentinel_sidecar.state import Loss, State, StateStore
 from sentinel_sidecar.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ class Uploader:
     @property
     def pending_bytes(self) -> int:
         """Spooled bytes not yet delivered."""
-        return max(0, self.spool.size - self.state.offset)
+        return self.spool.pending(self.state.offset)
 
     @property
     def in_flight(self) -> bool:
@@ -129,11 +130,11 @@ class Uploader:
         chunk = self._pending
         retry = chunk is not None
         if chunk is None:
-            rows = self.spool.read_chunk(state.offset, self.max_chunk_bytes)
+            rows, end = self.spool.read_chunk(state.offset, self.max_chunk_bytes)
             if not rows:
                 return False
             body = gzip_chunk(self.spool.header_bytes, rows)
-            chunk = Chunk(state.seq + 1, state.offset + len(rows), len(rows), body)
+            chunk = Chunk(state.seq + 1, end, len(rows), body)
             self._pending = chunk
         log.debug("chunk_sending", seq=chunk.seq, raw_bytes=chunk.raw_bytes,
                   gz_bytes=len(chunk.body), retry=retry)  # fmt: skip
@@ -142,12 +143,13 @@ class Uploader:
             f"upload of chunk {chunk.seq}",
             deadline,
         )
-        moved = state.after_upload(uri, chunk.end)
         with self._lock:
             if self._closed:
                 return False
+            moved = self.state.after_upload(uri, chunk.end)
             self.store.save(moved)  # disk first: the cursor in memory never runs ahead
             self.state = moved
+        self.spool.acknowledge(moved.offset)  # after the save: a crash never loses rows
         self._pending = None
         self.telemetry.chunks_uploaded += 1
         self.telemetry.last_upload_wall = self._wall_clock()
@@ -170,6 +172,17 @@ class Uploader:
         """From now on nothing moves the cursor: an abandoned upload that lands is not counted."""
         with self._lock:
             self._closed = True
+
+    def count_loss(self, loss: Loss) -> None:
+        """Add what keeping the spool in its cap cost to the run's counters (saved, so a
+        restart keeps them; in memory only when the disk refuses the save)."""
+        with self._lock:
+            self.state = self.state.after_loss(loss)
+            try:
+                self.store.save(self.state)
+            except OSError as exc:
+                log.error("state_not_saved", path=str(self.store.path), error=exc.strerror,
+                          consequence="saved with the next upload")  # fmt: skip
 
     def finish(self) -> None:
         """Mark the run finished in the saved state; when the disk refuses it, log it: the next
@@ -273,7 +286,7 @@ class UploadWorker(threading.Thread):
         """Deliver the rows spooled so far; rows appended meanwhile wait for the next cycle,
         so a drain never ends with a chunk of one or two rows."""
         uploader = self.uploader
-        end = uploader.spool.size
+        end = uploader.spool.end
         renewed = False
         while uploader.state.offset < end and self._monotonic() < deadline:
             try:
@@ -296,7 +309,7 @@ class UploadWorker(threading.Thread):
         def last(deadline: float) -> None:
             uploader.open(deadline)
             # Inline only when no upload may still land: it would hold the same rows.
-            small = uploader.spool.size <= uploader.destination.inline_max_bytes
+            small = uploader.spool.disk_bytes <= uploader.destination.inline_max_bytes
             if small and uploader.state.seq == 0 and not uploader.in_flight:
                 self.inline = True
                 return

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sentinel_sidecar.config import Mode, Settings
+from sentinel_sidecar.config import LOCAL_FLOOR_SEGMENTS, Mode, Settings
 from sentinel_sidecar.delivery.destination import Destination
 from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.delivery.s3 import S3Destination
@@ -58,4 +58,9 @@ def destination_for(
             region=settings.aws_region,
             endpoint_url=settings.s3_endpoint_url,
         )
-    return LocalDestination(settings.local_output_dir, new_run=new_run)
+    output = settings.local_output_dir
+    on_spool_volume = output.resolve().is_relative_to(settings.spool_dir.resolve())
+    # Output inside the spool directory shares its emptyDir: it counts against the cap, and
+    # the spool keeps room for a few segments of its own.
+    budget = settings.spool_max_bytes - LOCAL_FLOOR_SEGMENTS * settings.spool_segment_bytes
+    return LocalDestination(output, new_run=new_run, budget=budget if on_spool_volume else None)

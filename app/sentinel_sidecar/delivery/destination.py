@@ -8,7 +8,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.spool import Spool, State
+    from sentinel_sidecar.spool import Spool
+    from sentinel_sidecar.state import State
 
 
 class ErrorKind(StrEnum):
@@ -54,6 +55,8 @@ class RunSummary:
     exit_code: int | None
     bytes_not_uploaded: int
     inline: bool  # the rows go with the close, not as chunks
+    rows_merged: int = 0  # samples folded into a neighbouring row to keep the spool in its cap
+    rows_dropped: int = 0  # samples given up to keep the spool in its cap
     # {"value": ..., "source": "settings" | "pod" | "node" | "host" | ...} per field
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The workload container's requests and limits from its pod spec, where they were read.
@@ -77,6 +80,10 @@ class Destination(Protocol):
     total budget are the upload worker's."""
 
     inline_max_bytes: int  # a run this small may go whole with `close` (0: never)
+
+    @property
+    def kept_bytes(self) -> int:
+        """What it keeps on the spool's volume (local output there), within the spool's cap."""
 
     def open(self, state: State, deadline: float) -> State:
         """Register or resume the run; the state to save (run id, prefix). DeliveryError."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,24 +10,46 @@ import structlog
 from sentinel_sidecar.delivery.destination import (
     DeliveryError,
     DestinationStatus,
+    ErrorKind,
     RunSummary,
 )
+from sentinel_sidecar.durable import replace_file
 from sentinel_sidecar.spool import unused_stamp
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.spool import Spool, State
+    from sentinel_sidecar.spool import Spool
+    from sentinel_sidecar.state import State
 
 log = structlog.get_logger(__name__)
 
 
 class LocalDestination:
-    """Chunks as files `NNNNNN.csv.gz`, each written to a temp file, fsynced and renamed."""
+    """Chunks as files `NNNNNN.csv.gz`, each written to a temp file, fsynced and renamed.
+
+    With a `budget` (the output is on the spool's volume) the bytes under `directory` count
+    against the spool's cap: a chunk that would pass the budget is refused, so its rows stay
+    in the spool, where the cap's policy applies to them."""
 
     inline_max_bytes = 0
 
-    def __init__(self, directory: Path, *, new_run: bool) -> None:
+    def __init__(self, directory: Path, *, new_run: bool, budget: int | None = None) -> None:
         self.directory = directory
         self._new_run = new_run
+        self._budget = budget
+        self._kept: int | None = None  # bytes under `directory`, measured once
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of output on the spool's volume (0 when it is elsewhere)."""
+        if self._budget is None:
+            return 0
+        if self._kept is None:
+            try:
+                files = [path for path in self.directory.rglob("*") if path.is_file()]
+                self._kept = sum(path.stat().st_size for path in files)
+            except OSError:  # not there yet, or not a directory: nothing kept
+                return 0
+        return self._kept
 
     def open(self, state: State, deadline: float) -> State:
         """A new run first moves an earlier run's files into `previous-<timestamp>/`."""
@@ -50,6 +70,12 @@ class LocalDestination:
 
     def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
         """Write the chunk `name` durably; its path."""
+        if self._budget is not None and self.kept_bytes + len(body) > self._budget:
+            raise DeliveryError(
+                f"{self.directory} holds {self.kept_bytes} bytes: a chunk more would pass the "
+                f"{self._budget} bytes spool_max_bytes leaves it; rows stay in the spool",
+                ErrorKind.REJECTED,
+            )
         return self._write(name, body)
 
     def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
@@ -62,16 +88,12 @@ class LocalDestination:
 
     def _write(self, name: str, body: bytes) -> str:
         target = self.directory / name
-        tmp = self.directory / f".{name}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            replaced = target.stat().st_size if target.exists() else 0
+            replace_file(target, body)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()  # no empty .tmp files left behind on a full disk
             raise DeliveryError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        if self._kept is not None:
+            self._kept += len(body) - replaced
         return str(target)

@@ -19,7 +19,8 @@ from sentinel_sidecar.delivery.destination import (
 
 if TYPE_CHECKING:
     from sentinel_sidecar.delivery.sentinel_api import Credentials
-    from sentinel_sidecar.spool import Spool, State
+    from sentinel_sidecar.spool import Spool
+    from sentinel_sidecar.state import State
 
 log = structlog.get_logger(__name__)
 
@@ -142,6 +143,7 @@ class S3Destination:
     the pod's name and the run's start time."""
 
     inline_max_bytes = 0
+    kept_bytes = 0
 
     def __init__(
         self, s3_uri: str, *, name: str, region: str | None, endpoint_url: str | None

@@ -22,7 +22,8 @@ from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, 
 from sentinel_sidecar.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.spool import Spool, State
+    from sentinel_sidecar.spool import Spool
+    from sentinel_sidecar.state import State
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,7 @@ class SentinelDestination:
     ) -> None:
         self.client = client
         self.inline_max_bytes = inline_max_bytes
+        self.kept_bytes = 0
         self._register_body = register_body  # the body, ready before the deadline given
         self._api_url = api_url.rstrip("/")
         self._region = region

@@ -60,11 +60,20 @@ serviceAccountName: {{ include "sentinel-sidecar.serviceAccountName" . }}
 {{- end }}
 {{- end }}
 
+{{/* The spool volume's sizeLimit: the cap, two segments (a merge in progress) and 16Mi. */}}
+{{- define "sentinel-sidecar.spoolSizeLimit" -}}
+{{- $spool := .Values.spool -}}
+{{- if lt (int $spool.maxMiB) (mul 8 (int $spool.segmentMiB)) -}}
+{{- fail (printf "spool.maxMiB (%d) must hold at least 8 segments of spool.segmentMiB (%d)" (int $spool.maxMiB) (int $spool.segmentMiB)) -}}
+{{- end -}}
+{{ add (int $spool.maxMiB) (mul 2 (int $spool.segmentMiB)) 16 }}Mi
+{{- end }}
+
 {{/* The spool (emptyDir, survives agent restarts in the pod) and a small /tmp. */}}
 {{- define "sentinel-sidecar.volumes" -}}
 - name: sentinel-spool
   emptyDir:
-    sizeLimit: {{ .Values.spool.sizeLimit }}
+    sizeLimit: {{ include "sentinel-sidecar.spoolSizeLimit" . }}
 - name: sentinel-tmp
   emptyDir:
     medium: Memory
@@ -129,6 +138,10 @@ serviceAccountName: {{ include "sentinel-sidecar.serviceAccountName" . }}
   value: {{ $agent.workloadWait | quote }}
 - name: TRACKER_SCHEMA
   value: {{ $agent.schema | quote }}
+- name: TRACKER_SPOOL_MAX_BYTES
+  value: {{ mul (int .Values.spool.maxMiB) 1048576 | quote }}
+- name: TRACKER_SPOOL_SEGMENT_BYTES
+  value: {{ mul (int .Values.spool.segmentMiB) 1048576 | quote }}
 - name: TRACKER_LOG_LEVEL
   value: {{ $agent.logLevel | quote }}
 - name: TRACKER_LOG_FORMAT
