@@ -89,7 +89,7 @@ def main() -> int:
     print(f"  spool at most {most:,} B; kept {len(kept):,} rows; merged {loss.merged:,}, "
           f"dropped {loss.dropped:,}; rows + merged + dropped = "
           f"{len(kept) + loss.merged + loss.dropped:,}")  # fmt: skip
-    print(f"  coarsest row covers {longest:,.0f} s; process CPU-seconds {kept_utime:,.2f} kept of "
+    print(f"  coarsest row covers {longest:,.1f} s; process CPU-seconds {kept_utime:,.2f} kept of "
           f"{utime:,.2f}; peak memory {kept_peak:,.3f} MiB kept of {peak:,.3f}")  # fmt: skip
     print(f"  {took:.1f} s in all, slowest append {slowest * 1000:.1f} ms")
     return 0

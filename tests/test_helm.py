@@ -149,8 +149,8 @@ def test_the_spool_volume_is_sized_from_the_agents_cap(render):
 
 
 def test_a_spool_cap_below_eight_segments_is_refused(render):
-    with pytest.raises(RenderError, match=r"spool.maxMiB \(16\) must hold at least 8 segments"):
-        render({"exampleJob": {"enabled": True}, "spool": {"maxMiB": 16}})
+    with pytest.raises(RenderError, match=r"spool.maxMiB \(15\) must hold at least 8 segments"):
+        render({"exampleJob": {"enabled": True}, "spool": {"maxMiB": 15}})
 
 
 PARENT_CHART = """apiVersion: v2

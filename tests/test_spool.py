@@ -309,3 +309,37 @@ def test_state_json_records_the_run_as_the_spool_goes(tmp_path: Path):
     names = [path.name for path in segments(tmp_path)]
     assert names == sorted(names)
     assert json.dumps(names)  # plain names, no state inside
+
+
+def test_only_the_segment_appended_to_holds_a_file_descriptor(tmp_path: Path):
+    # A spool at its cap has a hundred segments; a pod's file limit may be 1024.
+    before = len(os.listdir("/proc/self/fd"))
+    spool = Spool(tmp_path, HEADER, segment_bytes=4096)
+    for line in rows(5000):
+        spool.append(line)
+    assert len(segments(tmp_path)) > 10
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    spool.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_segment_deleted_behind_the_agents_back_is_skipped_and_counted(tmp_path: Path):
+    spool = Spool(tmp_path, HEADER, segment_bytes=4096)
+    for line in rows(1000):
+        spool.append(line)
+    lost = segments(tmp_path)[1]
+    lost_rows = lost.read_text()[len(HEADER) :]
+    lost.unlink()
+    delivered = b"".join(chunks(spool, 1 << 20)).decode()
+    assert delivered == "".join(rows(1000)).replace(lost_rows, "")
+    assert spool.append("x,y,z\n") == Loss(dropped=lost_rows.count("\n"))
+
+
+def test_a_merge_reads_at_most_about_one_segment(tmp_path: Path):
+    # A merge runs inside an append: its cost must not grow with the cap.
+    spool = Spool(tmp_path, EXTENDED, segment_bytes=8192, max_bytes=64 * 8192)
+    spool.acknowledge(spool.data_start)
+    longest = max(len(line) for line in sample_rows(20_000))
+    for line in sample_rows(20_000):
+        spool.append(line)
+    assert all(path.stat().st_size <= 8192 + longest for path in segments(tmp_path))

@@ -258,7 +258,7 @@ class Settings:
         f"undelivered rows past it are merged into coarser ones; >= {SPOOL_MIN_SEGMENTS} segments",
     )
     spool_segment_bytes: int = _setting(
-        8 * 1024 * 1024,
+        2 * 1024 * 1024,
         _number(int, 4096, "a whole number of bytes >= 4096"),
         "size at which a spool segment is closed and a new one begun; a delivered segment "
         "is deleted",

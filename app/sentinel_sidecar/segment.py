@@ -42,14 +42,22 @@ class Segment:
     logical offset `first + n`. A row is in the file whole or not at all; a deleted or replaced
     file is recreated from the open one while it is appended to."""
 
-    def __init__(self, directory: Path, header: bytes, first: int, sample: int) -> None:
+    def __init__(
+        self, directory: Path, header: bytes, first: int, sample: int, *, sealed: bool = False
+    ) -> None:
         self.directory = directory
         self.header = header
         self.first = first
         self.sample = sample
         self.path = directory / segment_name(first, sample)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self._fd).st_size
+        # Only the segment appended to keeps a descriptor: a spool at its cap has a hundred
+        # segments, and a pod's file limit may be 1024.
+        self._fd: int | None = None
+        if sealed:
+            self.size = os.stat(self.path).st_size
+        else:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self.size = os.fstat(self._fd).st_size
         self._rows: int | None = 0 if self.size == 0 else None
 
     @property
@@ -68,8 +76,21 @@ class Segment:
 
     def header_problem(self) -> str | None:
         """Why this file is not a segment of this header's spool (None when it is)."""
-        start = os.pread(self._fd, len(self.header), 0)
+        start = self._pread(len(self.header), 0)
         return "written with another header" if start != self.header[: len(start)] else None
+
+    def _pread(self, length: int, position: int) -> bytes:
+        if self._fd is not None:
+            return os.pread(self._fd, length, position)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return os.pread(fd, length, position)
+        finally:
+            os.close(fd)
+
+    def _own_fd(self) -> int:
+        assert self._fd is not None, "a sealed segment is not written to"
+        return self._fd
 
     def append(self, data: bytes) -> None:
         """Append whole rows in one write (the header first into an empty file); SpoolWriteError
@@ -86,7 +107,7 @@ class Segment:
 
     def _write_whole(self, data: bytes) -> None:
         try:
-            written = os.write(self._fd, data)
+            written = os.write(self._own_fd(), data)
         except OSError as exc:
             self._roll_back()
             raise SpoolWriteError(f"cannot append to {self.path}: {exc.strerror}") from exc
@@ -97,7 +118,7 @@ class Segment:
 
     def _roll_back(self) -> None:
         try:
-            os.ftruncate(self._fd, self.size)
+            os.ftruncate(self._own_fd(), self.size)
         except OSError as exc:
             log.error("spool_rollback_failed", path=str(self.path), error=exc.strerror)
 
@@ -107,21 +128,21 @@ class Segment:
         before the first NUL byte or the end, however far back that is; never the header."""
         start_of_rows = len(self.header)
         if self.size < start_of_rows:  # torn in the header: it comes again with the first row
-            os.ftruncate(self._fd, 0)
+            os.ftruncate(self._own_fd(), 0)
             self.size, self._rows = 0, 0
             return
         end = self._first_nul()
         while end > start_of_rows:
             start = max(start_of_rows, end - BLOCK)
-            newline = os.pread(self._fd, end - start, start).rfind(b"\n")
+            newline = self._pread(end - start, start).rfind(b"\n")
             if newline >= 0:
                 end = start + newline + 1
                 break
             end = start
         keep = max(end, start_of_rows)
         if keep < self.size:
-            dropped = os.pread(self._fd, self.size - keep, keep)
-            os.ftruncate(self._fd, keep)
+            dropped = self._pread(self.size - keep, keep)
+            os.ftruncate(self._own_fd(), keep)
             log.warning("spool_torn_tail_dropped", bytes=len(dropped),
                         zero_bytes=dropped.count(b"\0"), path=str(self.path))  # fmt: skip
             self.size = keep
@@ -130,7 +151,7 @@ class Segment:
     def _first_nul(self) -> int:
         position = 0
         while position < self.size:
-            block = os.pread(self._fd, min(BLOCK, self.size - position), position)
+            block = self._pread(min(BLOCK, self.size - position), position)
             if not block:
                 break
             nul = block.find(b"\0")
@@ -142,7 +163,7 @@ class Segment:
     def _follow_path(self) -> None:
         """Recreate the file from the open one when it was deleted or replaced: rows written
         to an unlinked file would be gone at exit."""
-        mine = os.fstat(self._fd)
+        mine = os.fstat(self._own_fd())
         try:
             there = os.stat(self.path)
         except FileNotFoundError:
@@ -164,7 +185,7 @@ class Segment:
         try:
             position = 0
             while position < self.size:
-                block = os.pread(self._fd, min(BLOCK, self.size - position), position)
+                block = self._pread(min(BLOCK, self.size - position), position)
                 write_all(fd, block)
                 position += len(block)
             os.fsync(fd)
@@ -177,7 +198,7 @@ class Segment:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        os.close(self._fd)
+        os.close(self._own_fd())
         self._fd = fd
         log.warning("spool_recreated", reason=reason, bytes=self.size, path=str(self.path))
 
@@ -185,12 +206,12 @@ class Segment:
         """True when logical `offset` (within this segment) starts a row or ends the file."""
         if offset == self.first:
             return True
-        return os.pread(self._fd, 1, len(self.header) + offset - self.first - 1) == b"\n"
+        return self._pread(1, len(self.header) + offset - self.first - 1) == b"\n"
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to `length` bytes from logical `offset` (clipped to the file's end)."""
         length = max(0, min(length, self.end - offset))
-        return os.pread(self._fd, length, len(self.header) + offset - self.first)
+        return self._pread(length, len(self.header) + offset - self.first)
 
     def read_rows(self, offset: int, max_bytes: int) -> bytes:
         """Whole rows from logical `offset`, at most `max_bytes` unless one row is longer."""
@@ -212,31 +233,39 @@ class Segment:
     def rewrite(self, rows: bytes, row_count: int) -> None:
         """Replace the rows by `rows` (fewer, coarser ones), atomically: a crash leaves the old
         file or the new one. OSError leaves the old one in place."""
+        assert self._fd is None, "only a sealed segment is rewritten"
         replace_file(self.path, self.header + rows)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
-        os.close(self._fd)
-        self._fd = fd
         self.size = len(self.header) + len(rows)
         self._rows = row_count
 
     def truncate_rows(self) -> None:
         """Keep only the header (needs no free space, unlike a rewrite)."""
-        os.ftruncate(self._fd, len(self.header))
+        os.truncate(self.path, len(self.header))
         self.size, self._rows = len(self.header), 0
 
     def sync(self) -> None:
         """Make every appended row durable."""
-        os.fsync(self._fd)
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def seal(self) -> None:
+        """No more rows: sync and let go of the descriptor."""
+        self.close()
 
     def delete(self) -> None:
         """Close and remove the file (its rows are delivered, merged away or given up)."""
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     def close(self) -> None:
         """Sync and close (closed even when the sync fails)."""
+        if self._fd is None:
+            return
         try:
             self.sync()
         finally:
             os.close(self._fd)
+            self._fd = None

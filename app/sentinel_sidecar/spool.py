@@ -51,7 +51,7 @@ class Spool:
         directory: Path,
         header: str,
         *,
-        segment_bytes: int = 8 << 20,
+        segment_bytes: int = 2 << 20,
         max_bytes: int | None = None,
         reserved: Callable[[], int] = lambda: 0,
     ) -> None:
@@ -68,6 +68,7 @@ class Spool:
         self.full = False  # in a spool_full episode
         self._episode = Loss()
         self._merge_failed = False
+        self._unreported = Loss()  # segments lost while being read, told with the next append
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self._segments = self._open_segments()
@@ -81,9 +82,10 @@ class Spool:
         if legacy.exists() and not _segment_files(self.directory):
             legacy.rename(self.directory / segment_name(len(self.header_bytes), 0))
             log.info("spool_upgraded", path=str(legacy), to="segments")
+        names = _segment_files(self.directory)
         segments = [
-            Segment(self.directory, self.header_bytes, first, sample)
-            for first, sample in _segment_files(self.directory)
+            Segment(self.directory, self.header_bytes, first, sample, sealed=n < len(names) - 1)
+            for n, (first, sample) in enumerate(names)
         ]
         if any(segment.header_problem() for segment in segments) or legacy.exists():
             for segment in segments:
@@ -161,11 +163,11 @@ class Spool:
                 active = self._roll(active)
             loss = self._make_room(len(data) + (len(self.header_bytes) if active.size == 0 else 0))
             active.append(data)
+            loss, self._unreported = loss + self._unreported, Loss()
         return loss
 
     def _roll(self, active: Segment) -> Segment:
         try:
-            active.sync()
             new = Segment(
                 self.directory, self.header_bytes, active.end, active.sample + active.rows
             )
@@ -173,6 +175,10 @@ class Spool:
             raise SpoolWriteError(
                 f"cannot start a segment in {self.directory}: {exc.strerror}"
             ) from exc
+        try:
+            active.seal()  # closed even when its last sync fails
+        except OSError as exc:
+            log.error("spool_not_synced", path=str(active.path), error=exc.strerror)
         self._segments.append(new)
         return new
 
@@ -213,9 +219,14 @@ class Spool:
         segment with one row and nobody to merge with is given up."""
         at = self._segments.index(segment)
         before, after = self._segments[at - 1] if at else None, self._segments[at + 1]
-        if after in candidates:
+        # One merge reads at most one segment's worth: it runs inside an append.
+        if after in candidates and segment.size + after.size <= self.segment_bytes:
             parts = [segment, after]
-        elif segment.rows < 2 and before in candidates:
+        elif (
+            before is not None
+            and before in candidates
+            and (segment.rows < 2 or before.size + segment.size <= self.segment_bytes)
+        ):
             parts = [before, segment]
         else:
             parts = [segment]
@@ -280,13 +291,30 @@ class Spool:
     def read_chunk(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """Whole rows from the first segment with rows at or past `offset` (a chunk never spans
         segments), at most `max_bytes` unless one row is longer; the rows and where they end."""
+        while True:
+            with self._lock:
+                segment = next((s for s in self._segments if s.end > max(offset, s.first)), None)
+            if segment is None:
+                return b"", offset
+            start = max(offset, segment.first)
+            try:
+                rows = segment.read_rows(start, max_bytes)
+            except FileNotFoundError:
+                self._lost(segment)
+                continue
+            return rows, start + len(rows) if rows else offset
+
+    def _lost(self, segment: Segment) -> None:
+        """A sealed segment deleted behind the agent's back: said, counted as given up (with
+        the next append's loss), and skipped."""
         with self._lock:
-            segment = next((s for s in self._segments if s.end > max(offset, s.first)), None)
-        if segment is None:
-            return b"", offset
-        start = max(offset, segment.first)
-        rows = segment.read_rows(start, max_bytes)
-        return rows, start + len(rows) if rows else offset
+            if segment not in self._segments:
+                return
+            samples = self._samples_in(segment)
+            self._segments.remove(segment)
+            self._unreported += Loss(dropped=samples)
+        log.error("spool_segment_lost", path=str(segment.path), samples=samples,
+                  reason="deleted by someone else before it was delivered")  # fmt: skip
 
     def acknowledge(self, offset: int) -> None:
         """Rows before `offset` are delivered: delete the sealed segments that hold only those."""
