@@ -119,8 +119,12 @@ def test_config_path_from_env(tmp_path: Path, capsys, monkeypatch):
         (["run"], {"TRACKER_TAGS": '{"team": ["a"]}'}, "expected k=v,k2=v2 or a JSON object"),
         (["run"], {"TRACKER_TAGS": "=ml"}, "tags (env TRACKER_TAGS)"),
         (["run"], {"TRACKER_COMMAND": "python 'train.py"}, "command (env TRACKER_COMMAND)"),
+        (["run", "--spool-max-bytes", "1000"], {}, "expected a whole number of bytes >= 32768"),
+        (["run", "--spool-segment-bytes", "1mb"], {}, "spool_segment_bytes (flag"),
+        (["run", "--spool-max-bytes", "4194304"], {},
+         "spool_max_bytes: 4194304 is not allowed; expected >= 8 x spool_segment_bytes (2097152)"),
     ],
-)
+)  # fmt: skip
 def test_bad_flags_and_env_exit_2(capsys, monkeypatch, argv, environ, expected):
     code, err = run_cli(argv, capsys, monkeypatch, environ)
     assert code == 2

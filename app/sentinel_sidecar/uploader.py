@@ -84,6 +84,7 @@ class Uploader:
         self._cap = math.inf  # no wait goes past this monotonic time (set at the stop)
         self._lock = threading.Lock()  # guards `state` and `_closed`
         self._closed = False
+        self._loss_unsaved = False
 
     @property
     def pending_bytes(self) -> int:
@@ -181,8 +182,12 @@ class Uploader:
             try:
                 self.store.save(self.state)
             except OSError as exc:
-                log.error("state_not_saved", path=str(self.store.path), error=exc.strerror,
-                          consequence="saved with the next upload")  # fmt: skip
+                if not self._loss_unsaved:  # said once until a save succeeds
+                    log.error("state_not_saved", path=str(self.store.path), error=exc.strerror,
+                              consequence="saved with the next upload")  # fmt: skip
+                self._loss_unsaved = True
+            else:
+                self._loss_unsaved = False
 
     def finish(self) -> None:
         """Mark the run finished in the saved state; when the disk refuses it, log it: the next
