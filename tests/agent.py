@@ -52,12 +52,13 @@ def segments(spool: Path) -> list[Path]:
 
 
 def spool_rows(spool: Path, *, check_header: bool = True) -> list[str]:
-    """Rows of every segment left in the spool, in order (each segment starts with the header)."""
+    """Rows of every segment left in the spool, in order (each segment starts with the header,
+    but the newest may be empty: its header comes with its first row)."""
     rows: list[str] = []
     for path in segments(spool):
         lines = path.read_text().splitlines(keepends=True)
-        if check_header:
-            assert lines and lines[0] == header_line("sentinel"), path
+        if check_header and lines:
+            assert lines[0] == header_line("sentinel"), path
         rows += lines[1:]
     return rows
 

@@ -43,14 +43,20 @@ def local_args(tmp_path: Path, pid: int, *extra: str) -> list[str]:
             "--pid", str(pid), "--health-port", "0", "--shutdown-timeout", "5", *extra]  # fmt: skip
 
 
-def delivered_exactly_once(tmp_path: Path) -> int:
-    """Rows in the spool; asserts the chunks hold exactly them, each whole, in order."""
+def delivered_exactly_once(tmp_path: Path, *, spool_deletes: bool = False) -> int:
+    """Rows delivered; asserts the chunks hold exactly the spool's rows, each whole, in order
+    (with `spool_deletes`, the rows left in the spool are the chunks' last ones, and the count
+    is the one the spool's segment names keep)."""
     spooled = spool_rows(tmp_path / "spool")
-    assert chunk_rows(dir_chunks(tmp_path / "out")) == spooled
-    assert all(row.count(",") == 31 for row in spooled)  # whole rows, none glued
+    delivered = chunk_rows(dir_chunks(tmp_path / "out"))
+    if spool_deletes:
+        assert len(spooled) < len(delivered) and delivered[-len(spooled) :] == spooled
+    else:
+        assert delivered == spooled
+    assert all(row.count(",") == 31 for row in delivered)  # whole rows, none glued
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert summary["rows"] == len(spooled) and summary["bytes_not_uploaded"] == 0
-    return len(spooled)
+    assert summary["rows"] == len(delivered) and summary["bytes_not_uploaded"] == 0
+    return len(delivered)
 
 
 # --- signals ---------------------------------------------------------------------------------
@@ -153,6 +159,13 @@ def readyz(port: int) -> tuple[int, str]:
     return answer.status_code, answer.text.strip()
 
 
+def rows_sampled(port: int) -> int:
+    """Rows the agent has written so far, from its /metrics (delivered segments are deleted)."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    [line] = [line for line in text.splitlines() if line.startswith("sentinel_sidecar_rows_s")]
+    return int(line.split()[1])
+
+
 def stop(agent: subprocess.Popen[str]) -> tuple[float, list[dict[str, Any]]]:
     """SIGTERM; seconds to exit and the log's events. Asserts exit 0."""
     started = time.monotonic()
@@ -168,27 +181,31 @@ def names(events: list[dict[str, Any]]) -> list[str]:
 
 
 @needs_root
-def test_a_full_disk_never_glues_rows_and_sampling_resumes(tmp_path: Path, workload):
+@pytest.mark.parametrize("segment_bytes", [None, 4096], ids=["one-segment", "rolling-segments"])
+def test_a_full_disk_never_glues_rows_and_sampling_resumes(
+    tmp_path: Path, workload, segment_bytes: int | None
+):
     # A short write used to leave part of a row, the next row was glued on, and the 50-field
-    # line was uploaded; SIGTERM then exited 1.
+    # line was uploaded; SIGTERM then exited 1. With small segments the disk fills while new
+    # segments are started and delivered ones deleted.
+    small = ["--spool-segment-bytes", str(segment_bytes), "--spool-max-bytes", "65536"]
     with tmpfs(tmp_path / "disk", "1m") as disk:
         port = free_port()
-        args = local_args(disk, workload.pid, "--health-port", str(port))
+        args = local_args(disk, workload.pid, "--health-port", str(port),
+                          *(small if segment_bytes else []))  # fmt: skip
         agent = start_agent(args)
         wait_for_rows(disk / "spool", 20)
         filler = disk / "filler"
         fill(filler)
         # the last page of the segment still takes a few rows, then every append fails
         wait_until(lambda: readyz(port)[1] == "not ready: spool_unwritable", 10, "unwritable")
-        before = len(spool_rows(disk / "spool"))
+        before = rows_sampled(port)
         filler.unlink()
-        wait_until(
-            lambda: len(spool_rows(disk / "spool")) > before + 10, 10, "rows after space freed"
-        )
+        wait_until(lambda: rows_sampled(port) > before + 10, 10, "rows after space freed")
         elapsed, events = stop(agent)
         assert names(events).count("sample_not_written") == 1  # once, not once per tick
         assert "sampling_recovered" in names(events)
-        rows = delivered_exactly_once(disk)
+        rows = delivered_exactly_once(disk, spool_deletes=segment_bytes is not None)
         assert not list((disk / "out").glob(".*.tmp")) and not list((disk / "spool").glob("*.tmp"))
         print(f"disk full: exit 0 in {elapsed:.2f} s, {rows} rows, lost 0, duplicated 0, "
               "glued 0")  # fmt: skip
