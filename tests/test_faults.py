@@ -326,6 +326,19 @@ def test_a_state_json_that_cannot_be_trusted_is_kept_aside(tmp_path: Path, workl
           "duplicated 0")  # fmt: skip
 
 
+def test_a_new_run_on_a_spool_that_lost_its_first_segments_counts_only_its_own_rows(
+    tmp_path: Path, workload
+):
+    # Segments before this one were delivered and deleted; its name says 100 rows came first.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "segment-000000000123456-000000000100.csv").write_text(HEADER + OLD_ROWS)
+    (spool / "state.json").write_text("null")  # not to be trusted: a new run from the first row
+    start_and_stop(tmp_path, workload.pid)
+    assert "".join(spool_rows(spool)).startswith(OLD_ROWS)
+    delivered_exactly_once(tmp_path)  # run.json's rows: what this run delivered, not 100 more
+
+
 TAILS = {
     "torn-row": b"1700000099.000,0,0,0",
     "zeros-100KiB": b"\0" * 100_000,

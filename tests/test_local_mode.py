@@ -120,7 +120,8 @@ def test_a_spool_left_by_an_older_version_is_resumed_with_its_chunk_names(tmp_pa
         old = out / f"{seq:04d}.csv.gz"
         (out / f"{seq:06d}.csv.gz").rename(old)
         uris.append(str(old))
-    del state["chunk_base"], state["name_digits"], state["rows_merged"], state["rows_dropped"]
+    for field in ("chunk_base", "name_digits", "rows_merged", "rows_dropped", "sample_base"):
+        del state[field]
     state_file.write_text(json.dumps({**state, "uploaded_uris": uris}))
     [segment] = segments(tmp_path / "spool")  # the first segment is what metrics.csv held
     segment.rename(tmp_path / "spool" / "metrics.csv")

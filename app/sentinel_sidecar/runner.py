@@ -271,6 +271,7 @@ class Runner:
             upload_uri_prefix=None,
             seq=0,
             offset=spool.data_start,
+            sample_base=spool.first_sample,
             header=header,
             started_at=self._wall_clock(),
         )
@@ -426,7 +427,7 @@ class Runner:
             started_at=_iso(state.started_at or self._wall_clock()),
             finished_at=_iso(self._wall_clock()),
             schema=self._schema,
-            rows=spool.samples - state.rows_merged - state.rows_dropped,
+            rows=state.rows(spool.samples),
             rows_merged=state.rows_merged,
             rows_dropped=state.rows_dropped,
             chunks=state.seq,

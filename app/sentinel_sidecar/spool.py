@@ -58,7 +58,6 @@ class Spool:
         if not header.endswith("\n"):
             raise ValueError("header must end with a newline")
         self.directory = directory
-        self.header = header
         self.header_bytes = header.encode()
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes  # None: no cap
@@ -104,14 +103,14 @@ class Spool:
         return [first]
 
     @property
-    def path(self) -> Path:
-        """The segment rows are appended to."""
-        return self._segments[-1].path
-
-    @property
     def data_start(self) -> int:
         """Logical offset of the first row in the spool (where a new run's cursor starts)."""
         return self._segments[0].first
+
+    @property
+    def first_sample(self) -> int:
+        """Rows appended before the spool's first row left (delivered, their segments gone)."""
+        return self._segments[0].sample
 
     @property
     def end(self) -> int:

@@ -40,6 +40,7 @@ class State:
     name_digits: int = NAME_DIGITS  # a resumed run keeps the width it started with
     rows_merged: int = 0  # samples folded into a neighbouring row to keep the spool in its cap
     rows_dropped: int = 0  # samples whose figures were given up to keep the spool in its cap
+    sample_base: int = 0  # rows the spool held before this run's first (another run's)
 
     def chunk_name(self, seq: int) -> str:
         """File or object name of chunk `seq`: `000001.csv.gz`."""
@@ -58,6 +59,10 @@ class State:
         if stored != name or (self.chunk_base is not None and base != self.chunk_base):
             raise StateError(f"chunk {self.seq + 1} confirmed at {uri}, not at .../{name}")
         return dataclasses.replace(self, seq=self.seq + 1, offset=offset, chunk_base=base)
+
+    def rows(self, samples: int) -> int:
+        """Rows this run's data holds when the spool has taken `samples` rows in all."""
+        return samples - self.sample_base - self.rows_merged - self.rows_dropped
 
     def after_loss(self, loss: Loss) -> State:
         """The counters after the spool merged or dropped rows to stay in its cap."""
@@ -140,6 +145,7 @@ def _check_state(data: Any) -> State:
         name_digits=digits,
         rows_merged=count("rows_merged") if "rows_merged" in data else 0,
         rows_dropped=count("rows_dropped") if "rows_dropped" in data else 0,
+        sample_base=count("sample_base") if "sample_base" in data else 0,
     )
 
 

@@ -136,7 +136,7 @@ class SentinelDestination:
         """Finish the run with its chunks' URIs or, for a small run, the CSV inline. Never with
         no data: then the run stays open and the spool keeps every row for a restart."""
         if self._run_id is None:
-            log.error("run_not_registered", rows_in_spool=summary.rows, spool=str(spool.path))
+            log.error("run_not_registered", rows_in_spool=summary.rows, spool=str(spool.directory))
             return None
         body: dict[str, Any] = {
             "run_status": summary.run_status,
@@ -152,7 +152,7 @@ class SentinelDestination:
             body["data_uris"] = list(summary.uris)
         else:
             log.error("run_not_finished", reason="no chunk uploaded and too large to go inline",
-                      rows_in_spool=summary.rows, spool=str(spool.path))  # fmt: skip
+                      rows_in_spool=summary.rows, spool=str(spool.directory))  # fmt: skip
             return None
         try:
             answer = self.client.finish_run(self._run_id, body, deadline)
