@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel_sidecar.delivery.destination import DeliveryError, ErrorKind
 from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.rows import header_line
 from sentinel_sidecar.spool import Spool
@@ -51,3 +52,29 @@ def test_a_failed_state_save_never_lets_the_cursor_run_ahead(tmp_path: Path):
     assert restarted.upload_next(time.monotonic() + 10)
     spool.close()
     assert chunk_rows(dir_chunks(output)) == spool_rows(directory)
+
+
+def test_local_output_on_the_spools_volume_counts_against_its_cap(tmp_path: Path):
+    # Chunks in <spool_dir>/output share the emptyDir: past their share of spool_max_bytes
+    # they are refused, so the rows stay in the spool, where the cap's policy applies.
+    directory = tmp_path / "spool"
+    output = directory / "output"
+    destination = LocalDestination(output, new_run=False, budget=64 * 1024)
+    spool = Spool(directory, HEADER, segment_bytes=4096, max_bytes=256 * 1024,
+                  reserved=lambda: destination.kept_bytes)  # fmt: skip
+    state = State(None, None, 0, spool.data_start, HEADER)
+    uploader = Uploader(spool, StateStore(directory), state, destination,
+                        max_chunk_bytes=1 << 20, telemetry=Telemetry())  # fmt: skip
+    refused = None
+    for n in range(20_000):
+        spool.append(f"{n},{n * 7919 % 104729:08d},{'x' * (n % 50)}\n")  # gzips poorly
+        try:
+            uploader.upload_next(time.monotonic() + 10)
+        except DeliveryError as exc:
+            refused = exc
+            break
+    assert refused is not None and refused.kind is ErrorKind.REJECTED
+    assert "spool_max_bytes" in str(refused)
+    on_disk = sum(path.stat().st_size for path in output.iterdir())
+    assert destination.kept_bytes == on_disk <= 64 * 1024
+    spool.close()
