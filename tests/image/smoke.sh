@@ -69,10 +69,11 @@ timeout 120 buildah run --isolation chroot --user "$user" \
   sh -c "$entrypoint run --output-dir /out --interval 0.2 --upload-interval 1 --health-port 0 --cloud-detect false \
            --log-level warning & agent=\$!; sleep 5; kill -TERM \$agent; wait \$agent"
 
-python3 - "$work/spool/metrics.csv" "$work/out" <<'PY'
+python3 - "$work/spool" "$work/out" <<'PY'
 import gzip, json, pathlib, sys
 spool, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-lines = spool.read_text().splitlines(keepends=True)
+[segment] = sorted(spool.glob("segment-*.csv"))  # a 5 s run fills one segment
+lines = segment.read_text().splitlines(keepends=True)
 header, rows = lines[0], lines[1:]
 chunks = sorted(out.glob("*.csv.gz"))
 delivered = []
