@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sentinel_sidecar.rows import SENTINEL_COLUMNS
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests import pod as simulated
 from tests.agent import chunk_rows, dir_chunks
 from tests.pod import PRELUDE, SHAPES

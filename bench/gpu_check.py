@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sentinel_sidecar.spool import spool_files
+from sentinel_sidecar.spool.store import spool_files
 
 TORCH_LOAD = (
     "import time, torch\n"

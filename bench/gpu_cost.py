@@ -21,8 +21,8 @@ STUB = ROOT / "tests" / "nvml_stub.c"
 
 MEASURE = """
 import json, statistics, sys, time
-from sentinel_sidecar.gpu import GpuReader
-from sentinel_sidecar.values import ReadErrors
+from sentinel_sidecar.measure.gpu import GpuReader
+from sentinel_sidecar.measure.values import ReadErrors
 reader = GpuReader(ReadErrors())
 assert reader.available, reader.reason
 pids, per_tick = {4242, 4243}, []

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from sentinel_sidecar.config import DEFAULTS
-from sentinel_sidecar.rows import SENTINEL_COLUMNS, header_line
-from sentinel_sidecar.spool import Spool, spool_files
-from sentinel_sidecar.state import Loss
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS, header_line
+from sentinel_sidecar.spool.state import Loss
+from sentinel_sidecar.spool.store import Spool, spool_files
 
 START = 1_767_225_600.0  # 2026-01-01
 

@@ -29,17 +29,17 @@ import psutil
 
 from bench.workload import Workload, cpu_seconds, rss_mib, tree
 from sentinel_sidecar import log
-from sentinel_sidecar.cgroup import CgroupReader
-from sentinel_sidecar.collect import Collector
 from sentinel_sidecar.delivery.s3 import S3Destination, S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials
-from sentinel_sidecar.procfs import ProcReader, clock_ticks
-from sentinel_sidecar.rows import header_line, make_row
-from sentinel_sidecar.segment import parse_segment_name
-from sentinel_sidecar.spool import Spool, spool_files
-from sentinel_sidecar.state import State, StateStore
+from sentinel_sidecar.delivery.upload import Uploader, gzip_chunk
+from sentinel_sidecar.measure.cgroup import CgroupReader
+from sentinel_sidecar.measure.collect import Collector
+from sentinel_sidecar.measure.procfs import ProcReader, clock_ticks
+from sentinel_sidecar.measure.rows import header_line, make_row
+from sentinel_sidecar.spool.segment import parse_segment_name
+from sentinel_sidecar.spool.state import State, StateStore
+from sentinel_sidecar.spool.store import Spool, spool_files
 from sentinel_sidecar.telemetry import Telemetry
-from sentinel_sidecar.uploader import Uploader, gzip_chunk
 
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP_ROOT = Path("/sys/fs/cgroup")

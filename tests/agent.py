@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from sentinel_sidecar.rows import header_line
+from sentinel_sidecar.measure.rows import header_line
 
 
 def agent_env(env: dict[str, str] | None = None) -> dict[str, str]:

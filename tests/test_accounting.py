@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel_sidecar.accounting import ProcAccounting
-from sentinel_sidecar.procfs import ProcessInfo
+from sentinel_sidecar.measure.accounting import ProcAccounting
+from sentinel_sidecar.measure.procfs import ProcessInfo
 
 
 def proc(

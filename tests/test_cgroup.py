@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.cgroup import (
+from sentinel_sidecar.measure.cgroup import (
     CgroupFormatError,
     CgroupReader,
     Layout,

@@ -3,12 +3,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from sentinel_sidecar.accounting import Counters
-from sentinel_sidecar.cgroup import CgroupReader
-from sentinel_sidecar.collect import Collector, Reading, WorkloadReading
-from sentinel_sidecar.node import SystemReading
-from sentinel_sidecar.procfs import ProcReader
-from sentinel_sidecar.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
+from sentinel_sidecar.measure.accounting import Counters
+from sentinel_sidecar.measure.cgroup import CgroupReader
+from sentinel_sidecar.measure.collect import Collector, Reading, WorkloadReading
+from sentinel_sidecar.measure.node import SystemReading
+from sentinel_sidecar.measure.procfs import ProcReader
+from sentinel_sidecar.measure.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
 from sentinel_sidecar.runner import Ticker
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write
 

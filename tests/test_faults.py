@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from sentinel_sidecar.rows import header_line
+from sentinel_sidecar.measure.rows import header_line
 from tests import fakefs
 from tests.agent import (
     chunk_rows,

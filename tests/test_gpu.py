@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sentinel_sidecar.gpu import visible_devices
+from sentinel_sidecar.measure.gpu import visible_devices
 from tests.agent import (
     agent_env,
     chunk_rows,
@@ -58,9 +58,9 @@ FOUR = gpus(
 READ = textwrap.dedent("""
     import json, sys
     from sentinel_sidecar import log
-    from sentinel_sidecar.gpu import GpuReader
+    from sentinel_sidecar.measure.gpu import GpuReader
     log.configure("info", "json")  # on stderr
-    from sentinel_sidecar.values import ReadErrors
+    from sentinel_sidecar.measure.values import ReadErrors
     errors = ReadErrors()
     reader = GpuReader(errors)
     pids, visible = json.loads(sys.argv[1]), json.loads(sys.argv[2])

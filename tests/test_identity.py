@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sentinel_sidecar.config import Settings
-from sentinel_sidecar.identity import PROBE_SECONDS, gather, provider_facts, register_body
+from sentinel_sidecar.identity.probe import PROBE_SECONDS, gather, provider_facts, register_body
 from tests.peers import KubeApiServer, MetadataServer, _register_problem, free_port
 
 POD_PATH = "/api/v1/namespaces/ml/pods/train-x7k2p"

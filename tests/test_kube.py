@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sentinel_sidecar.kube import pod_exit_code, workload_exit_code
+from sentinel_sidecar.identity.kube import pod_exit_code, workload_exit_code
 from tests.peers import KubeApiServer
 
 

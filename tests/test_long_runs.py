@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from sentinel_sidecar.rows import SENTINEL_COLUMNS
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests import fakefs
 from tests.agent import segments, start_agent, wait_for_rows, wait_until
 from tests.peers import free_port

@@ -5,14 +5,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sentinel_sidecar.node import (
+from sentinel_sidecar.measure.node import (
     NodeReader,
     parse_cpu,
     parse_diskstats,
     parse_meminfo,
     parse_net_dev,
 )
-from sentinel_sidecar.procfs import clock_ticks
+from sentinel_sidecar.measure.procfs import clock_ticks
 from tests.fakefs import CLOCK_TICKS, fake_proc, write
 
 DISKSTATS = (  # Linux 5.5+: 20 fields; a disk, its partition, a loop device, a device-mapper

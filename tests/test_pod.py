@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.rows import SENTINEL_COLUMNS
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests import pod as simulated
 from tests.agent import chunk_rows, dir_chunks
 from tests.pod import PRELUDE, SHAPES

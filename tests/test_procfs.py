@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.procfs import (
+from sentinel_sidecar.measure.procfs import (
     PSS_REFRESH_SECONDS,
     ProcessInfo,
     ProcReader,
@@ -199,7 +199,8 @@ def test_another_users_process_gives_rss_and_unknown_io():
     if probe.returncode != 0:
         pytest.skip("uid 65532 cannot read this Python environment")
     script = (
-        "import json; from pathlib import Path; from sentinel_sidecar.procfs import ProcReader\n"
+        "import json; from pathlib import Path\n"
+        "from sentinel_sidecar.measure.procfs import ProcReader\n"
         "reader = ProcReader(Path('/proc'))\n"
         "target = next(p for p in reader.processes() if p.pid == 1)\n"
         "usage = reader.usage(target)\n"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.recommend import (
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
+from sentinel_sidecar.report.recommend import (
     Rules,
     Usage,
     cpu_cores,
@@ -26,7 +27,6 @@ from sentinel_sidecar.recommend import (
     percentile,
     recommend,
 )
-from sentinel_sidecar.rows import SENTINEL_COLUMNS
 from tests.agent import agent_env
 from tests.peers import REGION
 
@@ -152,7 +152,7 @@ def test_chunks_are_read_in_the_order_of_their_numbers(tmp_path: Path):
         (directory / name).write_bytes(gzip.compress(body.encode()))
     data = json.loads(report(str(directory), "--format", "json").stdout)
     assert data["basis"]["rows"] == 20
-    from sentinel_sidecar.report import load
+    from sentinel_sidecar.report.runs import load
 
     stamps = load(str(directory)).values("timestamp")
     assert stamps == sorted(stamps)

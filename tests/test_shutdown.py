@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.state import StateStore
+from sentinel_sidecar.spool.state import StateStore
 from tests.agent import start_agent, wait_until
 from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.rows import header_line
-from sentinel_sidecar.segment import Segment
-from sentinel_sidecar.spool import Spool, SpoolError, read_exit_code, set_aside
-from sentinel_sidecar.state import Loss
+from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.spool.segment import Segment
+from sentinel_sidecar.spool.state import Loss
+from sentinel_sidecar.spool.store import Spool, SpoolError, read_exit_code, set_aside
 from tests.agent import segments
 
 HEADER = "a,b,c\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.state import Loss, State, StateError, StateStore
+from sentinel_sidecar.spool.state import Loss, State, StateError, StateStore
 
 HEADER = "a,b,c\n"
 
@@ -50,7 +50,7 @@ def test_state_survives_a_failure_between_write_and_rename(tmp_path: Path, monke
 WRITER = """
 import sys
 from pathlib import Path
-from sentinel_sidecar.state import State, StateStore
+from sentinel_sidecar.spool.state import State, StateStore
 store = StateStore(Path(sys.argv[1]))
 seq = 0
 print("ready", flush=True)

@@ -49,4 +49,33 @@ def test_no_import_cycle():
 
     for name in sorted(graph):
         visit(name)
-    assert {"delivery", "delivery.s3", "uploader", "runner"} <= set(graph)
+    assert {"delivery", "delivery.s3", "delivery.upload", "runner"} <= set(graph)
+
+
+def graph() -> dict[str, set[str]]:
+    found = {module_name(path): imports_of(path) for path in PACKAGE.rglob("*.py")}
+    found.pop("", None)
+    return found
+
+
+def layer(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_measuring_and_the_spool_never_import_delivery_or_identity():
+    for name, imported in graph().items():
+        if layer(name) in {"measure", "spool"}:
+            wrong = sorted(i for i in imported if layer(i) in {"delivery", "identity"})
+            assert not wrong, f"{name} imports {wrong}"
+
+
+def test_nothing_the_agent_loads_to_record_a_run_imports_the_report():
+    modules = graph()
+    loaded, todo = set(), ["runner"]
+    while todo:
+        name = todo.pop()
+        if name not in loaded:
+            loaded.add(name)
+            todo += sorted(modules.get(name, set()))
+    assert "delivery.upload" in loaded and "measure.collect" in loaded
+    assert not sorted(name for name in loaded if layer(name) == "report")

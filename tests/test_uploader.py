@@ -7,11 +7,11 @@ import pytest
 
 from sentinel_sidecar.delivery.destination import DeliveryError, ErrorKind
 from sentinel_sidecar.delivery.local import LocalDestination
-from sentinel_sidecar.rows import header_line
-from sentinel_sidecar.spool import Spool
-from sentinel_sidecar.state import State, StateStore
+from sentinel_sidecar.delivery.upload import Uploader
+from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.spool.state import State, StateStore
+from sentinel_sidecar.spool.store import Spool
 from sentinel_sidecar.telemetry import Telemetry
-from sentinel_sidecar.uploader import Uploader
 from tests.agent import chunk_rows, dir_chunks, spool_rows
 
 HEADER = header_line("sentinel")

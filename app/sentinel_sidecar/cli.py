@@ -114,7 +114,7 @@ def _run_command(
 
 
 def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFlag) -> int:
-    from sentinel_sidecar import report
+    from sentinel_sidecar.report import runs as report
 
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ConfigError(f"demo --seconds: {args.seconds:g} is not allowed; expected > 0")
@@ -134,7 +134,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     }
     settings = config.load(args, environ, defaults)
     context = _configure_log(settings, args, environ)
-    workload = [sys.executable, "-m", "sentinel_sidecar.demo_workload",
+    workload = [sys.executable, "-m", "sentinel_sidecar.demo.workload",
                 "--seconds", str(args.seconds), "--dir", str(base)]  # fmt: skip
     command, settings = _launch(workload, settings, stop)
     print(f"demo: tracking workload pid {command.pid} for ~{args.seconds:.0f} s ...", flush=True)
@@ -147,7 +147,7 @@ def _demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopF
     output = settings.local_output_dir
     print(f"\nchunks: {output}/NNNNNN.csv.gz   summary: {outcome.summary_uri}")
     print(f"spool:  {settings.spool_dir}/segment-*.csv\n")
-    from sentinel_sidecar.recommend import Rules
+    from sentinel_sidecar.report.recommend import Rules
 
     runs, recommendation = report.build([str(output)], Rules())
     print(report.too_little(runs) or report.as_table(runs, recommendation, Rules()))
@@ -203,8 +203,8 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
 
 
 def _report(args: argparse.Namespace, environ: dict[str, str]) -> int:
-    from sentinel_sidecar import report
-    from sentinel_sidecar.recommend import Rules
+    from sentinel_sidecar.report import runs as report
+    from sentinel_sidecar.report.recommend import Rules
 
     if not 0 < args.cpu_percentile <= 100:
         raise ConfigError(f"report --cpu-percentile: {args.cpu_percentile:g} is not in (0, 100]")
@@ -238,10 +238,11 @@ def _report(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 
 def _write_html(path: Path, runs: Any, recommendation: Any, rules: Any) -> None:
-    from sentinel_sidecar import report, report_html  # matplotlib only when a chart is drawn
+    from sentinel_sidecar.report import html  # matplotlib only when a chart is drawn
+    from sentinel_sidecar.report import runs as report
 
     try:
-        text = report_html.render(runs, recommendation, rules)
+        text = html.render(runs, recommendation, rules)
     except ImportError as exc:
         raise report.ReportError(
             "--html needs matplotlib: pip install matplotlib (in a checkout: "
@@ -272,7 +273,7 @@ def _check_target(settings: Settings, command: Sequence[str] | None) -> None:
             "and tracks it from its start)"
         )
     if settings.cgroup is not None:
-        from sentinel_sidecar.cgroup import CgroupReader
+        from sentinel_sidecar.measure.cgroup import CgroupReader
 
         if not CgroupReader(settings.cgroup_root).dirs_for_path(settings.cgroup).any():
             raise ConfigError(

@@ -13,8 +13,6 @@ from typing import TypeVar
 
 import structlog
 
-from sentinel_sidecar.cgroup import CgroupReader
-from sentinel_sidecar.collect import Collector, Reading
 from sentinel_sidecar.config import DEFAULTS, ConfigError, Mode, Schema, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.delivery import destination_for
@@ -24,26 +22,28 @@ from sentinel_sidecar.delivery.destination import (
     DestinationStatus,
     RunSummary,
 )
-from sentinel_sidecar.gpu import GpuReader
+from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
 from sentinel_sidecar.health import HealthServer, Probe
-from sentinel_sidecar.identity import IdentityProbe
-from sentinel_sidecar.kube import pod_exit_code
+from sentinel_sidecar.identity.kube import pod_exit_code
+from sentinel_sidecar.identity.probe import IdentityProbe
 from sentinel_sidecar.launch import Command
 from sentinel_sidecar.log import RunContext
-from sentinel_sidecar.procfs import ProcReader, clock_ticks
-from sentinel_sidecar.rows import header_line, make_row
+from sentinel_sidecar.measure.cgroup import CgroupReader
+from sentinel_sidecar.measure.collect import Collector, Reading
+from sentinel_sidecar.measure.gpu import GpuReader
+from sentinel_sidecar.measure.procfs import ProcReader, clock_ticks
+from sentinel_sidecar.measure.rows import header_line, make_row
+from sentinel_sidecar.measure.values import ReadErrors
 from sentinel_sidecar.signals import StopFlag
-from sentinel_sidecar.spool import (
+from sentinel_sidecar.spool.state import State, StateStore
+from sentinel_sidecar.spool.store import (
     Spool,
     SpoolError,
     SpoolWriteError,
     read_exit_code,
     set_aside,
 )
-from sentinel_sidecar.state import State, StateStore
 from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry
-from sentinel_sidecar.uploader import Uploader, UploadWorker
-from sentinel_sidecar.values import ReadErrors
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

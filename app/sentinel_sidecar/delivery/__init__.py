@@ -13,7 +13,7 @@ from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.delivery.s3 import S3Destination
 from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import SentinelClient
-from sentinel_sidecar.identity import PROBE_SECONDS, IdentityProbe, register_body, run_name
+from sentinel_sidecar.identity.probe import PROBE_SECONDS, IdentityProbe, register_body, run_name
 from sentinel_sidecar.telemetry import Telemetry
 
 

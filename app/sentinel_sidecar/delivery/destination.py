@@ -8,8 +8,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.spool import Spool
-    from sentinel_sidecar.state import State
+    from sentinel_sidecar.spool.state import State
+    from sentinel_sidecar.spool.store import Spool
 
 
 class ErrorKind(StrEnum):

@@ -13,12 +13,12 @@ from sentinel_sidecar.delivery.destination import (
     ErrorKind,
     RunSummary,
 )
-from sentinel_sidecar.durable import replace_file
-from sentinel_sidecar.spool import unused_stamp
+from sentinel_sidecar.spool.durable import replace_file
+from sentinel_sidecar.spool.store import unused_stamp
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.spool import Spool
-    from sentinel_sidecar.state import State
+    from sentinel_sidecar.spool.state import State
+    from sentinel_sidecar.spool.store import Spool
 
 log = structlog.get_logger(__name__)
 

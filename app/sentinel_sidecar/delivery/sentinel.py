@@ -22,8 +22,8 @@ from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, 
 from sentinel_sidecar.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.spool import Spool
-    from sentinel_sidecar.state import State
+    from sentinel_sidecar.spool.state import State
+    from sentinel_sidecar.spool.store import Spool
 
 log = structlog.get_logger(__name__)
 

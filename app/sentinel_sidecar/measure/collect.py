@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from sentinel_sidecar.accounting import Counters, ProcAccounting
-from sentinel_sidecar.cgroup import CgroupDirs, CgroupFormatError, CgroupReader, CgroupReading
-from sentinel_sidecar.gpu import NO_GPU, GpuReader, GpuReading, visible_devices
-from sentinel_sidecar.node import SystemReading
-from sentinel_sidecar.procfs import (
+from sentinel_sidecar.measure.accounting import Counters, ProcAccounting
+from sentinel_sidecar.measure.cgroup import (
+    CgroupDirs,
+    CgroupFormatError,
+    CgroupReader,
+    CgroupReading,
+)
+from sentinel_sidecar.measure.gpu import NO_GPU, GpuReader, GpuReading, visible_devices
+from sentinel_sidecar.measure.node import SystemReading
+from sentinel_sidecar.measure.procfs import (
     ProcessInfo,
     ProcReader,
     main_pid,

@@ -24,7 +24,7 @@ import structlog
 
 from sentinel_sidecar.config import CLOUD_FIELDS, Settings
 from sentinel_sidecar.deadline import Call
-from sentinel_sidecar.kube import SERVICE_ACCOUNT_DIR, KubeApi, KubeError
+from sentinel_sidecar.identity.kube import SERVICE_ACCOUNT_DIR, KubeApi, KubeError
 
 log = structlog.get_logger(__name__)
 

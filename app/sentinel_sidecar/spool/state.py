@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from sentinel_sidecar.durable import replace_file
+from sentinel_sidecar.spool.durable import replace_file
 
 log = structlog.get_logger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from sentinel_sidecar.accounting import Counters
-from sentinel_sidecar.collect import Reading, WorkloadReading
-from sentinel_sidecar.gpu import NO_GPU
+from sentinel_sidecar.measure.accounting import Counters
+from sentinel_sidecar.measure.collect import Reading, WorkloadReading
+from sentinel_sidecar.measure.gpu import NO_GPU
 
 _MIB = 1024 * 1024
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import structlog
 
-from sentinel_sidecar.durable import replace_file, write_all
+from sentinel_sidecar.spool.durable import replace_file, write_all
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from sentinel_sidecar.rows import Fold, fold
+from sentinel_sidecar.measure.rows import Fold, fold
 
 
 def halve(header: bytes, rows: bytes) -> tuple[bytes, int]:

@@ -30,7 +30,7 @@ def main() -> None:
     end = time.monotonic() + args.seconds
     phase = args.seconds / 3
     helper = subprocess.Popen(
-        [sys.executable, "-m", "sentinel_sidecar.demo_workload", "--child", "--seconds", str(phase),
+        [sys.executable, "-m", "sentinel_sidecar.demo.workload", "--child", "--seconds", str(phase),
          "--dir", str(args.dir)]
     )  # fmt: skip
     burn(phase)

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from sentinel_sidecar.values import ReadErrors
+from sentinel_sidecar.measure.values import ReadErrors
 
 log = structlog.get_logger(__name__)
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import structlog
 
 from sentinel_sidecar.config import LOCAL_FLOOR_SEGMENTS
-from sentinel_sidecar.merge import halve
-from sentinel_sidecar.segment import (
+from sentinel_sidecar.spool.merge import halve
+from sentinel_sidecar.spool.segment import (
     Segment,
     SpoolError,
     SpoolWriteError,
     parse_segment_name,
     segment_name,
 )
-from sentinel_sidecar.state import STATE_FILE, Loss
+from sentinel_sidecar.spool.state import STATE_FILE, Loss
 
 log = structlog.get_logger(__name__)
 

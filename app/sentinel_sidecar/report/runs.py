@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.config import parse_s3_uri
-from sentinel_sidecar.recommend import Recommendation, Rules, Usage, recommend
-from sentinel_sidecar.spool import spool_files
-from sentinel_sidecar.state import LEGACY_NAME_DIGITS, NAME_DIGITS
+from sentinel_sidecar.report.recommend import Recommendation, Rules, Usage, recommend
+from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS
+from sentinel_sidecar.spool.store import spool_files
 
 EXPECTED = (
     "a local output directory (000001.csv.gz, ...), a spool directory (segment-*.csv) or a "

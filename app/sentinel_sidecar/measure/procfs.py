@@ -18,9 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-from sentinel_sidecar.cgroup import parse_proc_cgroup
-from sentinel_sidecar.node import NodeReader, SystemReading
-from sentinel_sidecar.values import ReadErrors, counter
+from sentinel_sidecar.measure.cgroup import parse_proc_cgroup
+from sentinel_sidecar.measure.node import NodeReader, SystemReading
+from sentinel_sidecar.measure.values import ReadErrors, counter
 
 _T = TypeVar("_T")
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sentinel_sidecar.values import ReadErrors, counter
+from sentinel_sidecar.measure.values import ReadErrors, counter
 
 _T = TypeVar("_T")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sentinel_sidecar.values import counter
+from sentinel_sidecar.measure.values import counter
 
 _T = TypeVar("_T")
 

@@ -24,8 +24,8 @@ from sentinel_sidecar.delivery.destination import (
     ErrorKind,
 )
 from sentinel_sidecar.log import RunContext
-from sentinel_sidecar.spool import Spool
-from sentinel_sidecar.state import Loss, State, StateStore
+from sentinel_sidecar.spool.state import Loss, State, StateStore
+from sentinel_sidecar.spool.store import Spool
 from sentinel_sidecar.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)

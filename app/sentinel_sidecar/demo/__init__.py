@@ -1,0 +1,1 @@
+"""`sentinel-sidecar demo`: the built-in workload the demo tracks."""
