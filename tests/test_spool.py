@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from sentinel_sidecar.exit_code import read_exit_code
 from sentinel_sidecar.measure.rows import header_line
 from sentinel_sidecar.spool.segment import Segment
 from sentinel_sidecar.spool.state import Loss
-from sentinel_sidecar.spool.store import Spool, SpoolError, read_exit_code, set_aside
+from sentinel_sidecar.spool.store import Spool, SpoolError, set_aside
 from tests.agent import segments
 
 HEADER = "a,b,c\n"

@@ -23,6 +23,7 @@ from sentinel_sidecar.delivery.destination import (
     RunSummary,
 )
 from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
+from sentinel_sidecar.exit_code import read_exit_code
 from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.identity.kube import pod_exit_code
 from sentinel_sidecar.identity.probe import IdentityProbe
@@ -40,7 +41,6 @@ from sentinel_sidecar.spool.store import (
     Spool,
     SpoolError,
     SpoolWriteError,
-    read_exit_code,
     set_aside,
 )
 from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry

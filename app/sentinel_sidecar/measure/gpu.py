@@ -16,11 +16,9 @@ from typing import Any
 
 import structlog
 
-from sentinel_sidecar.measure.values import ReadErrors
+from sentinel_sidecar.measure.values import MIB, ReadErrors
 
 log = structlog.get_logger(__name__)
-
-_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ class GpuReader:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
                 uuid, name = nvml.nvmlDeviceGetUUID(handle), nvml.nvmlDeviceGetName(handle)
-                device = _Device(handle, index, _text(uuid), _text(name), memory.total / _MIB)
+                device = _Device(handle, index, _text(uuid), _text(name), memory.total / MIB)
                 device.migs = self._migs(handle)
                 self._devices.append(device)
         except nvml.NVMLError as exc:
@@ -212,14 +210,14 @@ class GpuReader:
         mine = None
         if device.migs:
             for mig, uuid in device.migs:
-                used = nvml.nvmlDeviceGetMemoryInfo(mig).used / _MIB
+                used = nvml.nvmlDeviceGetMemoryInfo(mig).used / MIB
                 figures.vram_mib += used
                 if visible is None or uuid in visible or _names(device, visible):
                     mine = mine or _Figures(figures.usage, 0.0, figures.utilized,
                                             figures.power_w, figures.energy_j)  # fmt: skip
                     mine.vram_mib += used
         else:
-            figures.vram_mib = nvml.nvmlDeviceGetMemoryInfo(handle).used / _MIB
+            figures.vram_mib = nvml.nvmlDeviceGetMemoryInfo(handle).used / MIB
             if visible is None or _names(device, visible):
                 mine = figures
         processes = self._processes(handle, pids) if mine is not None else None
@@ -232,7 +230,7 @@ class GpuReader:
         running = [p for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid in pids]
         if not running:
             return None
-        used = sum((p.usedGpuMemory or 0) for p in running) / _MIB
+        used = sum((p.usedGpuMemory or 0) for p in running) / MIB
         try:
             samples = nvml.nvmlDeviceGetProcessUtilization(handle, self._last_sample_us)
         except nvml.NVMLError:

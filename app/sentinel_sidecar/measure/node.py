@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sentinel_sidecar.measure.values import ReadErrors, counter
+from sentinel_sidecar.measure.values import MIB, ReadErrors, counter
 
 _T = TypeVar("_T")
 
-_MIB = 1024 * 1024
 _GB = 1e9
 _READ_SIZE = 65536
 _SECTOR = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
@@ -166,12 +165,12 @@ class NodeReader:
             cpu_user_s=cpu[0] if cpu else None,
             cpu_system_s=cpu[1] if cpu else None,
             cpu_busy_s=cpu[2] if cpu else None,
-            memory_free_mib=memory.free / _MIB if memory else None,
-            memory_used_mib=memory.used / _MIB if memory else None,
-            memory_buffers_mib=memory.buffers / _MIB if memory else None,
-            memory_cached_mib=memory.cached / _MIB if memory else None,
-            memory_active_mib=memory.active / _MIB if memory else None,
-            memory_inactive_mib=memory.inactive / _MIB if memory else None,
+            memory_free_mib=memory.free / MIB if memory else None,
+            memory_used_mib=memory.used / MIB if memory else None,
+            memory_buffers_mib=memory.buffers / MIB if memory else None,
+            memory_cached_mib=memory.cached / MIB if memory else None,
+            memory_active_mib=memory.active / MIB if memory else None,
+            memory_inactive_mib=memory.inactive / MIB if memory else None,
             disk_read_bytes=disk[0] if disk else None,
             disk_write_bytes=disk[1] if disk else None,
             disk_space_total_gb=space[0] / _GB if space else None,

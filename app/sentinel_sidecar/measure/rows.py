@@ -8,8 +8,7 @@ from enum import StrEnum
 from sentinel_sidecar.measure.accounting import Counters
 from sentinel_sidecar.measure.collect import Reading, WorkloadReading
 from sentinel_sidecar.measure.gpu import NO_GPU
-
-_MIB = 1024 * 1024
+from sentinel_sidecar.measure.values import MIB
 
 SENTINEL_COLUMNS = (
     "timestamp",
@@ -138,7 +137,7 @@ def _fmt(value: float | int | None, digits: int = 3) -> str:
 
 
 def _mib(value: int | None) -> float | None:
-    return value / _MIB if value is not None else None
+    return value / MIB if value is not None else None
 
 
 def _sum(values: Sequence[float | int | None]) -> float | int | None:

@@ -8,6 +8,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _LIMIT = 1 << 64  # no kernel counter is wider than 64 bits
+MIB = 1024 * 1024  # bytes in a MiB, the unit of every memory column
 
 
 def counter(token: bytes | str, *, signed: bool = False) -> int:

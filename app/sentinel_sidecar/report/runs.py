@@ -15,7 +15,7 @@ from typing import Any
 
 from sentinel_sidecar.config import parse_s3_uri
 from sentinel_sidecar.report.recommend import Recommendation, Rules, Usage, recommend
-from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS
+from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS, chunk_name
 from sentinel_sidecar.spool.store import spool_files
 
 EXPECTED = (
@@ -155,8 +155,8 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
     # Chunk names are 6 digits wide; runs of older versions wrote 4.
     for digits in (NAME_DIGITS, LEGACY_NAME_DIGITS):
         seq = 1
-        while (body := get(f"{seq:0{digits}d}.csv.gz")) is not None:
-            where = f"{uri}/{seq:0{digits}d}.csv.gz"
+        while (body := get(chunk_name(seq, digits))) is not None:
+            where = f"{uri}/{chunk_name(seq, digits)}"
             _add_rows(run, _gunzip(body, where), where)
             seq += 1
         if seq > 1:

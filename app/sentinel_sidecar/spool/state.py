@@ -23,6 +23,12 @@ NAME_DIGITS = 6  # chunk names `000001.csv.gz`: in order as text for any realist
 LEGACY_NAME_DIGITS = 4  # what runs started before 0.1.0's segmented state wrote
 
 
+def chunk_name(seq: int, digits: int = NAME_DIGITS) -> str:
+    """The name of chunk `seq` (from 1) in every mode: `000001.csv.gz`, or `0001.csv.gz` for
+    a run started by an older version."""
+    return f"{seq:0{digits}d}.csv.gz"
+
+
 @dataclass(frozen=True)
 class State:
     """The upload cursor: what was delivered, where the next chunk starts. Its size does not
@@ -44,7 +50,7 @@ class State:
 
     def chunk_name(self, seq: int) -> str:
         """File or object name of chunk `seq`: `000001.csv.gz`."""
-        return f"{seq:0{self.name_digits}d}.csv.gz"
+        return chunk_name(seq, self.name_digits)
 
     def uris(self) -> tuple[str, ...]:
         """Where every delivered chunk is, in order."""

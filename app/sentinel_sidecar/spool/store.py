@@ -1,5 +1,5 @@
 """The durable spool: rows in segment files that are deleted once delivered, kept within a cap
-by merging undelivered rows into coarser ones; the workload's `exit_code` file."""
+by merging undelivered rows into coarser ones."""
 
 from __future__ import annotations
 
@@ -25,14 +25,12 @@ from sentinel_sidecar.spool.state import STATE_FILE, Loss
 log = structlog.get_logger(__name__)
 
 LEGACY_FILE = "metrics.csv"  # the one file of versions before segments
-EXIT_CODE_FILE = "exit_code"
 ROOM_AGAIN = 0.5  # a spool_full episode ends below this share of the cap
 
 __all__ = [
     "Spool",
     "SpoolError",
     "SpoolWriteError",
-    "read_exit_code",
     "set_aside",
     "spool_files",
 ]
@@ -387,11 +385,3 @@ def set_aside(directory: Path, delivered_up_to: int = 0, header_bytes: int = 0) 
     for path in kept:
         path.rename(aside / path.name)
     return str(aside)
-
-
-def read_exit_code(directory: Path) -> int | None:
-    """The workload's exit code from `<spool_dir>/exit_code`, if its wrapper wrote one."""
-    try:
-        return int((directory / EXIT_CODE_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
