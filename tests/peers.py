@@ -341,6 +341,7 @@ class SentinelServer(LoopbackServer):
         self.issued_secrets: list[str] = []  # secret keys and session tokens handed out
         self.runs: dict[str, Run] = {}
         self.requests: list[tuple[str, int]] = []
+        self.user_agents: set[str] = set()  # as sent with each call
         self._lock = threading.Lock()
         self._serve(self._handler())
 
@@ -403,6 +404,7 @@ class SentinelServer(LoopbackServer):
                 status, answer = self._route()
                 with api._lock:
                     api.requests.append((self.path, status))
+                    api.user_agents.add(self.headers.get("User-Agent", ""))
                 headers = {"Content-Type": "application/json"}
                 if status in (429, 503) and api.retry_after is not None:
                     headers["Retry-After"] = api.retry_after

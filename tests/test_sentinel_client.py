@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import sentinel_sidecar
 from sentinel_sidecar.config import parse_s3_uri
 from sentinel_sidecar.delivery.sentinel_api import (
     REJECTED_ANSWER_BACKOFF,
@@ -36,6 +37,7 @@ def test_register_refresh_finish_round_trip(sentinel):
     assert sentinel.runs[registration.run_id].finishes
     assert answer["processing"] == {**answer["processing"], "status": "completed", "rows": 1,
                                     "error": None}  # fmt: skip
+    assert sentinel.user_agents == {f"sentinel-sidecar/{sentinel_sidecar.__version__}"}
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from sentinel_sidecar import __version__
+from sentinel_sidecar.delivery.retry import Backoff
+
 if TYPE_CHECKING:
     import requests
 
 log = structlog.get_logger(__name__)
+
+USER_AGENT = f"sentinel-sidecar/{__version__}"  # on every call, so the service can tell versions
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -146,6 +151,7 @@ class SentinelClient:
         monotonic: Callable[[], float] = time.monotonic,
         base_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        rng: random.Random | None = None,
         secret: Callable[..., None] = lambda *values: None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -159,8 +165,7 @@ class SentinelClient:
         self._session = session
         self._sleep = sleep
         self._monotonic = monotonic
-        self._base_backoff = base_backoff
-        self._max_backoff = max_backoff
+        self._retry = Backoff(base=base_backoff, ceiling=max_backoff, rng=rng or random.Random())
         self._secret = secret  # told the token read from the file, so the log redacts it
         self._unavailable_since: float | None = None
         self._failed_attempts = 0
@@ -257,8 +262,7 @@ class SentinelClient:
                 error.retry_after = wait
                 raise error
             if wait is None:
-                ceiling = min(self._max_backoff, self._base_backoff * 2 ** (attempt - 1))
-                wait = random.uniform(ceiling / 2, ceiling)
+                wait = self._retry.delay(attempt)
             if self._monotonic() + wait >= deadline:
                 raise error
             log.debug("sentinel_request_retry", path=path, attempt=attempt, wait_s=round(wait, 2),
@@ -281,7 +285,10 @@ class SentinelClient:
         self._failed_attempts = 0
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        headers = {"User-Agent": USER_AGENT}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
 
     @staticmethod
     def _json(response: requests.Response, path: str) -> dict[str, Any]:

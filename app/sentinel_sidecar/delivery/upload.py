@@ -23,6 +23,7 @@ from sentinel_sidecar.delivery.destination import (
     DestinationStatus,
     ErrorKind,
 )
+from sentinel_sidecar.delivery.retry import Backoff
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.spool.state import Loss, State, StateStore
 from sentinel_sidecar.spool.store import Spool
@@ -217,12 +218,20 @@ class UploadWorker(threading.Thread):
         threshold_bytes: int,
         max_backoff: float = 300.0,
         monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__(name="upload-worker", daemon=True)
         self.uploader = uploader
         self.upload_interval = upload_interval
         self.threshold_bytes = threshold_bytes
-        self.max_backoff = max_backoff
+        # A failed step waits at least an upload interval, doubling from one interval (at most
+        # CALL_BUDGET) up to max_backoff.
+        self._retry = Backoff(
+            base=min(CALL_BUDGET, upload_interval),
+            ceiling=max_backoff,
+            floor=upload_interval,
+            rng=rng or random.Random(),
+        )
         self.inline = False  # set by the last drain: the rows go with the close
         self._monotonic = monotonic
         self._wake = threading.Event()
@@ -370,6 +379,5 @@ class UploadWorker(threading.Thread):
         telemetry.failing_since_monotonic = None
 
     def _backoff(self) -> float:
-        step = min(CALL_BUDGET, self.upload_interval) * 2.0 ** min(self._attempts - 1, 10)
-        ceiling = min(self.max_backoff, max(self.upload_interval, step))
-        return max(random.uniform(ceiling / 2, ceiling), self._not_before - self._monotonic())
+        wait = self._retry.delay(self._attempts)
+        return max(wait, self._not_before - self._monotonic())
