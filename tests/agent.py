@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,11 @@ def start_agent(
     return subprocess.Popen(
         [sys.executable, "-m", "sentinel_sidecar", *args], env=agent_env(env), text=True, **options
     )
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The agent's JSON log lines (stderr or a log file) as dicts, other lines left out."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 def wait_for_rows(spool: Path, rows: int, timeout: float = 20.0) -> None:

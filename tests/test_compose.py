@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import pod as simulated
-from tests.agent import agent_env, chunk_rows, dir_chunks, spool_rows
+from tests.agent import agent_env, chunk_rows, dir_chunks, log_events, spool_rows
 
 UNAVAILABLE = simulated.available()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
@@ -47,7 +47,7 @@ def test_the_agent_outlives_the_workload_and_delivers_everything(tmp_path: Path,
     elapsed = time.monotonic() - started
     text = log.read_text()
     assert code == 0, text[-3000:]
-    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    events = log_events(text)
     assert "workload_exited" in [event["event"] for event in events]
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     spooled = spool_rows(tmp_path / "spool")

@@ -26,6 +26,7 @@ from tests.agent import (
     chunk_rows,
     dir_chunks,
     health_answers,
+    log_events,
     segments,
     spool_rows,
     start_agent,
@@ -173,7 +174,7 @@ def stop(agent: subprocess.Popen[str]) -> tuple[float, list[dict[str, Any]]]:
     _out, err = agent.communicate(timeout=30)
     elapsed = time.monotonic() - started
     assert agent.returncode == 0, err[-3000:]
-    return elapsed, [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return elapsed, log_events(err)
 
 
 def names(events: list[dict[str, Any]]) -> list[str]:
@@ -533,7 +534,7 @@ def test_a_disk_that_fills_before_the_stop_ends_with_exit_0(tmp_path: Path, work
         time.sleep(2)  # the log pipe stays unread meanwhile
         _out, err = agent.communicate(timeout=30)
         assert agent.returncode == 0, err[-3000:]
-        events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        events = log_events(err)
         [finished] = [event for event in events if event["event"] == "run_finished"]
         # The fault is said, not hidden: the finished mark (or run.json, or rows) not saved.
         assert "state_not_saved" in names(events) or finished["delivered"] is False

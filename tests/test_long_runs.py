@@ -18,7 +18,7 @@ import requests
 
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests import fakefs
-from tests.agent import segments, start_agent, wait_for_rows, wait_until
+from tests.agent import log_events, segments, start_agent, wait_for_rows, wait_until
 from tests.peers import free_port
 
 UTIME, STIME = SENTINEL_COLUMNS.index("process_utime"), SENTINEL_COLUMNS.index("process_stime")
@@ -75,7 +75,7 @@ def finished(agent: subprocess.Popen[str], log: Path) -> list[dict[str, Any]]:
     agent.wait(timeout=60)
     text = log.read_text()
     assert agent.returncode == 0, text[-3000:]
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return log_events(text)
 
 
 def test_a_run_compressed_in_time_stays_in_its_cap_with_flat_state_and_memory(tmp_path: Path):

@@ -12,7 +12,6 @@ loss stays well inside the 3 % the tests allow.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests import pod as simulated
-from tests.agent import chunk_rows, dir_chunks
+from tests.agent import chunk_rows, dir_chunks, log_events
 from tests.pod import PRELUDE, SHAPES
 
 UNAVAILABLE = simulated.available()
@@ -75,7 +74,7 @@ def run_in_pod(pod: simulated.Pod, script: str, tmp_path: Path) -> Measured:
     pod.start(workload, [sys.executable, "-c", PRELUDE + script])
     assert pod.last_shim.wait(60) == 0
     assert sidecar_shim.wait(30) == 0, log.read_text()
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lines = log_events(log.read_text())
     rows = [
         dict(zip(SENTINEL_COLUMNS, row.rstrip("\n").split(","), strict=True))
         for row in chunk_rows(dir_chunks(output))

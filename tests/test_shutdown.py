@@ -14,15 +14,11 @@ from pathlib import Path
 import pytest
 
 from sentinel_sidecar.spool.state import StateStore
-from tests.agent import start_agent, wait_until
+from tests.agent import log_events, start_agent, wait_until
 from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer
 
 BUDGET = 5.0
 HANGS = ["blackhole", "slow", "trickle"]
-
-
-def events(err: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 def start(spool: Path, pid: int, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -77,7 +73,7 @@ def test_s3_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload, 
     [run] = sentinel.runs.values()
     [finish] = run.finishes  # the API still answers: the run is finished
     assert finish["data_uris"] == uploaded(spool)  # what was confirmed, nothing in flight
-    assert any(event["event"] == "rows_not_uploaded" for event in events(err))
+    assert any(event["event"] == "rows_not_uploaded" for event in log_events(err))
 
 
 @pytest.mark.parametrize("hang", HANGS)
@@ -88,7 +84,7 @@ def test_api_hanging_at_sigterm(tmp_path: Path, moto, proxy, sentinel, workload,
     elapsed, err = sigterm(agent)
     assert elapsed <= BUDGET + 1, f"{elapsed:.1f} s after SIGTERM ({hang} API)"
     assert not json.loads((spool / "state.json").read_text())["finished"]  # resumable
-    [failed] = [event for event in events(err) if event["event"] == "shutdown_call_failed"]
+    [failed] = [event for event in log_events(err) if event["event"] == "shutdown_call_failed"]
     assert failed["call"] == "close of the run"
 
 
@@ -122,7 +118,7 @@ def test_sigterm_with_the_first_upload_in_flight_never_goes_inline_too(
     assert elapsed <= BUDGET + 1
     [run] = sentinel.runs.values()
     assert run.finishes == []  # not inline, and no empty data_uris either
-    assert any(event["event"] == "run_not_finished" for event in events(err))
+    assert any(event["event"] == "run_not_finished" for event in log_events(err))
     assert not json.loads((spool / "state.json").read_text())["finished"]  # a restart resumes
 
 
@@ -143,5 +139,5 @@ def test_an_outage_is_retried_on_the_backoff_not_on_every_sample(
     puts = [entry for entry in proxy.log if entry.method == "PUT"]
     # backoff steps of ≤1, ≤2, ≤4, ≤8 s (with jitter) + the drain at the stop: not one per 50 ms
     assert 2 <= len(puts) <= 8, len(puts)
-    failing = [event for event in events(err) if event["event"] == "delivery_failing"]
+    failing = [event for event in log_events(err) if event["event"] == "delivery_failing"]
     assert len(failing) == 1  # one line for the outage, not one per attempt

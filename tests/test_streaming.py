@@ -8,12 +8,11 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.agent import chunk_rows, spool_rows, start_agent, wait_for_rows, wait_until
+from tests.agent import chunk_rows, log_events, spool_rows, start_agent, wait_for_rows, wait_until
 from tests.peers import (
     REGION,
     SENTINEL_HEADER,
@@ -22,10 +21,6 @@ from tests.peers import (
     SentinelServer,
     free_port,
 )
-
-
-def events_of(err: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
@@ -107,7 +102,7 @@ def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
     for key in moto.objects(sentinel.bucket, run.prefix.removeprefix(f"s3://{sentinel.bucket}/")):
         stored = moto.client("s3").head_object(Bucket=sentinel.bucket, Key=key)
         assert stored["ContentType"] == "application/gzip" and "ContentEncoding" not in stored
-    events = events_of(err)
+    events = log_events(err)
     [done] = [event for event in events if event["event"] == "run_finished_on_api"]
     # run_id on the lines of every thread once registered (the main thread's too)
     late = [
@@ -156,7 +151,7 @@ def test_s3_outage_mid_run_loses_and_duplicates_nothing(
     uploaded = len(moto.objects(sentinel.bucket))
     wait_until(lambda: len(moto.objects(sentinel.bucket)) > uploaded, 30, "uploads after outage")
     err = stop(agent)
-    changes = [e["event"] for e in events_of(err) if e["event"].startswith("delivery_")]
+    changes = [e["event"] for e in log_events(err) if e["event"].startswith("delivery_")]
     assert changes == ["delivery_failing", "delivery_recovered"]  # per change, not per attempt
     _uris, rows = delivered(moto, sentinel)
     assert rows == spool_rows(spool)
@@ -174,7 +169,7 @@ def test_sentinel_503_at_register_delays_uploads_not_sampling(
     wait_until(lambda: sentinel.registrations() == 1, 30, "registration after the outage")
     wait_for_rows(spool, 40)
     err = stop(agent)
-    outage = [e["event"] for e in events_of(err) if e["event"].startswith("sentinel_api_")]
+    outage = [e["event"] for e in log_events(err) if e["event"].startswith("sentinel_api_")]
     assert outage == ["sentinel_api_unavailable", "sentinel_api_recovered"]
     assert sum(1 for path, status in sentinel.requests if status == 503) >= 2
     _uris, rows = delivered(moto, sentinel)
@@ -213,7 +208,7 @@ def test_wrong_token_keeps_sampling_and_reports_not_ready(
     alive = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     err = stop(agent)
     assert (ready.status_code, alive.status_code) == (503, 200)
-    [refused] = [e for e in events_of(err) if e["event"] == "delivery_failing"]  # one line
+    [refused] = [e for e in log_events(err) if e["event"] == "delivery_failing"]  # one line
     assert refused["kind"] == "rejected" and "HTTP 401" in refused["error"]
     assert refused["level"] == "error" and "run_not_registered" in err
     assert sum(1 for path, status in sentinel.requests if status == 401) >= 2
@@ -289,7 +284,7 @@ def test_nothing_uploaded_and_too_large_for_inline_keeps_the_run_open(
     err = stop(agent)
     [run] = sentinel.runs.values()
     assert run.finishes == []  # never `data_uris: []`: that would close the run empty
-    events = events_of(err)
+    events = log_events(err)
     [kept] = [event for event in events if event["event"] == "run_not_finished"]
     assert kept["rows_in_spool"] == len(spool_rows(spool)) > 0
     assert not json.loads((spool / "state.json").read_text())["finished"]
@@ -306,7 +301,7 @@ def test_data_the_service_could_not_ingest_is_an_error_and_a_metric(
     wait_until(lambda: sentinel.registrations() == 1, 20, "registration")
     wait_for_rows(spool, 5)
     err = stop(agent)
-    events = events_of(err)
+    events = log_events(err)
     [failed] = [event for event in events if event["event"] == "run_data_not_ingested"]
     assert failed["level"] == "error" and failed["error"] == sentinel.processing_error
 
@@ -382,7 +377,7 @@ def test_direct_s3_signs_for_the_buckets_own_region(tmp_path: Path, moto, worklo
         err = stop(agent)
     finally:
         proxy.close()
-    [located] = [e for e in events_of(err) if e["event"] == "s3_region"]
+    [located] = [e for e in log_events(err) if e["event"] == "s3_region"]
     assert (located["region"], located["source"]) == ("eu-west-1", "bucket")
     puts = [entry for entry in proxy.log if entry.method == "PUT"]
     assert puts and all(entry.status == 200 for entry in puts)  # signed right the first time
@@ -404,7 +399,7 @@ def test_sentinel_credentials_without_a_region_use_the_buckets(tmp_path: Path, m
     finally:
         sentinel.close()
         proxy.close()
-    [located] = [e for e in events_of(err) if e["event"] == "s3_region"]
+    [located] = [e for e in log_events(err) if e["event"] == "s3_region"]
     assert (located["region"], located["source"]) == ("eu-west-1", "bucket")
     assert all(entry.status == 200 for entry in proxy.log if entry.method == "PUT")
     assert rows == spool_rows(spool)
