@@ -27,11 +27,11 @@ def chunks(spool: Spool, max_bytes: int, offset: int | None = None) -> list[byte
         found.append(chunk)
 
 
-def spooled(directory: Path) -> str:
+def spooled(directory: Path, header: str = HEADER) -> str:
     """Every segment's rows, in order; each segment must start with the header."""
     texts = [path.read_text() for path in segments(directory)]
-    assert all(text.startswith(HEADER) for text in texts)
-    return "".join(text[len(HEADER) :] for text in texts)
+    assert all(text.startswith(header) for text in texts)
+    return "".join(text[len(header) :] for text in texts)
 
 
 def test_header_written_once_and_rows_appended(tmp_path: Path):
@@ -149,7 +149,7 @@ def test_a_finished_runs_delivered_segments_are_deleted_not_kept(tmp_path: Path)
     spool.close()
     delivered = spool._segments[2].end  # three segments delivered, the rest not
     left = segments(tmp_path)[3:]
-    set_aside(tmp_path, delivered, len(HEADER))
+    set_aside(tmp_path, delivered, HEADER.encode())
     [aside] = tmp_path.glob("previous-*")
     assert [path.name for path in segments(aside)] == [path.name for path in left]
 
@@ -267,7 +267,7 @@ def test_at_its_cap_the_spool_merges_undelivered_rows_and_keeps_totals(tmp_path:
 
 
 def spooled_lines(directory: Path) -> list[str]:
-    return [line for path in segments(directory) for line in path.read_text().splitlines(True)[1:]]
+    return spooled(directory, EXTENDED).splitlines(keepends=True)
 
 
 def test_the_segment_being_delivered_is_never_merged(tmp_path: Path):

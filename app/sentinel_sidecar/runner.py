@@ -209,9 +209,7 @@ class Runner:
             try:
                 previous = store.load()
                 if previous is not None and previous.finished:
-                    set_aside(
-                        self.settings.spool_dir, previous.offset, len(previous.header.encode())
-                    )
+                    set_aside(self.settings.spool_dir, previous.offset, previous.header.encode())
                     previous = None
                 spool = Spool(
                     self.settings.spool_dir,

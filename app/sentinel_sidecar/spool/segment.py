@@ -45,7 +45,6 @@ class Segment:
     def __init__(
         self, directory: Path, header: bytes, first: int, sample: int, *, sealed: bool = False
     ) -> None:
-        self.directory = directory
         self.header = header
         self.first = first
         self.sample = sample
@@ -247,10 +246,6 @@ class Segment:
         """Make every appended row durable."""
         if self._fd is not None:
             os.fsync(self._fd)
-
-    def seal(self) -> None:
-        """No more rows: sync and let go of the descriptor."""
-        self.close()
 
     def delete(self) -> None:
         """Close and remove the file (its rows are delivered, merged away or given up)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from sentinel_sidecar.config import LOCAL_FLOOR_SEGMENTS
+from sentinel_sidecar.config import DEFAULTS, LOCAL_FLOOR_SEGMENTS
 from sentinel_sidecar.spool.merge import halve
 from sentinel_sidecar.spool.segment import (
     Segment,
@@ -49,7 +49,7 @@ class Spool:
         directory: Path,
         header: str,
         *,
-        segment_bytes: int = 2 << 20,
+        segment_bytes: int = DEFAULTS["spool_segment_bytes"],
         max_bytes: int | None = None,
         reserved: Callable[[], int] = lambda: 0,
     ) -> None:
@@ -119,7 +119,10 @@ class Spool:
     def disk_bytes(self) -> int:
         """Bytes of every segment file, headers included."""
         with self._lock:
-            return sum(segment.size for segment in self._segments)
+            return self._used()
+
+    def _used(self) -> int:
+        return sum(segment.size for segment in self._segments)
 
     @property
     def samples(self) -> int:
@@ -173,7 +176,7 @@ class Spool:
                 f"cannot start a segment in {self.directory}: {exc.strerror}"
             ) from exc
         try:
-            active.seal()  # closed even when its last sync fails
+            active.close()  # sealed: no more rows; closed even when its last sync fails
         except OSError as exc:
             log.error("spool_not_synced", path=str(active.path), error=exc.strerror)
         self._segments.append(new)
@@ -184,15 +187,15 @@ class Spool:
         if self.max_bytes is None:
             return Loss()
         limit = max(self.max_bytes - self._reserved(), LOCAL_FLOOR_SEGMENTS * self.segment_bytes)
-        used = sum(segment.size for segment in self._segments)
+        used = self._used()
         loss = Loss()
         while used + need > limit:
             candidates = self._candidates()
             if not candidates:
                 break
             segment = min(candidates, key=self._level)  # min() keeps the oldest of equals
-            loss += self._merge(segment, candidates) if segment.rows else Loss()
-            used = sum(segment.size for segment in self._segments)
+            loss += self._merge(segment, candidates)
+            used = self._used()
         self._track_episode(loss, used, limit)
         return loss
 
@@ -368,14 +371,15 @@ def unused_stamp(directory: Path, *patterns: str) -> str:
     raise AssertionError("unreachable")
 
 
-def set_aside(directory: Path, delivered_up_to: int = 0, header_bytes: int = 0) -> str | None:
-    """Start a new run clean: the segments holding only rows before logical offset
-    `delivered_up_to` are deleted (they are the destination's now), the other spool files
-    and `state.json` move to `previous-<timestamp>/`. Where they went; None if nowhere."""
+def set_aside(directory: Path, delivered_up_to: int = 0, header: bytes = b"") -> str | None:
+    """Start a new run clean: the segments (written with `header`) holding only rows before
+    logical offset `delivered_up_to` are deleted (they are the destination's now), the other
+    spool files and `state.json` move to `previous-<timestamp>/`. Where they went; None if
+    nowhere."""
     for first, sample in _segment_files(directory):
-        path = directory / segment_name(first, sample)
-        if first + path.stat().st_size - header_bytes <= delivered_up_to:
-            path.unlink()
+        segment = Segment(directory, header, first, sample, sealed=True)
+        if segment.end <= delivered_up_to:
+            segment.delete()
     kept = [directory / segment_name(*name) for name in _segment_files(directory)]
     kept += [path for path in (directory / LEGACY_FILE, directory / STATE_FILE) if path.exists()]
     if not kept:
