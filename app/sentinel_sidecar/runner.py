@@ -378,7 +378,9 @@ class Runner:
         self.telemetry.spool_full = spool.full
         if loss and self._uploader is not None:
             self._uploader.count_loss(loss)
-            self.telemetry.rows_merged += loss.merged
+            # A Prometheus counter never goes down: folds taken back because their segment was
+            # given up stay counted here (state.json and run.json take them back).
+            self.telemetry.rows_merged += max(0, loss.merged)
             self.telemetry.rows_dropped += loss.dropped
         return reading
 
