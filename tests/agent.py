@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from sentinel_sidecar.measure.rows import header_line
+from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer
 
 
 def agent_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -101,3 +102,27 @@ def health_answers(port: int) -> bool:
     except requests.ConnectionError:
         return False
     return True
+
+
+def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
+    return {
+        "SENTINEL_API_URL": sentinel.url,
+        "SENTINEL_API_TOKEN": sentinel.token,
+        "S3_ENDPOINT_URL": proxy.endpoint,
+        "AWS_REGION": REGION,
+        "TRACKER_PROJECT_NAME": "e2e",
+        "TRACKER_COMMAND": "python train.py --epochs 3",
+        "NODE_NAME": "node-a",
+        "POD_NAME": "job-abc",
+    }
+
+
+def delivered(moto: MotoServer, sentinel: SentinelServer) -> tuple[list[str], list[str]]:
+    """URIs and rows of every chunk object of the one run, in key order."""
+    [run] = sentinel.runs.values()
+    prefix = run.prefix.removeprefix(f"s3://{sentinel.bucket}/") + "/"
+    objects = moto.objects(sentinel.bucket, prefix)
+    names = [key.removeprefix(prefix) for key in objects]
+    assert names == [f"{i:06d}.csv.gz" for i in range(1, len(names) + 1)]
+    uris = [f"s3://{sentinel.bucket}/{key}" for key in objects]
+    return uris, chunk_rows(list(objects.values()))

@@ -18,7 +18,15 @@ import requests
 
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests import fakefs
-from tests.agent import log_events, segments, start_agent, wait_for_rows, wait_until
+from tests.agent import (
+    delivered,
+    log_events,
+    segments,
+    sentinel_env,
+    start_agent,
+    wait_for_rows,
+    wait_until,
+)
 from tests.peers import free_port
 
 UTIME, STIME = SENTINEL_COLUMNS.index("process_utime"), SENTINEL_COLUMNS.index("process_stime")
@@ -65,10 +73,10 @@ def assert_whole_and_in_order(rows: list[str]) -> None:
     assert all(a <= b for a, b in itertools.pairwise(stamps)), "rows out of order"
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen[str]:
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """The agent with its log in a file: a pipe nobody reads would stall it after 64 KiB."""
     with log.open("w") as stderr:
-        return start_agent(args, stdout=subprocess.DEVNULL, stderr=stderr)
+        return start_agent(args, env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def finished(agent: subprocess.Popen[str], log: Path) -> list[dict[str, Any]]:
@@ -213,3 +221,43 @@ def test_a_long_outage_fills_the_cap_and_the_rows_are_merged_counted_and_loud(
     assert kinds.count("spool_full") == 1 and "spool_room_again" in kinds
     [end] = [event for event in events if event["event"] == "run_finished"]
     assert end["rows_merged"] == summary["rows_merged"] and end["rows_dropped"] == 0
+
+
+def test_an_s3_outage_that_fills_the_cap_reaches_the_strict_api_merged_and_whole(
+    tmp_path: Path, moto, proxy, sentinel, burner: tuple[subprocess.Popen[bytes], Path]
+):
+    # The same policy behind the real protocol: S3 drops every connection for as long as the
+    # spool takes to fill its cap, then the merged rows go to S3 and the run is finished on the
+    # strict API, which ingests every object.
+    workload, marks = burner
+    spool, port = tmp_path / "spool", free_port()
+    agent = start(["run", "--spool-dir", str(spool), "--interval", "0.005",
+                   "--upload-interval", "0.2", "--spool-max-bytes", str(64 * 1024),
+                   "--spool-segment-bytes", "8192", "--pid", str(workload.pid),
+                   "--health-port", str(port), "--progress-interval", "0",
+                   "--shutdown-timeout", "10"],
+                  tmp_path / "agent.log", sentinel_env(sentinel, proxy))  # fmt: skip
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) >= 1, 20, "the first upload")
+    proxy.down = True
+    (marks / "go").touch()
+    wait_until(
+        lambda: (marks / "burned").exists() and readyz(port) == "503 not ready: spool_full",
+        30,
+        "the spool full and the CPU burned",
+    )
+    proxy.down = False
+    wait_until(lambda: readyz(port) == "200 ready", 30, "delivery caught up")
+    (marks / "quit").touch()
+    events = finished(agent, tmp_path / "agent.log")
+    uris, rows = delivered(moto, sentinel)
+    [run] = sentinel.runs.values()
+    [finish] = run.finishes
+    assert finish["data_uris"] == uris
+    assert_whole_and_in_order(rows)
+    cpu = sum(float(row.split(",")[UTIME]) + float(row.split(",")[STIME]) for row in rows)
+    [end] = [event for event in events if event["event"] == "run_finished"]
+    print(f"S3 outage: {len(rows)} rows delivered, {end['rows_merged']} merged, "
+          f"{end['rows_dropped']} dropped, workload CPU {cpu:.3f} s of 3.0 burned")  # fmt: skip
+    assert end["delivered"] and end["rows"] == len(rows)
+    assert end["rows_merged"] > 0 and end["rows_dropped"] == 0
+    assert 2.97 <= cpu <= 3.15

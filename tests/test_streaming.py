@@ -12,28 +12,23 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.agent import chunk_rows, log_events, spool_rows, start_agent, wait_for_rows, wait_until
+from tests.agent import (
+    chunk_rows,
+    delivered,
+    log_events,
+    sentinel_env,
+    spool_rows,
+    start_agent,
+    wait_for_rows,
+    wait_until,
+)
 from tests.peers import (
     REGION,
     SENTINEL_HEADER,
-    MotoServer,
     S3Proxy,
     SentinelServer,
     free_port,
 )
-
-
-def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
-    return {
-        "SENTINEL_API_URL": sentinel.url,
-        "SENTINEL_API_TOKEN": sentinel.token,
-        "S3_ENDPOINT_URL": proxy.endpoint,
-        "AWS_REGION": REGION,
-        "TRACKER_PROJECT_NAME": "e2e",
-        "TRACKER_COMMAND": "python train.py --epochs 3",
-        "NODE_NAME": "node-a",
-        "POD_NAME": "job-abc",
-    }
 
 
 def args(spool: Path, pid: int, *extra: str) -> list[str]:
@@ -53,17 +48,6 @@ def stop(agent: subprocess.Popen[str]) -> str:
     _out, err = agent.communicate(timeout=40)
     assert agent.returncode == 0, err
     return err
-
-
-def delivered(moto: MotoServer, sentinel: SentinelServer) -> tuple[list[str], list[str]]:
-    """URIs and rows of every chunk object of the one run, in key order."""
-    [run] = sentinel.runs.values()
-    prefix = run.prefix.removeprefix(f"s3://{sentinel.bucket}/") + "/"
-    objects = moto.objects(sentinel.bucket, prefix)
-    names = [key.removeprefix(prefix) for key in objects]
-    assert names == [f"{i:06d}.csv.gz" for i in range(1, len(names) + 1)]
-    uris = [f"s3://{sentinel.bucket}/{key}" for key in objects]
-    return uris, chunk_rows(list(objects.values()))
 
 
 def test_happy_path_every_row_reaches_s3_once_and_the_run_is_finished(
