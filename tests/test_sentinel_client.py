@@ -6,18 +6,40 @@ import pytest
 
 import sentinel_sidecar
 from sentinel_sidecar.config import parse_s3_uri
+from sentinel_sidecar.delivery.retry import (
+    RETRY_AFTER_CAP,
+    Backoff,
+    DeliveryError,
+    ErrorKind,
+    retry_until,
+)
+from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import (
     REJECTED_ANSWER_BACKOFF,
-    RETRY_AFTER_CAP,
     Credentials,
     SentinelClient,
     SentinelError,
 )
-from tests.peers import SENTINEL_HEADER
+from sentinel_sidecar.spool.state import State
+from sentinel_sidecar.telemetry import Telemetry
+from tests.peers import REGION, SENTINEL_HEADER
+
+FAST = Backoff(base=0.05, ceiling=0.2)
 
 
-def client(sentinel, token: str | None = None, **kwargs) -> SentinelClient:
-    return SentinelClient(sentinel.url, token or sentinel.token, base_backoff=0.05, **kwargs)
+def client(sentinel, token: str | None = None) -> SentinelClient:
+    return SentinelClient(sentinel.url, token or sentinel.token)
+
+
+def open_with_retries(sentinel, deadline: float, sleep=time.sleep) -> State:
+    """Register a run through the destination on the retry policy's stop-time loop."""
+    destination = SentinelDestination(
+        client(sentinel), lambda _deadline: {}, api_url=sentinel.url, inline_max_bytes=0,
+        region=REGION, endpoint_url=sentinel.proxy.endpoint, telemetry=Telemetry(),
+    )  # fmt: skip
+    state = State(run_id=None, upload_uri_prefix=None, seq=0, offset=0, header=SENTINEL_HEADER)
+    return retry_until(lambda: destination.open(state, deadline), deadline, what="open",
+                       backoff=FAST, sleep=sleep)  # fmt: skip
 
 
 def soon(seconds: float = 10.0) -> float:
@@ -72,10 +94,17 @@ def test_the_test_server_refuses_bad_register_bodies(sentinel, body):
     assert refused.value.status == 422
 
 
+def test_a_503_is_one_attempt_that_hands_its_status_up(sentinel):
+    sentinel.unavailable_until = time.monotonic() + 60
+    with pytest.raises(SentinelError) as caught:
+        client(sentinel).register_run({}, soon())
+    assert caught.value.status == 503
+    assert len(sentinel.requests) == 1
+
+
 def test_503_is_retried_until_it_clears(sentinel):
     sentinel.unavailable_until = time.monotonic() + 1.0
-    registration = client(sentinel).register_run({}, soon(15))
-    assert registration.run_id
+    assert open_with_retries(sentinel, soon(15)).run_id
     assert [status for _, status in sentinel.requests].count(503) >= 2
 
 
@@ -83,8 +112,7 @@ def test_429_honours_retry_after(sentinel):
     sentinel.unavailable_status, sentinel.retry_after = 429, "1"
     sentinel.unavailable_until = time.monotonic() + 0.5
     slept: list[float] = []
-    api = client(sentinel, sleep=lambda s: (slept.append(s), time.sleep(s)))
-    api.register_run({}, soon())
+    open_with_retries(sentinel, soon(), sleep=lambda s: (slept.append(s), time.sleep(s)))
     assert slept and all(wait == 1.0 for wait in slept)
 
 
@@ -92,9 +120,8 @@ def test_a_long_retry_after_is_capped_and_handed_to_the_caller(sentinel):
     sentinel.unavailable_status, sentinel.retry_after = 429, "100000"
     sentinel.unavailable_until = time.monotonic() + 60
     slept: list[float] = []
-    api = client(sentinel, sleep=slept.append)
-    with pytest.raises(SentinelError) as refused:
-        api.register_run({}, soon(5))
+    with pytest.raises(DeliveryError) as refused:
+        open_with_retries(sentinel, soon(5), sleep=slept.append)
     assert slept == []  # not retried after 1, 2, 4 s against the server's word
     assert refused.value.retry_after == RETRY_AFTER_CAP
 
@@ -119,9 +146,9 @@ def test_an_unusable_register_answer_asks_for_a_long_wait(sentinel, answer):
 def test_retries_stop_at_the_deadline(sentinel):
     sentinel.unavailable_until = time.monotonic() + 60
     started = time.monotonic()
-    with pytest.raises(SentinelError) as caught:
-        client(sentinel).register_run({}, soon(1.0))
-    assert caught.value.status == 503
+    with pytest.raises(DeliveryError, match="HTTP 503") as caught:
+        open_with_retries(sentinel, soon(1.0))
+    assert caught.value.kind is ErrorKind.TRANSIENT
     assert time.monotonic() - started < 2.0
 
 
@@ -132,10 +159,19 @@ def test_4xx_is_not_retried_and_carries_the_message(sentinel):
     assert len(sentinel.requests) == 1
 
 
+def test_a_refused_request_is_not_tried_again_by_the_policy(sentinel):
+    sentinel.unavailable_status = 422
+    sentinel.unavailable_until = time.monotonic() + 60
+    with pytest.raises(DeliveryError) as caught:
+        open_with_retries(sentinel, soon())
+    assert caught.value.kind is ErrorKind.PERMANENT
+    assert len(sentinel.requests) == 1
+
+
 def test_401_without_a_token_file_is_final(sentinel):
     with pytest.raises(SentinelError) as caught:
         client(sentinel, token="wrong").register_run({}, soon())
-    assert caught.value.is_auth
+    assert caught.value.status == 401
     assert len(sentinel.requests) == 1
 
 
@@ -148,10 +184,11 @@ def test_401_rereads_a_rotated_token_file(sentinel, tmp_path: Path):
     assert [status for _, status in sentinel.requests] == [401, 200]
 
 
-def test_connection_refused_is_retried_then_reported():
-    api = SentinelClient("http://127.0.0.1:9", "t", base_backoff=0.05)
-    with pytest.raises(SentinelError, match="ConnectionError"):
+def test_connection_refused_is_reported_with_no_status():
+    api = SentinelClient("http://127.0.0.1:9", "t")
+    with pytest.raises(SentinelError, match="ConnectionError") as caught:
         api.register_run({}, soon(0.5))
+    assert caught.value.status is None
 
 
 @pytest.mark.parametrize(

@@ -153,8 +153,8 @@ def test_sentinel_503_at_register_delays_uploads_not_sampling(
     wait_until(lambda: sentinel.registrations() == 1, 30, "registration after the outage")
     wait_for_rows(spool, 40)
     err = stop(agent)
-    outage = [e["event"] for e in log_events(err) if e["event"].startswith("sentinel_api_")]
-    assert outage == ["sentinel_api_unavailable", "sentinel_api_recovered"]
+    outage = [e["event"] for e in log_events(err) if e["event"].startswith("delivery_")]
+    assert outage == ["delivery_failing", "delivery_recovered"]  # one pair, from the worker
     assert sum(1 for path, status in sentinel.requests if status == 503) >= 2
     _uris, rows = delivered(moto, sentinel)
     assert rows == spool_rows(spool)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.delivery.destination import DeliveryError, ErrorKind
 from sentinel_sidecar.delivery.local import LocalDestination
+from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind
 from sentinel_sidecar.delivery.upload import Uploader
 from sentinel_sidecar.measure.rows import header_line
 from sentinel_sidecar.spool.state import State, StateStore

@@ -222,6 +222,12 @@ class Settings:
         _BYTES,
         "largest raw chunk (whole rows; a longer single row still goes whole)",
     )
+    max_chunk_refusals: int = _setting(
+        5,
+        _number(int, 1, "a whole number >= 1"),
+        "a chunk the destination refuses for good (HTTP 400, 413, 422) this many times in a "
+        "row is set aside in `<spool_dir>/refused/` and delivery goes on with the next rows",
+    )
     inline_max_bytes: int = _setting(
         1024 * 1024,
         _number(int, 0, "a whole number of bytes >= 0"),

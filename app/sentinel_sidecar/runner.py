@@ -16,12 +16,8 @@ import structlog
 from sentinel_sidecar.config import DEFAULTS, ConfigError, Mode, Schema, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
 from sentinel_sidecar.delivery import destination_for
-from sentinel_sidecar.delivery.destination import (
-    DeliveryError,
-    Destination,
-    DestinationStatus,
-    RunSummary,
-)
+from sentinel_sidecar.delivery.destination import Destination, DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.retry import DeliveryError, retry_until
 from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
 from sentinel_sidecar.exit_code import read_exit_code
 from sentinel_sidecar.health import HealthServer, Probe
@@ -176,6 +172,7 @@ class Runner:
             state,
             destination,
             max_chunk_bytes=settings.max_chunk_bytes,
+            max_chunk_refusals=settings.max_chunk_refusals,
             telemetry=self.telemetry,
             monotonic=self._monotonic,
             wall_clock=self._wall_clock,
@@ -430,6 +427,7 @@ class Runner:
             rows=state.rows(spool.samples),
             rows_merged=state.rows_merged,
             rows_dropped=state.rows_dropped,
+            rows_refused=state.rows_refused,
             chunks=state.seq,
             uris=state.uris(),
             exit_code=exit_code,
@@ -442,7 +440,14 @@ class Runner:
             log.error("rows_not_uploaded", bytes=summary.bytes_not_uploaded,
                       spool=str(spool.directory))  # fmt: skip
         summary_uri = self._within(
-            deadline, lambda: destination.close(summary, spool, deadline), "close of the run"
+            deadline,
+            lambda: retry_until(
+                lambda: destination.close(summary, spool, deadline),
+                deadline,
+                what="close of the run",
+                monotonic=self._monotonic,
+            ),
+            "close of the run",
         )
         if summary_uri is not None:
             uploader.finish()
@@ -458,6 +463,7 @@ class Runner:
             rows=summary.rows,
             rows_merged=summary.rows_merged,
             rows_dropped=summary.rows_dropped,
+            rows_refused=summary.rows_refused,
             chunks=summary.chunks,
             closed=summary_uri is not None,
             inline=summary.inline,

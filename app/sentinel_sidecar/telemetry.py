@@ -20,6 +20,7 @@ class Telemetry:
     # the exception's type when it could not be read.
     sample_failure: str | None = None
     chunks_uploaded: int = 0
+    chunks_refused: int = 0  # refused for good and set aside (see delivery/retry.py)
     upload_failures: int = 0
     ingestion_errors: int = 0
     last_sample_monotonic: float | None = None

@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sentinel_sidecar.spool.state import State
     from sentinel_sidecar.spool.store import Spool
-
-
-class ErrorKind(StrEnum):
-    """What the upload worker does about a failure."""
-
-    TRANSIENT = "transient"  # network, 5xx, a deadline: back off and try again
-    CREDENTIALS = "credentials"  # S3 refused the credentials: renew them, retry at once, once
-    REJECTED = "rejected"  # the peer refused the request (4xx): back off, log as an error
-
-
-class DeliveryError(Exception):
-    """A destination could not do what was asked; the cursor does not move.
-
-    `retry_after`: seconds before the next attempt when the peer asked for a wait."""
-
-    def __init__(
-        self, message: str, kind: ErrorKind = ErrorKind.TRANSIENT, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -57,6 +35,7 @@ class RunSummary:
     inline: bool  # the rows go with the close, not as chunks
     rows_merged: int = 0  # samples folded into a neighbouring row to keep the spool in its cap
     rows_dropped: int = 0  # samples given up to keep the spool in its cap
+    rows_refused: int = 0  # rows of chunks the destination refused for good (`refused/`)
     # {"value": ..., "source": "settings" | "pod" | "node" | "host" | ...} per field
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The workload container's requests and limits from its pod spec, where they were read.

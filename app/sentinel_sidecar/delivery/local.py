@@ -7,12 +7,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from sentinel_sidecar.delivery.destination import (
-    DeliveryError,
-    DestinationStatus,
-    ErrorKind,
-    RunSummary,
-)
+from sentinel_sidecar.delivery.destination import DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind
 from sentinel_sidecar.spool.durable import replace_file
 from sentinel_sidecar.spool.store import unused_stamp
 

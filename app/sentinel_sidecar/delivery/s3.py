@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sentinel_sidecar.config import parse_s3_uri
-from sentinel_sidecar.delivery.destination import (
+from sentinel_sidecar.delivery.destination import DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.retry import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
     DeliveryError,
-    DestinationStatus,
     ErrorKind,
-    RunSummary,
+    http_error_kind,
 )
 
 if TYPE_CHECKING:
@@ -28,8 +30,6 @@ log = structlog.get_logger(__name__)
 CREDENTIAL_ERRORS = frozenset(
     {"ExpiredToken", "InvalidToken", "InvalidAccessKeyId", "AccessDenied"}
 )
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 30.0
 
 
 class S3Store:
@@ -127,11 +127,7 @@ class S3Store:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            kind = ErrorKind.TRANSIENT
-            if code in CREDENTIAL_ERRORS:
-                kind = ErrorKind.CREDENTIALS
-            elif 400 <= status < 500 and status not in (408, 429):
-                kind = ErrorKind.REJECTED
+            kind = ErrorKind.CREDENTIALS if code in CREDENTIAL_ERRORS else http_error_kind(status)
             raise DeliveryError(f"put {where}: {code}: {exc}", kind) from exc
         except BotoCoreError as exc:
             raise DeliveryError(f"put {where}: {exc}") from exc

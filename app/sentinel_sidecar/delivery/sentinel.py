@@ -11,12 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sentinel_sidecar.delivery.destination import (
-    DeliveryError,
-    DestinationStatus,
-    ErrorKind,
-    RunSummary,
-)
+from sentinel_sidecar.delivery.destination import DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind, http_error_kind
 from sentinel_sidecar.delivery.s3 import S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, SentinelError
 from sentinel_sidecar.telemetry import Telemetry
@@ -31,8 +27,7 @@ REFRESH_MARGIN = 300.0  # renew the credentials when fewer seconds than this are
 
 
 def _delivery_error(exc: SentinelError) -> DeliveryError:
-    client_error = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
-    kind = ErrorKind.REJECTED if client_error else ErrorKind.TRANSIENT
+    kind = ErrorKind.TRANSIENT if exc.status is None else http_error_kind(exc.status)
     return DeliveryError(str(exc), kind, exc.retry_after)
 
 

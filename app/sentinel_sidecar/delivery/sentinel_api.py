@@ -1,8 +1,9 @@
-"""The Sentinel API's HTTP client: register a run, refresh its upload credentials, finish it."""
+"""The Sentinel API's HTTP client: register a run, refresh its upload credentials, finish it.
+Each call is one attempt (a 401 re-reads a rotated token file and asks once more); failures
+go up with their status and `Retry-After`, and `delivery/retry.py` decides what follows."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sentinel_sidecar import __version__
-from sentinel_sidecar.delivery.retry import Backoff
+from sentinel_sidecar.delivery.retry import request_timeouts
 
 if TYPE_CHECKING:
     import requests
@@ -23,10 +24,6 @@ log = structlog.get_logger(__name__)
 
 USER_AGENT = f"sentinel-sidecar/{__version__}"  # on every call, so the service can tell versions
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 30.0
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-RETRY_AFTER_CAP = 600.0  # the longest Retry-After honoured, in seconds
 # After a register answer the agent cannot use, wait this long before registering again: each
 # attempt may leave a run behind on the service.
 REJECTED_ANSWER_BACKOFF = 120.0
@@ -35,8 +32,9 @@ REJECTED_ANSWER_BACKOFF = 120.0
 class SentinelError(Exception):
     """The API answered with an error, or could not be reached before the deadline.
 
-    `retry_after`: seconds the caller should wait before the next attempt, when the service
-    asked for it (Retry-After) or its answer could not be used."""
+    `status`: the HTTP status (None: no answer); `retry_after`: seconds the caller should wait
+    before the next attempt, when the service asked for it (Retry-After) or its answer could
+    not be used."""
 
     def __init__(
         self, message: str, status: int | None = None, retry_after: float | None = None
@@ -44,11 +42,6 @@ class SentinelError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
-
-    @property
-    def is_auth(self) -> bool:
-        """401/403: the token is wrong or lacks rights; retrying soon will not help."""
-        return self.status in (401, 403)
 
 
 @dataclass(frozen=True)
@@ -134,11 +127,8 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 class SentinelClient:
-    """One `requests.Session`; 5xx, 429 and connection errors retried with backoff and jitter.
-
-    Retries are a loop here rather than urllib3's Retry because every call has a deadline (the
-    shutdown budget) that also cuts each request's timeout, and a 401 re-reads the token file.
-    """
+    """One `requests.Session`; one attempt per call, its timeouts cut by the call's deadline
+    (the shutdown budget)."""
 
     def __init__(
         self,
@@ -147,11 +137,7 @@ class SentinelClient:
         token_file: Path | None = None,
         *,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
-        base_backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        rng: random.Random | None = None,
         secret: Callable[..., None] = lambda *values: None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -163,12 +149,8 @@ class SentinelClient:
 
             session = requests.Session()
         self._session = session
-        self._sleep = sleep
         self._monotonic = monotonic
-        self._retry = Backoff(base=base_backoff, ceiling=max_backoff, rng=rng or random.Random())
         self._secret = secret  # told the token read from the file, so the log redacts it
-        self._unavailable_since: float | None = None
-        self._failed_attempts = 0
         if token is None and token_file is not None:
             self._token = self._read_token_file()
 
@@ -220,69 +202,30 @@ class SentinelClient:
         import requests
 
         url = self.base_url + path
-        attempt = 0
         reread_token = self._token_file is not None
         while True:
-            attempt += 1
             left = deadline - self._monotonic()
             if left <= 0:
                 raise SentinelError(f"POST {path}: no answer before the deadline")
-            timeout = (min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left))
-            wait: float | None
             try:
                 response = self._session.post(
-                    url, json=body, headers=self._headers(), timeout=timeout
+                    url, json=body, headers=self._headers(), timeout=request_timeouts(left)
                 )
             except requests.RequestException as exc:
-                error = SentinelError(f"POST {path}: {type(exc).__name__}: {exc}")
-                wait = None
-            else:
-                if response.ok:
-                    self._available()
-                    return _Answer(self._json(response, path), _date(response), self._monotonic())
-                error = SentinelError(
-                    f"POST {path}: HTTP {response.status_code}: {response.text[:500]}",
-                    response.status_code,
-                )
-                if response.status_code == 401 and reread_token:
-                    reread_token = False  # the Secret may have been rotated; once per call
-                    self._token = self._read_token_file()
-                    continue
-                if response.status_code not in _RETRY_STATUSES:
-                    log.debug("sentinel_request_rejected", path=path, status=response.status_code,
-                              message=response.text[:500])  # fmt: skip
-                    raise error
-                wait = _retry_after(response)
-                if wait is not None and wait > RETRY_AFTER_CAP:
-                    wait = RETRY_AFTER_CAP
-            self._unavailable(path, error)
-            if wait is not None and self._monotonic() + wait >= deadline:
-                log.warning("sentinel_retry_after", path=path, status=error.status,
-                            wait_s=round(wait, 1))  # fmt: skip
-                error.retry_after = wait
-                raise error
-            if wait is None:
-                wait = self._retry.delay(attempt)
-            if self._monotonic() + wait >= deadline:
-                raise error
-            log.debug("sentinel_request_retry", path=path, attempt=attempt, wait_s=round(wait, 2),
-                      error=str(error))  # fmt: skip
-            self._sleep(wait)
-
-    def _unavailable(self, path: str, error: SentinelError) -> None:
-        """One warning when the API starts failing, not one per attempt."""
-        self._failed_attempts += 1
-        if self._unavailable_since is None:
-            self._unavailable_since = self._monotonic()
-            log.warning("sentinel_api_unavailable", path=path, status=error.status,
-                        error=str(error))  # fmt: skip
-
-    def _available(self) -> None:
-        if self._unavailable_since is not None:
-            log.info("sentinel_api_recovered", failed_attempts=self._failed_attempts,
-                     down_s=round(self._monotonic() - self._unavailable_since, 1))  # fmt: skip
-        self._unavailable_since = None
-        self._failed_attempts = 0
+                raise SentinelError(f"POST {path}: {type(exc).__name__}: {exc}") from exc
+            if response.ok:
+                return _Answer(self._json(response, path), _date(response), self._monotonic())
+            if response.status_code == 401 and reread_token:
+                reread_token = False  # the Secret may have been rotated; once per call
+                self._token = self._read_token_file()
+                continue
+            log.debug("sentinel_request_failed", path=path, status=response.status_code,
+                      message=response.text[:500])  # fmt: skip
+            raise SentinelError(
+                f"POST {path}: HTTP {response.status_code}: {response.text[:500]}",
+                response.status_code,
+                _retry_after(response),
+            )
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT}

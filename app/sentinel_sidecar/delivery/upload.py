@@ -1,6 +1,6 @@
 """The upload side. `Uploader` moves the spool's cursor chunk by chunk through a destination;
-`UploadWorker` is the one thread that drives it: when to upload, retries with backoff and
-jitter, and the last drain when the agent stops."""
+`UploadWorker` is the one thread that drives it: when to upload, retries on the policy of
+`delivery/retry.py`, and the last drain when the agent stops."""
 
 from __future__ import annotations
 
@@ -17,14 +17,10 @@ from typing import Any, TypeVar
 import structlog
 
 from sentinel_sidecar.deadline import Call, DeadlineExceeded
-from sentinel_sidecar.delivery.destination import (
-    DeliveryError,
-    Destination,
-    DestinationStatus,
-    ErrorKind,
-)
-from sentinel_sidecar.delivery.retry import Backoff
+from sentinel_sidecar.delivery.destination import Destination, DestinationStatus
+from sentinel_sidecar.delivery.retry import Backoff, DeliveryError, ErrorKind, retry_until
 from sentinel_sidecar.log import RunContext
+from sentinel_sidecar.spool.durable import replace_file
 from sentinel_sidecar.spool.state import Loss, State, StateStore
 from sentinel_sidecar.spool.store import Spool
 from sentinel_sidecar.telemetry import Telemetry
@@ -33,6 +29,7 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 CALL_BUDGET = 30.0  # at least this long for one cycle's network calls outside the stop
+REFUSED_DIR = "refused"  # chunks the destination refused for good, under the spool directory
 
 
 def gzip_chunk(header: bytes, rows: bytes) -> bytes:
@@ -46,9 +43,13 @@ class Chunk:
     acknowledged, so an abandoned attempt that lands late stores the same object."""
 
     seq: int
+    start: int
     end: int
     raw_bytes: int
+    rows: int
     body: bytes
+    attempts: int = 0  # failed attempts so far
+    refusals: int = 0  # of which refused for good (`permanent`), in a row
 
 
 class Uploader:
@@ -65,6 +66,7 @@ class Uploader:
         *,
         max_chunk_bytes: int,
         telemetry: Telemetry,
+        max_chunk_refusals: int = 5,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         context: RunContext | None = None,
@@ -74,6 +76,7 @@ class Uploader:
         self.state = state
         self.destination = destination
         self.max_chunk_bytes = max_chunk_bytes
+        self.max_chunk_refusals = max_chunk_refusals
         self.telemetry = telemetry
         self.opened = False
         self._monotonic = monotonic
@@ -136,15 +139,20 @@ class Uploader:
             if not rows:
                 return False
             body = gzip_chunk(self.spool.header_bytes, rows)
-            chunk = Chunk(state.seq + 1, end, len(rows), body)
+            chunk = Chunk(state.seq + 1, state.offset, end, len(rows), rows.count(b"\n"), body)
             self._pending = chunk
         log.debug("chunk_sending", seq=chunk.seq, raw_bytes=chunk.raw_bytes,
                   gz_bytes=len(chunk.body), retry=retry)  # fmt: skip
-        uri = self._call(
-            lambda: self.destination.put_chunk(state.chunk_name(chunk.seq), chunk.body, deadline),
-            f"upload of chunk {chunk.seq}",
-            deadline,
-        )
+        try:
+            uri = self._call(
+                lambda: self.destination.put_chunk(
+                    state.chunk_name(chunk.seq), chunk.body, deadline
+                ),
+                f"upload of chunk {chunk.seq}",
+                deadline,
+            )
+        except DeliveryError as exc:
+            return self._failed_chunk(chunk, exc)
         with self._lock:
             if self._closed:
                 return False
@@ -156,8 +164,43 @@ class Uploader:
         self.telemetry.chunks_uploaded += 1
         self.telemetry.last_upload_wall = self._wall_clock()
         log.info("chunk_uploaded", seq=chunk.seq, raw_bytes=chunk.raw_bytes,
-                 gz_bytes=len(chunk.body), uri=uri)  # fmt: skip
+                 gz_bytes=len(chunk.body), uri=uri, attempts=chunk.attempts + 1)  # fmt: skip
         return True
+
+    def _failed_chunk(self, chunk: Chunk, exc: DeliveryError) -> bool:
+        """Count the failed attempt; a chunk refused for good `max_chunk_refusals` times in a
+        row is set aside (True: the cursor moved past it), else the error goes on."""
+        permanent = exc.kind is ErrorKind.PERMANENT
+        chunk = dataclasses.replace(
+            chunk, attempts=chunk.attempts + 1, refusals=chunk.refusals + 1 if permanent else 0
+        )
+        self._pending = chunk
+        # Never while an abandoned attempt may still land: it would store these rows under the
+        # name the next chunk takes.
+        if chunk.refusals < self.max_chunk_refusals or self.in_flight:
+            raise exc
+        self._refuse(chunk, exc)
+        return True
+
+    def _refuse(self, chunk: Chunk, exc: DeliveryError) -> None:
+        """Keep the chunk in `<spool>/refused/` and move the cursor past its rows; the next
+        chunk takes its sequence number, so the delivered chunks stay 1..seq."""
+        directory = self.spool.directory / REFUSED_DIR
+        directory.mkdir(exist_ok=True)
+        kept = directory / f"offset-{chunk.start:015d}-{chunk.end:015d}.csv.gz"
+        replace_file(kept, chunk.body)
+        with self._lock:
+            if self._closed:
+                return
+            moved = self.state.after_refusal(chunk.end, chunk.rows)
+            self.store.save(moved)
+            self.state = moved
+        self.spool.acknowledge(moved.offset)
+        self._pending = None
+        self.telemetry.chunks_refused += 1
+        log.error("chunk_refused", seq=chunk.seq, attempts=chunk.attempts, rows=chunk.rows,
+                  kept=str(kept), error=str(exc),
+                  policy=f"refused for good {chunk.refusals} times in a row")  # fmt: skip
 
     def _call(self, call: Callable[[], _T], what: str, deadline: float) -> _T:
         running: Call[_T] = Call(call, what=what, on_done=self._changed.set)
@@ -329,7 +372,13 @@ class UploadWorker(threading.Thread):
                 return
             self._drain(deadline)
 
-        self._step(last, self._until)
+        # No later cycle: a failed attempt is tried again soon, until the stop's budget ends.
+        self._step(
+            lambda deadline: retry_until(
+                lambda: last(deadline), deadline, what="last drain", monotonic=self._monotonic
+            ),
+            self._until,
+        )
 
     def _step(self, step: Callable[[float], None], deadline: float) -> bool:
         """Run one step of delivery; failures are counted and logged on a change of state."""
@@ -364,7 +413,8 @@ class UploadWorker(threading.Thread):
         kind = exc.kind if isinstance(exc, DeliveryError) else ErrorKind.TRANSIENT
         if kind is not self._failing:
             self._failing = kind
-            report = log.error if kind is ErrorKind.REJECTED else log.warning
+            serious = kind in (ErrorKind.REJECTED, ErrorKind.PERMANENT)
+            report = log.error if serious else log.warning
             report("delivery_failing", kind=kind, error=str(exc), opened=self.uploader.opened,
                    retry_after_s=retry_after)  # fmt: skip
 
@@ -379,5 +429,4 @@ class UploadWorker(threading.Thread):
         telemetry.failing_since_monotonic = None
 
     def _backoff(self) -> float:
-        wait = self._retry.delay(self._attempts)
-        return max(wait, self._not_before - self._monotonic())
+        return self._retry.wait(self._attempts, self._not_before - self._monotonic())

@@ -47,6 +47,7 @@ class State:
     rows_merged: int = 0  # samples folded into a neighbouring row to keep the spool in its cap
     rows_dropped: int = 0  # samples whose figures were given up to keep the spool in its cap
     sample_base: int = 0  # rows the spool held before this run's first (another run's)
+    rows_refused: int = 0  # rows of chunks the destination refused for good, kept aside
 
     def chunk_name(self, seq: int) -> str:
         """File or object name of chunk `seq`: `000001.csv.gz`."""
@@ -68,7 +69,13 @@ class State:
 
     def rows(self, samples: int) -> int:
         """Rows this run's data holds when the spool has taken `samples` rows in all."""
-        return samples - self.sample_base - self.rows_merged - self.rows_dropped
+        lost = self.rows_merged + self.rows_dropped + self.rows_refused
+        return samples - self.sample_base - lost
+
+    def after_refusal(self, offset: int, rows: int) -> State:
+        """The cursor past a chunk the destination refused for good (set aside, not
+        delivered): the next chunk takes its sequence number."""
+        return dataclasses.replace(self, offset=offset, rows_refused=self.rows_refused + rows)
 
     def after_loss(self, loss: Loss) -> State:
         """The counters after the spool merged or dropped rows to stay in its cap."""
@@ -152,6 +159,7 @@ def _check_state(data: Any) -> State:
         rows_merged=count("rows_merged") if "rows_merged" in data else 0,
         rows_dropped=count("rows_dropped") if "rows_dropped" in data else 0,
         sample_base=count("sample_base") if "sample_base" in data else 0,
+        rows_refused=count("rows_refused") if "rows_refused" in data else 0,
     )
 
 
