@@ -1,4 +1,4 @@
-"""Per-tick cost of the GPU reading: `GpuReader.read` against the stand-in NVML library of the
+"""Per-tick cost of the GPU reading: `GpuReader.figures` against the stand-in NVML library of the
 tests (tests/nvml_stub.c, compiled here with gcc) at 1 and 8 GPUs, in a fresh process each (the
 library is found through LD_LIBRARY_PATH, as pynvml loads it). The stand-in answers at once, so
 this is the agent's own cost per tick (pynvml's ctypes calls and the arithmetic), not the
@@ -28,7 +28,7 @@ assert reader.available, reader.reason
 pids, per_tick = {4242, 4243}, []
 for _ in range(2000):
     started = time.perf_counter()
-    reader.read(pids, None)
+    reader.figures(pids, None)
     per_tick.append(time.perf_counter() - started)
 print(json.dumps({"median_ms": statistics.median(per_tick) * 1000,
                   "p95_ms": sorted(per_tick)[int(len(per_tick) * 0.95)] * 1000}))

@@ -5,9 +5,10 @@ from structlog.testing import capture_logs
 
 from sentinel_sidecar.measure.accounting import Counters
 from sentinel_sidecar.measure.cgroup import CgroupReader
-from sentinel_sidecar.measure.collect import Collector, Reading, WorkloadReading
+from sentinel_sidecar.measure.collect import Collector
 from sentinel_sidecar.measure.node import SystemReading
 from sentinel_sidecar.measure.procfs import ProcReader
+from sentinel_sidecar.measure.reading import Reading, WorkloadReading
 from sentinel_sidecar.measure.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
 from sentinel_sidecar.runner import Ticker
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write

@@ -17,6 +17,7 @@ from sentinel_sidecar.config import (
     settings_table,
     unknown_settings,
 )
+from sentinel_sidecar.delivery.local import output_dir
 
 
 def settings_from(argv: list[str], environ: dict[str, str]) -> Settings:
@@ -29,7 +30,7 @@ def test_defaults():
     settings = settings_from([], {})
     assert settings.interval == 1.0
     assert settings.spool_dir == Path("/var/lib/sentinel-sidecar")
-    assert settings.local_output_dir == Path("/var/lib/sentinel-sidecar/output")
+    assert output_dir(settings) == Path("/var/lib/sentinel-sidecar/output")
     assert settings.schema == "sentinel"
     assert settings.log_format == "json"
 

@@ -66,7 +66,7 @@ READ = textwrap.dedent("""
     pids, visible = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     readings = []
     for _ in range(int(sys.argv[3])):
-        reading = reader.read(set(pids), None if visible is None else set(visible))
+        reading = reader.figures(set(pids), None if visible is None else set(visible))
         readings.append(reading.__dict__)
     print(json.dumps({"available": reader.available, "reason": reader.reason,
                       "facts": reader.facts(), "readings": readings, "errors": errors.count}))

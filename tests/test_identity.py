@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from sentinel_sidecar.config import Settings
-from sentinel_sidecar.identity.probe import PROBE_SECONDS, gather, provider_facts, register_body
+from sentinel_sidecar.config import PodEnv, Settings
+from sentinel_sidecar.delivery.sentinel_api import register_body
+from sentinel_sidecar.identity.cloud import provider_facts
+from sentinel_sidecar.identity.probe import PROBE_SECONDS, gather
+from sentinel_sidecar.identity.record import Identity
 from tests.peers import KubeApiServer, MetadataServer, _register_problem, free_port
 
 POD_PATH = "/api/v1/namespaces/ml/pods/train-x7k2p"
@@ -25,6 +28,11 @@ CLOSED = f"http://127.0.0.1:{free_port()}"  # nothing listens: every probe is re
 def settings(**values: Any) -> Settings:
     # cloud_detect as `load` resolves it in a pod
     return dataclasses.replace(Settings(cloud_metadata_url=CLOSED, cloud_detect=True), **values)
+
+
+def probe(mine: Settings, environ: dict[str, str], account: Path) -> Identity:
+    """`gather` in a pod whose environment is `environ` (read by config, as `load` does)."""
+    return gather(dataclasses.replace(mine, pod=PodEnv.from_environ(environ)), account)
 
 
 def job_pod() -> dict[str, Any]:
@@ -97,8 +105,8 @@ def in_cluster(api: KubeApiServer, node: dict[str, Any] | None = None) -> dict[s
 @pytest.mark.parametrize("cloud", NODES)
 def test_a_node_tells_the_cloud_and_the_pod_tells_the_run(api, account: Path, cloud: str):
     environ = in_cluster(api, NODES[cloud])
-    identity = gather(settings(project_name="nightly"), environ, account)
-    body = register_body(identity)
+    identity = probe(settings(project_name="nightly"), environ, account)
+    body = register_body(identity.values)
     print(f"register body on a simulated {cloud.upper()} node: {json.dumps(body)}")
     assert _register_problem(body) is None  # the strict server takes it
     assert {name: body[name] for name in EXPECTED[cloud]} == EXPECTED[cloud]
@@ -118,8 +126,8 @@ def test_settings_win_over_the_node_and_user_tags_win_key_by_key(api, account: P
     environ = in_cluster(api, NODES["eks"])
     mine = settings(cloud_region_id="us-east-2", tags={"pod": "mine", "team": "ml"},
                     job_name="nightly-train", orchestrator="argo")  # fmt: skip
-    identity = gather(mine, environ, account)
-    body = register_body(identity)
+    identity = probe(mine, environ, account)
+    body = register_body(identity.values)
     assert (
         body["cloud_region_id"] == "us-east-2" and identity.sources["cloud_region_id"] == "settings"
     )
@@ -158,10 +166,10 @@ def test_outside_a_cluster_the_metadata_service_answers(cloud: str, tmp_path: Pa
     document, expected = METADATA[cloud]
     server = MetadataServer(cloud, document)
     try:
-        identity = gather(settings(cloud_metadata_url=server.url), {}, tmp_path)
+        identity = probe(settings(cloud_metadata_url=server.url), {}, tmp_path)
     finally:
         server.close()
-    body = register_body(identity)
+    body = register_body(identity.values)
     assert {name: body.get(name) for name in expected} == expected
     assert (
         identity.sources["cloud_vendor_id"] == f"{cloud}-{'metadata' if cloud == 'gcp' else 'imds'}"
@@ -174,7 +182,7 @@ def test_a_node_rbac_refuses_falls_back_to_the_metadata_service(api, account: Pa
     api.objects[NODE_PATH] = (403, {"kind": "Status", "reason": "Forbidden", "code": 403})
     server = MetadataServer("aws", AWS_DOCUMENT)
     try:
-        identity = gather(settings(cloud_metadata_url=server.url), environ, account)
+        identity = probe(settings(cloud_metadata_url=server.url), environ, account)
     finally:
         server.close()
     assert identity.values["cloud_region_id"] == "eu-west-1"
@@ -186,7 +194,7 @@ def test_the_metadata_service_is_not_asked_when_the_node_answered(api, account: 
     environ = in_cluster(api, NODES["gke"])
     server = MetadataServer("aws", AWS_DOCUMENT)
     try:
-        identity = gather(settings(cloud_metadata_url=server.url), environ, account)
+        identity = probe(settings(cloud_metadata_url=server.url), environ, account)
     finally:
         server.close()
     assert identity.values["cloud_vendor_id"] == "gcp" and server.requests == []
@@ -199,7 +207,7 @@ def test_the_probe_is_bounded_when_every_peer_hangs(api, account: Path):
     server.hang = "blackhole"
     try:
         started = time.monotonic()
-        identity = gather(settings(cloud_metadata_url=server.url, team="ml"), environ, account)
+        identity = probe(settings(cloud_metadata_url=server.url, team="ml"), environ, account)
         took = time.monotonic() - started
     finally:
         server.close()
@@ -214,7 +222,7 @@ def test_detection_off_asks_nobody_and_host_identity_can_be_withheld(api, accoun
     try:
         quiet = settings(cloud_metadata_url=server.url, cloud_detect=False,
                          send_host_identity=False)  # fmt: skip
-        identity = gather(quiet, {**environ, "NODE_NAME": NODE, "POD_IP": "10.1.2.3"}, account)
+        identity = probe(quiet, {**environ, "NODE_NAME": NODE, "POD_IP": "10.1.2.3"}, account)
     finally:
         server.close()
     assert server.requests == [] and NODE_PATH not in [path for path, _ in api.seen]
@@ -243,7 +251,7 @@ def test_provider_ids_name_the_vendor(provider_id: str, expected: dict[str, str]
 
 def test_register_body_is_flat_without_nulls_or_pid(tmp_path: Path):
     mine = settings(project_name="p", team="ml", cloud_vendor_id="aws", cloud_detect=False)
-    body = register_body(gather(mine, {"NODE_NAME": "n1", "POD_NAME": "pod-1"}, tmp_path))
+    body = register_body(probe(mine, {"NODE_NAME": "n1", "POD_NAME": "pod-1"}, tmp_path).values)
     assert body["project_name"] == "p" and body["team"] == "ml"
     assert body["host_id"] == "n1" and body["host_hostname"] == "pod-1"
     assert body["cloud_vendor_id"] == "aws"
@@ -255,10 +263,10 @@ def test_register_body_is_flat_without_nulls_or_pid(tmp_path: Path):
 def test_register_body_tags_are_an_object_and_the_pod_uid_names_the_run(tmp_path: Path):
     mine = settings(tags={"team": "ml", "stage": "train"}, command='["python", "t.py"]',
                     cloud_detect=False)  # fmt: skip
-    body = register_body(gather(mine, {"POD_UID": "0b5e-uid"}, tmp_path))
+    body = register_body(probe(mine, {"POD_UID": "0b5e-uid"}, tmp_path).values)
     assert body["tags"] == {"team": "ml", "stage": "train"}
     assert body["external_run_id"] == "0b5e-uid"
     assert body["command"] == '["python", "t.py"]'
-    yours = register_body(gather(settings(external_run_id="mine", cloud_detect=False),
-                                 {"POD_UID": "0b5e-uid"}, tmp_path))  # fmt: skip
+    yours = register_body(probe(settings(external_run_id="mine", cloud_detect=False),
+                                {"POD_UID": "0b5e-uid"}, tmp_path).values)  # fmt: skip
     assert yours["external_run_id"] == "mine"

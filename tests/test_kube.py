@@ -5,7 +5,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sentinel_sidecar.identity.kube import pod_exit_code, workload_exit_code
+from sentinel_sidecar.config import PodEnv
+from sentinel_sidecar.exit_code import pod_exit_code, terminated_exit_code
 from tests.peers import KubeApiServer
 
 
@@ -51,7 +52,7 @@ def environ(api: KubeApiServer) -> dict[str, str]:
 
 def lookup(api: KubeApiServer, account: Path, seconds: float = 5.0) -> int | None:
     return pod_exit_code(
-        environ(api),
+        PodEnv.from_environ(environ(api)),
         time.monotonic() + seconds,
         own_container="sentinel-sidecar",
         workload_container=None,
@@ -83,7 +84,7 @@ def test_garbage_answer_means_unknown(api, account):
 
 
 def test_outside_a_cluster_means_unknown(tmp_path: Path):
-    assert pod_exit_code({}, time.monotonic() + 1, own_container="s", workload_container=None,
+    assert pod_exit_code(PodEnv(), time.monotonic() + 1, own_container="s", workload_container=None,
                          account_dir=tmp_path) is None  # fmt: skip
 
 
@@ -112,5 +113,5 @@ def test_classic_sidecar_ignores_its_own_status_and_picks_the_failed_container()
             ]
         }
     }
-    assert workload_exit_code(classic, "sentinel-sidecar", None) == 137
-    assert workload_exit_code(classic, "sentinel-sidecar", "train") == 0
+    assert terminated_exit_code(classic, "sentinel-sidecar", None) == 137
+    assert terminated_exit_code(classic, "sentinel-sidecar", "train") == 0

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 import sentinel_sidecar
-from sentinel_sidecar.config import parse_s3_uri
 from sentinel_sidecar.delivery.retry import (
     RETRY_AFTER_CAP,
     Backoff,
@@ -13,6 +12,7 @@ from sentinel_sidecar.delivery.retry import (
     ErrorKind,
     retry_until,
 )
+from sentinel_sidecar.delivery.s3 import parse_s3_uri
 from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import (
     REJECTED_ANSWER_BACKOFF,

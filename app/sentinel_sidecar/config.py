@@ -1,403 +1,261 @@
-"""Settings: defaults < YAML file < environment variables < CLI flags, validated in one place."""
+"""Settings: defaults < YAML file < environment variables < CLI flags, validated in one place.
+
+`Settings` is composed of groups, each declared where it belongs with `setting.setting`
+(default, rule, help): the spool's, the upload worker's, one per destination (registered in
+`delivery/registry.py`), and the agent's own below. Validation, `--help` and the settings
+table in docs/settings.md all come from the groups, in this order."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
-import json
-import math
-import re
-import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from sentinel_sidecar.delivery import registry
+from sentinel_sidecar.delivery.local import LocalSettings
+from sentinel_sidecar.delivery.s3 import S3Settings
+from sentinel_sidecar.delivery.sentinel import SentinelSettings
+from sentinel_sidecar.delivery.upload import UploadSettings
+from sentinel_sidecar.measure.rows import Schema
+from sentinel_sidecar.setting import (
+    AUTO_BOOL,
+    BOOL,
+    COMMAND,
+    PATH,
+    SECONDS,
+    SECONDS_POSITIVE,
+    TAGS,
+    TEXT,
+    URL,
+    Rule,
+    choice,
+    number,
+    setting,
+)
+from sentinel_sidecar.spool.store import MIN_SEGMENTS, SpoolSettings
 
 CONFIG_ENV = "TRACKER_CONFIG"
-SPOOL_MIN_SEGMENTS = 8  # spool_max_bytes holds at least this many segments
-# The spool keeps room for this many segments even when local-mode output fills the cap.
-LOCAL_FLOOR_SEGMENTS = 3
 
 
 class ConfigError(Exception):
     """A setting has a value the agent cannot use; the message is one line for the user."""
 
 
-class Mode(StrEnum):
-    """Where the data goes."""
-
-    SENTINEL = "sentinel"  # a token is set: the Sentinel API, its S3 and STS credentials
-    S3 = "s3"  # an S3 URI and no token: your bucket, boto3's default credentials
-    LOCAL = "local"  # neither: a local directory
-
-
-class Schema(StrEnum):
-    """The CSV columns: the 32 Sentinel takes, or those plus the workload cgroup's."""
-
-    SENTINEL = "sentinel"
-    EXTENDED = "extended"
-
-
 @dataclass(frozen=True)
-class _Rule:
-    kind: str
-    parse: Callable[[Any], Any]
-    allowed: str
+class SamplingSettings:
+    """What is sampled, how often, and when the workload counts as gone."""
 
+    TITLE: ClassVar[str] = "Sampling"
 
-def _number(
-    kind: type[int] | type[float], minimum: float, allowed: str, maximum: float = math.inf
-) -> _Rule:
-    def parse(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, str):
-            value = kind(value.strip())
-        elif kind is float and isinstance(value, int):
-            value = float(value)
-        if (
-            not isinstance(value, kind)
-            or not math.isfinite(value)
-            or not minimum <= value <= maximum
-        ):
-            raise ValueError
-        return value
-
-    return _Rule(kind.__name__, parse, allowed)
-
-
-def _choice(*choices: str) -> _Rule:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise ValueError
-        return value.lower()
-
-    return _Rule("str", parse, "one of " + ", ".join(choices))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError
-    return str(value)
-
-
-def _secret(value: Any) -> str:
-    # A Secret made with `--from-file` ends in a newline: requests then refuses the header and
-    # its error message carries the token.
-    token = _text(value).strip()
-    if any(character.isspace() for character in token):
-        raise ValueError
-    return token
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
-        return _BOOLEANS[value.strip().lower()]
-    raise ValueError
-
-
-def _auto_bool(value: Any) -> bool | None:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return None
-    return _bool(value)
-
-
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _path(value: Any) -> Path:
-    if isinstance(value, Path):
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValueError
-    return Path(value)
-
-
-def _tags(value: Any) -> dict[str, str]:
-    """Key-value pairs from a mapping (YAML), a JSON object, or `k=v,k2=v2`."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("{"):
-            value = json.loads(text)
-        else:
-            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
-            if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
-                raise ValueError
-            value = {key.strip(): item.strip() for key, _, item in pairs}
-    if not isinstance(value, dict) or not value:
-        raise ValueError
-    tags = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not key or isinstance(item, bool | dict | list):
-            raise ValueError
-        tags[key] = "" if item is None else str(item)
-    return tags
-
-
-def _command(value: Any) -> str:
-    """The command as a JSON array string: from a JSON array, a list (YAML) or a shell line."""
-    if isinstance(value, list):
-        parts = value
-    elif isinstance(value, str):
-        try:
-            parts = json.loads(value)
-        except ValueError:
-            parts = None
-        if not isinstance(parts, list):
-            parts = shlex.split(value)  # ValueError on an unbalanced quote
-    else:
-        raise ValueError
-    if not parts or not all(isinstance(part, str) for part in parts):
-        raise ValueError
-    return json.dumps(parts)
-
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/prefix` as (bucket, prefix without slashes at the ends); ValueError if bad."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an s3:// URI")
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    if not _BUCKET.match(bucket):
-        raise ValueError(f"{uri!r} has no valid bucket name")
-    prefix = prefix.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
-    return bucket, prefix
-
-
-def _url(value: Any) -> str:
-    text = _text(value).strip()
-    if not re.match(r"^https?://[^/\s]+", text):
-        raise ValueError
-    return text.rstrip("/")
-
-
-def _s3_uri(value: Any) -> str:
-    parse_s3_uri(_text(value))
-    return str(value)
-
-
-_TEXT = _Rule("str", _text, "a string")
-_BOOL = _Rule("bool", _bool, "true or false")
-_PATH = _Rule("path", _path, "a non-empty path")
-_SECONDS_POSITIVE = _number(float, 0.001, "a number of seconds >= 0.001")
-_SECONDS = _number(float, 0, "a number of seconds >= 0")
-_BYTES = _number(int, 1, "a whole number of bytes >= 1")
-
-_SCHEMA = _Rule(
-    "str", lambda value: Schema(_choice(*Schema).parse(value)), "one of " + ", ".join(Schema)
-)
-_URL = _Rule("str", _url, "an http:// or https:// URL")
-
-
-def _setting(default: Any, rule: _Rule, help: str, *, repr: bool = True) -> Any:
-    """One setting, declared once: its default, how its text is checked, and what it does.
-    The env var and the flag follow from its name (`env_name`, `flag_name`)."""
-    return dataclasses.field(default=default, repr=repr, metadata={"rule": rule, "help": help})
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every setting of the agent, each declared once with `_setting` (default, rule, help):
-    validation, `--help` and the README's settings table all come from here."""
-
-    interval: float = _setting(1.0, _SECONDS_POSITIVE, "seconds between samples (> 0)")
-    upload_interval: float = _setting(
-        60.0,
-        _SECONDS_POSITIVE,
-        "seconds between chunk uploads; the spool is fsynced at least this often",
+    interval: float = setting(1.0, SECONDS_POSITIVE, "seconds between samples (> 0)")
+    schema: Schema = setting(
+        Schema.SENTINEL,
+        Rule(
+            "str", lambda value: Schema(choice(*Schema).parse(value)), "one of sentinel, extended"
+        ),
+        "`sentinel` (32 columns) or `extended` (+ cgroup columns; local and direct S3 only)",
     )
-    upload_threshold_bytes: int = _setting(
-        4 * 1024 * 1024, _BYTES, "upload early when this many bytes are pending"
+    proc_root: Path = setting(Path("/proc"), PATH, "where /proc is mounted")
+    cgroup_root: Path = setting(
+        Path("/sys/fs/cgroup"), PATH, "where the cgroup filesystem is mounted"
     )
-    max_chunk_bytes: int = _setting(
-        8 * 1024 * 1024,
-        _BYTES,
-        "largest raw chunk (whole rows; a longer single row still goes whole)",
+    pid: int | None = setting(
+        None,
+        number(int, 1, "a process id >= 1"),
+        "track this process and its descendants instead of discovering the workload",
     )
-    max_chunk_refusals: int = _setting(
-        5,
-        _number(int, 1, "a whole number >= 1"),
-        "a chunk the destination refuses for good (HTTP 400, 413, 422) this many times in a "
-        "row is set aside in `<spool_dir>/refused/` and delivery goes on with the next rows",
+    cgroup: str | None = setting(
+        None,
+        TEXT,
+        "track this cgroup (path under cgroup_root) instead of discovering the workload",
     )
-    inline_max_bytes: int = _setting(
-        1024 * 1024,
-        _number(int, 0, "a whole number of bytes >= 0"),
-        "Sentinel mode: a run this small that never uploaded a chunk goes inline with the finish",
-    )
-    shutdown_timeout: float = _setting(
-        20.0, _SECONDS_POSITIVE, "seconds for the last sample, drain and finish after a stop"
-    )
-    workload_wait: float = _setting(
+    workload_wait: float = setting(
         30.0,
-        _SECONDS,
+        SECONDS,
         "seconds to wait for a workload process; then the hint, and with exit_with_workload "
         "the end of the run",
     )
-    exit_with_workload: bool = _setting(
+    exit_with_workload: bool = setting(
         True,
-        _BOOL,
+        BOOL,
         "finish when the workload's processes are gone (classic sidecar); `false` for a "
         "native sidecar",
     )
-    spool_dir: Path = _setting(
-        Path("/var/lib/sentinel-sidecar"),
-        _PATH,
-        "spool: `segment-*.csv`, `state.json`, `exit_code` (an emptyDir in a pod)",
-    )
-    spool_max_bytes: int = _setting(
-        256 * 1024 * 1024,
-        _number(
-            int,
-            SPOOL_MIN_SEGMENTS * 4096,
-            f"a whole number of bytes >= {SPOOL_MIN_SEGMENTS * 4096}",
-        ),
-        "cap of the spool's segment files (with local-mode output inside spool_dir); "
-        f"undelivered rows past it are merged into coarser ones; >= {SPOOL_MIN_SEGMENTS} segments",
-    )
-    spool_segment_bytes: int = _setting(
-        2 * 1024 * 1024,
-        _number(int, 4096, "a whole number of bytes >= 4096"),
-        "size at which a spool segment is closed and a new one begun; a delivered segment "
-        "is deleted",
-    )
-    output_dir: Path | None = _setting(
-        None, _PATH, "local mode: where chunks and `run.json` go (default `<spool_dir>/output`)"
-    )
-    schema: Schema = _setting(
-        Schema.SENTINEL,
-        _SCHEMA,
-        "`sentinel` (32 columns) or `extended` (+ cgroup columns; local and direct S3 only)",
-    )
-    proc_root: Path = _setting(Path("/proc"), _PATH, "where /proc is mounted")
-    cgroup_root: Path = _setting(
-        Path("/sys/fs/cgroup"), _PATH, "where the cgroup filesystem is mounted"
-    )
-    pid: int | None = _setting(
-        None,
-        _number(int, 1, "a process id >= 1"),
-        "track this process and its descendants instead of discovering the workload",
-    )
-    cgroup: str | None = _setting(
-        None,
-        _TEXT,
-        "track this cgroup (path under cgroup_root) instead of discovering the workload",
-    )
-    log_level: str = _setting(
-        "info",
-        _choice("debug", "info", "warning", "error"),
-        "`debug`, `info`, `warning` or `error`",
-    )
-    progress_interval: float = _setting(
-        300.0,
-        _SECONDS,
-        "seconds between `progress` log lines (rows, chunks, pending bytes); 0 = off",
-    )
-    log_format: str = _setting(
-        "json", _choice("json", "console"), "`json` (one object per line) or `console` (for humans)"
-    )
-    health_port: int = _setting(
-        8080,
-        _number(int, 0, "a port number 0-65535 (0 = off)", 65535),
-        "port of /healthz, /readyz and /metrics; `0` = off",
-    )
-    k8s_exit_code: bool = _setting(
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """The workload's exit code from the pod's status, when no `exit_code` file holds it."""
+
+    TITLE: ClassVar[str] = "Kubernetes"
+
+    k8s_exit_code: bool = setting(
         False,
-        _BOOL,
+        BOOL,
         "without an `exit_code` file, read the workload container's exit code from the pod's "
         "status (in-cluster API, needs `k8s/rbac.yaml`)",
     )
-    k8s_container_name: str = _setting(
-        "sentinel-sidecar", _TEXT, "the agent's own container name, skipped in that lookup"
+    k8s_container_name: str = setting(
+        "sentinel-sidecar", TEXT, "the agent's own container name, skipped in that lookup"
     )
-    k8s_workload_container: str | None = _setting(
+    k8s_workload_container: str | None = setting(
         None,
-        _TEXT,
+        TEXT,
         "the workload container to take the exit code from; default: any other (first "
         "non-zero wins)",
     )
-    sentinel_api_url: str = _setting(
-        "https://api.sentinel.sparecores.net", _URL, "Sentinel API base URL"
+
+
+@dataclass(frozen=True)
+class MetadataSettings:
+    """Run metadata, sent with the run (Sentinel) or written to `run.json`."""
+
+    TITLE: ClassVar[str] = "Run metadata"
+
+    project_name: str | None = setting(None, TEXT, "run metadata: project")
+    job_name: str | None = setting(None, TEXT, "run metadata: job")
+    stage_name: str | None = setting(None, TEXT, "run metadata: stage")
+    task_name: str | None = setting(None, TEXT, "run metadata: task")
+    team: str | None = setting(None, TEXT, "run metadata: team")
+    env: str | None = setting(None, TEXT, "run metadata: environment (prod, dev, ...)")
+    language: str | None = setting(None, TEXT, "run metadata: the workload's language")
+    orchestrator: str | None = setting(
+        None, TEXT, "run metadata: orchestrator (kubernetes, docker-compose, ...)"
     )
-    sentinel_api_token: str | None = _setting(
+    executor: str | None = setting(None, TEXT, "run metadata: executor")
+    external_run_id: str | None = setting(
+        None, TEXT, "run metadata: your run id (default: the pod's UID, `POD_UID`)"
+    )
+    container_image: str | None = setting(None, TEXT, "run metadata: the workload's image")
+    command: str | None = setting(
+        None, COMMAND, "run metadata: the workload's command, a command line or a JSON array"
+    )
+    tags: dict[str, str] | None = setting(
+        None, TAGS, "run metadata: `k=v,k2=v2`, a JSON object or a YAML mapping"
+    )
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """The host and its cloud: found where allowed, your values always win."""
+
+    TITLE: ClassVar[str] = "Host and cloud"
+
+    cloud_detect: bool | None = setting(
         None,
-        _Rule("str", _secret, "a token (no spaces inside)"),
-        "Sentinel API token (env or file only; never logged)",
-        repr=False,
-    )
-    sentinel_api_token_file: Path | None = _setting(
-        None, _PATH, "file holding the token (a mounted Secret); read again after a 401"
-    )
-    s3_uri: str | None = _setting(
-        None,
-        _Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
-        "direct S3 mode: `s3://bucket/prefix` (boto3's default credentials)",
-    )
-    s3_endpoint_url: str | None = _setting(None, _URL, "S3-compatible endpoint (MinIO, ...)")
-    aws_region: str | None = _setting(
-        None,
-        _TEXT,
-        "region for S3 when the credentials name none (else the bucket's own, by HeadBucket)",
-    )
-    project_name: str | None = _setting(None, _TEXT, "run metadata: project")
-    job_name: str | None = _setting(None, _TEXT, "run metadata: job")
-    stage_name: str | None = _setting(None, _TEXT, "run metadata: stage")
-    task_name: str | None = _setting(None, _TEXT, "run metadata: task")
-    team: str | None = _setting(None, _TEXT, "run metadata: team")
-    env: str | None = _setting(None, _TEXT, "run metadata: environment (prod, dev, ...)")
-    language: str | None = _setting(None, _TEXT, "run metadata: the workload's language")
-    orchestrator: str | None = _setting(
-        None, _TEXT, "run metadata: orchestrator (kubernetes, docker-compose, ...)"
-    )
-    executor: str | None = _setting(None, _TEXT, "run metadata: executor")
-    external_run_id: str | None = _setting(
-        None, _TEXT, "run metadata: your run id (default: the pod's UID, `POD_UID`)"
-    )
-    container_image: str | None = _setting(None, _TEXT, "run metadata: the workload's image")
-    command: str | None = _setting(
-        None,
-        _Rule("str", _command, "a command line or a JSON array of strings"),
-        "run metadata: the workload's command, a command line or a JSON array",
-    )
-    tags: dict[str, str] | None = _setting(
-        None,
-        _Rule("dict", _tags, "k=v,k2=v2 or a JSON object of strings"),
-        "run metadata: `k=v,k2=v2`, a JSON object or a YAML mapping",
-    )
-    cloud_detect: bool | None = _setting(
-        None,
-        _Rule("bool", _auto_bool, "true, false or auto"),
+        AUTO_BOOL,
         "find the cloud, region, zone and instance type: the node's labels (needs `get` on "
         "nodes), else the cloud's metadata service; your cloud_* settings always win; unset "
         "(`auto`): only in a pod (`KUBERNETES_SERVICE_HOST` set), so a laptop or CI machine "
         "asks no metadata address",
     )
-    cloud_metadata_url: str = _setting(
-        "http://169.254.169.254", _URL, "base URL of the cloud metadata services probed"
+    cloud_metadata_url: str = setting(
+        "http://169.254.169.254", URL, "base URL of the cloud metadata services probed"
     )
-    send_host_identity: bool = _setting(
-        True, _BOOL, "send host_id, host_hostname and host_ip with the run; `false` = never"
+    send_host_identity: bool = setting(
+        True, BOOL, "send host_id, host_hostname and host_ip with the run; `false` = never"
     )
-    cloud_vendor_id: str | None = _setting(
-        None, _TEXT, "cloud: vendor id (aws, gcp, azure, hcloud, upcloud, ...)"
+    cloud_vendor_id: str | None = setting(
+        None, TEXT, "cloud: vendor id (aws, gcp, azure, hcloud, upcloud, ...)"
     )
-    cloud_account_id: str | None = _setting(None, _TEXT, "cloud: account or project id")
-    cloud_region_id: str | None = _setting(None, _TEXT, "cloud: region")
-    cloud_zone_id: str | None = _setting(None, _TEXT, "cloud: zone")
-    cloud_instance_type: str | None = _setting(None, _TEXT, "cloud: instance type")
+    cloud_account_id: str | None = setting(None, TEXT, "cloud: account or project id")
+    cloud_region_id: str | None = setting(None, TEXT, "cloud: region")
+    cloud_zone_id: str | None = setting(None, TEXT, "cloud: zone")
+    cloud_instance_type: str | None = setting(None, TEXT, "cloud: instance type")
 
-    @property
-    def local_output_dir(self) -> Path:
-        """Where local mode writes chunks: `output_dir`, else `<spool_dir>/output`."""
-        return self.output_dir if self.output_dir is not None else self.spool_dir / "output"
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """The agent's own logs and probes."""
+
+    TITLE: ClassVar[str] = "Logs and probes"
+
+    log_level: str = setting(
+        "info", choice("debug", "info", "warning", "error"), "`debug`, `info`, `warning` or `error`"
+    )
+    log_format: str = setting(
+        "json", choice("json", "console"), "`json` (one object per line) or `console` (for humans)"
+    )
+    progress_interval: float = setting(
+        300.0,
+        SECONDS,
+        "seconds between `progress` log lines (rows, chunks, pending bytes); 0 = off",
+    )
+    health_port: int = setting(
+        8080,
+        number(int, 0, "a port number 0-65535 (0 = off)", 65535),
+        "port of /healthz, /readyz and /metrics; `0` = off",
+    )
+
+
+@dataclass(frozen=True)
+class PodEnv:
+    """What the kubelet tells a container through its environment: the Downward API variables
+    the manifests in k8s/ set, and the API's service address (set in every pod). Read once,
+    here; nothing else reads the environment for them."""
+
+    in_pod: bool = False  # KUBERNETES_SERVICE_HOST is set
+    service_host: str | None = None
+    service_port: str = "443"
+    name: str | None = None  # POD_NAME
+    namespace: str | None = None  # POD_NAMESPACE
+    uid: str | None = None  # POD_UID
+    node_name: str | None = None  # NODE_NAME
+    ip: str | None = None  # HOST_IP, else POD_IP
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> PodEnv:
+        """The values in `environ` (empty ones count as unset)."""
+        host = environ.get("KUBERNETES_SERVICE_HOST") or None
+        return cls(
+            in_pod=host is not None,
+            service_host=host,
+            service_port=environ.get("KUBERNETES_SERVICE_PORT") or "443",
+            name=environ.get("POD_NAME") or None,
+            namespace=environ.get("POD_NAMESPACE") or None,
+            uid=environ.get("POD_UID") or None,
+            node_name=environ.get("NODE_NAME") or None,
+            ip=environ.get("HOST_IP") or environ.get("POD_IP") or None,
+        )
+
+
+# The groups in the order of `--help` and the settings table; `Settings` lists them reversed
+# because a dataclass takes its bases' fields from the last base to the first.
+GROUPS: tuple[type, ...] = (
+    SamplingSettings,
+    SpoolSettings,
+    UploadSettings,
+    SentinelSettings,
+    S3Settings,
+    LocalSettings,
+    KubernetesSettings,
+    MetadataSettings,
+    CloudSettings,
+    AgentSettings,
+)
+
+
+@dataclass(frozen=True)
+class Settings(
+    AgentSettings,
+    CloudSettings,
+    MetadataSettings,
+    KubernetesSettings,
+    LocalSettings,
+    S3Settings,
+    SentinelSettings,
+    UploadSettings,
+    SpoolSettings,
+    SamplingSettings,
+):
+    """Every setting of the agent: the groups above, composed; and the pod's environment."""
+
+    pod: PodEnv = dataclasses.field(default_factory=PodEnv, compare=False)
 
     def metadata(self) -> dict[str, Any]:
         """The run metadata fields of the Sentinel API that are set."""
@@ -411,8 +269,10 @@ class Settings:
 
     def effective(self) -> dict[str, Any]:
         """The settings in force, as log fields: unset ones left out, secrets never shown."""
-        shown: dict[str, Any] = {"mode": str(self.mode)}
+        shown: dict[str, Any] = {"mode": self.mode}
         for field in dataclasses.fields(self):
+            if field.name not in _FIELDS:
+                continue
             value = getattr(self, field.name)
             if value is None:
                 continue
@@ -422,11 +282,18 @@ class Settings:
         return shown
 
     @property
-    def mode(self) -> Mode:
-        """Sentinel with a token, else S3 with an S3 URI, else local."""
-        if self.sentinel_api_token or self.sentinel_api_token_file:
-            return Mode.SENTINEL
-        return Mode.S3 if self.s3_uri else Mode.LOCAL
+    def mode(self) -> str:
+        """The destination's name: `sentinel` with a token, else `s3` with an S3 URI, else
+        `local` (`delivery/registry.py`)."""
+        return registry.chosen(self).name
+
+
+def group_fields(group: type) -> tuple[str, ...]:
+    """The settings a group declares itself, in order."""
+    own = [
+        field for field in dataclasses.fields(group) if field.name in vars(group)["__annotations__"]
+    ]
+    return tuple(field.name for field in own)
 
 
 METADATA_FIELDS = (
@@ -453,7 +320,9 @@ CLOUD_FIELDS = (
     "cloud_instance_type",
 )
 
-SECRET_FIELDS = frozenset({"sentinel_api_token"})
+_FIELDS = {field.name: field for field in dataclasses.fields(Settings) if "rule" in field.metadata}
+FIELDS = tuple(name for group in GROUPS for name in group_fields(group))
+SECRET_FIELDS = frozenset(name for name, field in _FIELDS.items() if field.metadata["secret"])
 
 # Names taken from the environment as-is; every other setting is TRACKER_<NAME>.
 _ENV_OVERRIDES = {
@@ -475,14 +344,9 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-FIELDS = tuple(field.name for field in dataclasses.fields(Settings))
-_RULES: dict[str, _Rule] = {
-    field.name: field.metadata["rule"] for field in dataclasses.fields(Settings)
-}
-DEFAULTS: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(Settings)}
-HELP: dict[str, str] = {
-    field.name: field.metadata["help"] for field in dataclasses.fields(Settings)
-}
+_RULES: dict[str, Rule[Any]] = {name: field.metadata["rule"] for name, field in _FIELDS.items()}
+DEFAULTS: dict[str, Any] = {name: field.default for name, field in _FIELDS.items()}
+HELP: dict[str, str] = {name: field.metadata["help"] for name, field in _FIELDS.items()}
 
 
 def _validate(field: str, value: Any, source: str) -> Any:
@@ -551,30 +415,38 @@ def shown_default(field: str) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one `--flag` per setting, plus `--config`; flags default to unset."""
+    """Add one `--flag` per setting, in a section per group, plus `--config`; flags default
+    to unset."""
     parser.add_argument("--config", metavar="PATH", help=f"YAML settings file (or ${CONFIG_ENV})")
-    for field in FIELDS:
-        if field in SECRET_FIELDS:
-            continue  # secrets on a command line leak into `ps`; env or file only
-        parser.add_argument(
-            flag_name(field),
-            dest=field,
-            metavar=_METAVARS.get(_RULES[field].kind, _RULES[field].kind.upper()),
-            default=None,
-            help=f"{HELP[field].replace('%', '%%')} [default: {shown_default(field)}; "
-            f"env {env_name(field)}]",
-        )
+    for group in GROUPS:
+        section = parser.add_argument_group(group.TITLE)  # type: ignore[attr-defined]
+        for field in group_fields(group):
+            if field in SECRET_FIELDS:
+                continue  # secrets on a command line leak into `ps`; env or file only
+            section.add_argument(
+                flag_name(field),
+                dest=field,
+                metavar=_METAVARS.get(_RULES[field].kind, _RULES[field].kind.upper()),
+                default=None,
+                help=f"{HELP[field].replace('%', '%%')} [default: {shown_default(field)}; "
+                f"env {env_name(field)}]",
+            )
 
 
 def settings_table() -> str:
-    """The README's settings table (Markdown), made from the declarations."""
-    rows = ["| setting | env var | flag | default | meaning |", "|---|---|---|---|---|"]
-    for field in FIELDS:
-        flag = "- (env or file only)" if field in SECRET_FIELDS else f"`{flag_name(field)}`"
-        default = shown_default(field)
-        default = "-" if default == "-" else f"`{default}`"
-        rows.append(f"| `{field}` | `{env_name(field)}` | {flag} | {default} | {HELP[field]} |")
-    return "\n".join(rows) + "\n"
+    """The settings tables of docs/settings.md (Markdown), one per group, made from the
+    declarations."""
+    sections = []
+    for group in GROUPS:
+        rows = [f"**{group.TITLE}**", ""]  # type: ignore[attr-defined]
+        rows += ["| setting | env var | flag | default | meaning |", "|---|---|---|---|---|"]
+        for field in group_fields(group):
+            flag = "- (env or file only)" if field in SECRET_FIELDS else f"`{flag_name(field)}`"
+            default = shown_default(field)
+            default = "-" if default == "-" else f"`{default}`"
+            rows.append(f"| `{field}` | `{env_name(field)}` | {flag} | {default} | {HELP[field]} |")
+        sections.append("\n".join(rows) + "\n")
+    return "\n".join(sections)
 
 
 def unknown_settings(environ: Mapping[str, str], config_path: Path | None) -> list[str]:
@@ -609,11 +481,6 @@ def _yaml_keys(path: Path | None) -> list[str]:
     return [str(key) for key in data] if isinstance(data, dict) else []
 
 
-def in_pod(environ: Mapping[str, str]) -> bool:
-    """True in a Kubernetes pod: the kubelet sets KUBERNETES_SERVICE_HOST in every container."""
-    return bool(environ.get("KUBERNETES_SERVICE_HOST"))
-
-
 def load(
     args: argparse.Namespace,
     environ: Mapping[str, str],
@@ -632,13 +499,14 @@ def load(
         raw = getattr(args, field, None)
         if raw is not None:
             values[field] = _validate(field, raw, f"flag {flag_name(field)}")
+    pod = PodEnv.from_environ(environ)
     if values.get("cloud_detect") is None:
-        values["cloud_detect"] = in_pod(environ)
-    settings = Settings(**values)
-    if settings.spool_max_bytes < SPOOL_MIN_SEGMENTS * settings.spool_segment_bytes:
+        values["cloud_detect"] = pod.in_pod
+    settings = Settings(**values, pod=pod)
+    if settings.spool_max_bytes < MIN_SEGMENTS * settings.spool_segment_bytes:
         raise ConfigError(
             f"spool_max_bytes: {settings.spool_max_bytes} is not allowed; expected >= "
-            f"{SPOOL_MIN_SEGMENTS} x spool_segment_bytes ({settings.spool_segment_bytes})"
+            f"{MIN_SEGMENTS} x spool_segment_bytes ({settings.spool_segment_bytes})"
         )
     return settings
 

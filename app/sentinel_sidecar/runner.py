@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -13,24 +12,23 @@ from typing import TypeVar
 
 import structlog
 
-from sentinel_sidecar.config import DEFAULTS, ConfigError, Mode, Schema, Settings
+from sentinel_sidecar import assemble
+from sentinel_sidecar.config import DEFAULTS, ConfigError, Settings
 from sentinel_sidecar.deadline import DeadlineExceeded, call_before
-from sentinel_sidecar.delivery import destination_for
+from sentinel_sidecar.delivery import registry
 from sentinel_sidecar.delivery.destination import Destination, DestinationStatus, RunSummary
 from sentinel_sidecar.delivery.retry import DeliveryError, retry_until
 from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
-from sentinel_sidecar.exit_code import read_exit_code
+from sentinel_sidecar.exit_code import workload_exit_code
 from sentinel_sidecar.health import HealthServer, Probe
-from sentinel_sidecar.identity.kube import pod_exit_code
-from sentinel_sidecar.identity.probe import IdentityProbe
 from sentinel_sidecar.launch import Command
 from sentinel_sidecar.log import RunContext
-from sentinel_sidecar.measure.cgroup import CgroupReader
-from sentinel_sidecar.measure.collect import Collector, Reading
-from sentinel_sidecar.measure.gpu import GpuReader
-from sentinel_sidecar.measure.procfs import ProcReader, clock_ticks
-from sentinel_sidecar.measure.rows import header_line, make_row
+from sentinel_sidecar.measure.collect import Collector
+from sentinel_sidecar.measure.procfs import ProcReader
+from sentinel_sidecar.measure.reading import Reading
+from sentinel_sidecar.measure.rows import Schema, header_line, make_row
 from sentinel_sidecar.measure.values import ReadErrors
+from sentinel_sidecar.schedule import Ticker, WorkloadWatch
 from sentinel_sidecar.signals import StopFlag
 from sentinel_sidecar.spool.state import State, StateStore
 from sentinel_sidecar.spool.store import (
@@ -80,11 +78,9 @@ class Runner:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         context: RunContext | None = None,
-        in_pod: bool = True,
         command: Command | None = None,
     ) -> None:
         self.settings = settings
-        self._in_pod = in_pod
         self._command = command
         self.stop = stop
         self.telemetry = Telemetry()
@@ -96,7 +92,8 @@ class Runner:
         self._monotonic = monotonic
         # Sentinel validates exactly the 32 columns; the extended ones go only to local and
         # direct-S3 destinations.
-        self._schema = Schema.SENTINEL if settings.mode is Mode.SENTINEL else settings.schema
+        extended = registry.chosen(settings).extended_schema
+        self._schema = settings.schema if extended else Schema.SENTINEL
 
     def run(self) -> RunOutcome:
         """Sample until stopped or until the workload is gone, then deliver everything."""
@@ -109,24 +106,18 @@ class Runner:
 
     def _run(self) -> RunOutcome:
         settings = self.settings
-        gpu = GpuReader(self._read_errors)  # NVML once; no GPU: the columns stay 0
-        self._identity = IdentityProbe(settings, gpu_facts=gpu.facts())  # in the background
+        sources = assemble.sources(self._read_errors)
+        self._identity = assemble.identity_probe(settings, sources)  # in the background
         procs = ProcReader(settings.proc_root, errors=self._read_errors)
-        collector = Collector(
-            procs,
-            CgroupReader(settings.cgroup_root, clock_ticks()),
-            pid=settings.pid,
-            cgroup=settings.cgroup,
-            wall_clock=self._wall_clock,
-            monotonic=self._monotonic,
-            gpu=gpu,
-        )
-        watch = WorkloadWatch(settings, self._monotonic(), in_pod=self._in_pod)
+        collector = assemble.collector(settings, procs, sources, wall_clock=self._wall_clock,
+                                       monotonic=self._monotonic)  # fmt: skip
+        watch = WorkloadWatch(settings, self._monotonic())
         try:
             return self._record(collector, watch)
         finally:
             procs.close()
-            gpu.close()
+            for source in sources:
+                source.close()
 
     def _record(self, collector: Collector, watch: WorkloadWatch) -> RunOutcome:
         settings = self.settings
@@ -144,11 +135,11 @@ class Runner:
         resumed = previous is not None and previous.header == header
         state = previous if resumed and previous is not None else self._new_state(spool, header)
         spool.acknowledge(state.offset)  # deletes what a crash left delivered but not deleted
-        destination = destination_for(
+        destination = assemble.destination(
             settings,
             new_run=not resumed,
             telemetry=self.telemetry,
-            secret=self._context.secret,
+            context=self._context,
             identity=self._identity,
         )
         self._destination = destination
@@ -166,25 +157,18 @@ class Runner:
         if self._schema != settings.schema:
             log.warning("schema_not_sent", schema=settings.schema, mode=settings.mode,
                         reason="Sentinel takes the 32-column schema only")  # fmt: skip
-        uploader = Uploader(
+        worker = assemble.upload(
+            settings,
             spool,
             store,
             state,
             destination,
-            max_chunk_bytes=settings.max_chunk_bytes,
-            max_chunk_refusals=settings.max_chunk_refusals,
             telemetry=self.telemetry,
-            monotonic=self._monotonic,
-            wall_clock=self._wall_clock,
             context=self._context,
-        )
-        worker = UploadWorker(
-            uploader,
-            upload_interval=settings.upload_interval,
-            threshold_bytes=settings.upload_threshold_bytes,
+            wall_clock=self._wall_clock,
             monotonic=self._monotonic,
         )
-        self._uploader = uploader
+        uploader = self._uploader = worker.uploader
         worker.start()
         try:
             self._sample(collector, spool, worker, watch)
@@ -217,7 +201,7 @@ class Runner:
                 )
             except (SpoolError, OSError) as exc:
                 if _denied(exc) and (
-                    not self._in_pod or self.settings.spool_dir == DEFAULTS["spool_dir"]
+                    not self.settings.pod.in_pod or self.settings.spool_dir == DEFAULTS["spool_dir"]
                 ):
                     # Outside a pod there is no emptyDir to wait for: say what to change.
                     raise ConfigError(f"{exc}; {SPOOL_HINT}") from exc
@@ -474,25 +458,14 @@ class Runner:
         return RunOutcome(summary, summary_uri)
 
     def _exit_code(self, deadline: float) -> int | None:
-        """The command's own (`run -- CMD`), else from the exit-code file, else (if enabled) the
-        pod status, within half the time left."""
-        if self._command is not None:
-            return self._command.exit_code(min(1.0, self._left(deadline) / 2))
-        code = read_exit_code(self.settings.spool_dir)
-        if code is None and self.settings.k8s_exit_code:
-            until = self._monotonic() + min(10.0, self._left(deadline) / 2)
-            code = self._within(
-                until,
-                lambda: pod_exit_code(
-                    os.environ,
-                    until,
-                    own_container=self.settings.k8s_container_name,
-                    workload_container=self.settings.k8s_workload_container,
-                    monotonic=self._monotonic,
-                ),
-                "exit code from the pod status",
-            )
-        return code
+        """The workload's exit code (`exit_code.workload_exit_code`), within half the time left
+        and at most 10 s."""
+        until = self._monotonic() + min(10.0, self._left(deadline) / 2)
+        return self._within(
+            until,
+            lambda: workload_exit_code(self.settings, self._command, until, self._monotonic),
+            "exit code of the workload",
+        )
 
     def _within(self, deadline: float, call: Callable[[], _T], what: str) -> _T | None:
         """`call()` within `deadline`; None (logged) when it fails or is still running then."""
@@ -501,68 +474,3 @@ class Runner:
         except (DeliveryError, DeadlineExceeded) as exc:
             log.error("shutdown_call_failed", call=what, error=str(exc))
             return None
-
-
-class WorkloadWatch:
-    """When the workload's absence ends the run: gone after having been seen (a classic
-    sidecar must not keep a Job's pod alive), or never seen within workload_wait."""
-
-    def __init__(self, settings: Settings, started: float, *, in_pod: bool) -> None:
-        self._settings = settings
-        self._started = started
-        self._in_pod = in_pod
-        self._seen = self._warned = False
-
-    def ended(self, process_count: int, now: float) -> bool:
-        """Take one reading's count of workload processes; True when the run should end."""
-        settings = self._settings
-        if process_count > 0:
-            self._seen = True
-            return False
-        if self._seen:
-            if settings.exit_with_workload:
-                log.info("workload_exited")
-            return settings.exit_with_workload
-        if settings.pid is not None:
-            # A process that is gone never comes back: no reason to wait for it.
-            self._seen = True
-            log.warning(
-                "workload_ended_before_first_sample",
-                pid=settings.pid,
-                hint="`sentinel-sidecar run -- CMD` tracks a command from its start",
-            )
-            return settings.exit_with_workload
-        if self._warned or now - self._started < settings.workload_wait:
-            return False
-        self._warned = True
-        log.warning("no_workload_processes", waited_s=settings.workload_wait,
-                    hint=_absent_hint(settings, self._in_pod),
-                    ending=settings.exit_with_workload)  # fmt: skip
-        return settings.exit_with_workload
-
-
-def _absent_hint(settings: Settings, in_pod: bool) -> str:
-    if settings.cgroup is not None:
-        return f"no process in cgroup {settings.cgroup}"
-    if in_pod:
-        return ("shareProcessNamespace: true is probably missing from the pod spec, or the "
-                "workload ended before the first sample")  # fmt: skip
-    return ("no other process is visible (compose: pid: service:<holder>); outside a pod use "
-            "--pid PID or sentinel-sidecar run -- CMD")  # fmt: skip
-
-
-class Ticker:
-    """Tick times on a monotonic clock at start + k * interval; a late tick skips, never drifts."""
-
-    def __init__(self, interval: float, start: float) -> None:
-        self.interval = interval
-        self._next = start + interval
-
-    def next_after(self, now: float) -> float:
-        """The next tick time strictly after `now`, advancing the schedule."""
-        if now >= self._next:
-            missed = int((now - self._next) // self.interval) + 1
-            self._next += missed * self.interval
-        due = self._next
-        self._next += self.interval
-        return due

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sentinel_sidecar.spool.state import State
     from sentinel_sidecar.spool.store import Spool
+    from sentinel_sidecar.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,10 @@ class RunSummary:
 
 
 class Destination(Protocol):
-    """Where a run's chunks and its summary go. Every call does one attempt and returns before
-    its `deadline` (monotonic) as far as the destination can bound it; retries, backoff and the
-    total budget are the upload worker's."""
+    """Where a run's chunks and its summary go. Every call does one attempt; the upload worker
+    runs it through `deadline.Call` and stops waiting at its `deadline` (monotonic), which a
+    destination may also use to cut its own timeouts (Sentinel does). Retries, backoff and the
+    total budget are the policy's (`delivery/retry.py`)."""
 
     inline_max_bytes: int  # a run this small may go whole with `close` (0: never)
 
@@ -81,3 +84,30 @@ class Destination(Protocol):
     def status(self) -> DestinationStatus:
         """Ready or not, credential time left."""
         ...
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a destination may be built with besides the settings."""
+
+    new_run: bool  # no earlier state is resumed
+    telemetry: Telemetry
+    secret: Callable[..., None]  # told every secret value that arrives, so the log redacts it
+    register_body: Callable[[float], Mapping[str, Any]]  # the run's identity, by a deadline
+    run_name: str  # the pod's name (or the host's): direct S3 names the run after it
+
+
+@dataclass(frozen=True)
+class DestinationKind:
+    """A destination as the registry (`delivery/registry.py`) knows it: its mode name, its
+    settings group (a `setting.py` group, composed into `config.Settings`), when the settings
+    choose it, and how it is built. A new destination is one module declaring one of these
+    plus its line in the registry and its group in `config.Settings`. `chosen` and `build` get
+    the whole `config.Settings` (typed by each destination with a protocol of what it reads:
+    delivery never imports config)."""
+
+    name: str
+    settings: type
+    chosen: Callable[[Any], bool]
+    build: Callable[[Any, Wiring], Destination]
+    extended_schema: bool = True  # takes the extended columns (Sentinel takes its 32 only)

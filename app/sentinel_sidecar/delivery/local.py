@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import structlog
 
-from sentinel_sidecar.delivery.destination import DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.destination import (
+    DestinationKind,
+    DestinationStatus,
+    RunSummary,
+    Wiring,
+)
 from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind
+from sentinel_sidecar.setting import PATH, setting
 from sentinel_sidecar.spool.durable import replace_file
-from sentinel_sidecar.spool.store import unused_stamp
+from sentinel_sidecar.spool.store import LOCAL_FLOOR_SEGMENTS, unused_stamp
 
 if TYPE_CHECKING:
     from sentinel_sidecar.spool.state import State
     from sentinel_sidecar.spool.store import Spool
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """Local mode, when neither a token nor an S3 URI is set."""
+
+    TITLE: ClassVar[str] = "Local mode"
+
+    output_dir: Path | None = setting(
+        None, PATH, "local mode: where chunks and `run.json` go (default `<spool_dir>/output`)"
+    )
 
 
 class LocalDestination:
@@ -93,3 +111,35 @@ class LocalDestination:
         if self._kept is not None:
             self._kept += len(body) - replaced
         return str(target)
+
+
+class _Settings(Protocol):
+    """What local mode is built from (of `config.Settings`)."""
+
+    @property
+    def output_dir(self) -> Path | None: ...
+    @property
+    def spool_dir(self) -> Path: ...
+    @property
+    def spool_max_bytes(self) -> int: ...
+    @property
+    def spool_segment_bytes(self) -> int: ...
+
+
+def output_dir(settings: _Settings) -> Path:
+    """Where local mode writes chunks: `output_dir`, else `<spool_dir>/output`."""
+    return settings.output_dir or settings.spool_dir / "output"
+
+
+def _build(settings: _Settings, wiring: Wiring) -> LocalDestination:
+    output = output_dir(settings)
+    on_spool_volume = output.resolve().is_relative_to(settings.spool_dir.resolve())
+    # Output inside the spool directory shares its emptyDir: it counts against the cap, and
+    # the spool keeps room for a few segments of its own.
+    budget = settings.spool_max_bytes - LOCAL_FLOOR_SEGMENTS * settings.spool_segment_bytes
+    return LocalDestination(
+        output, new_run=wiring.new_run, budget=budget if on_spool_volume else None
+    )
+
+
+KIND = DestinationKind("local", LocalSettings, lambda settings: True, _build)  # the fallback

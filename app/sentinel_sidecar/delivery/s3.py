@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from sentinel_sidecar.config import parse_s3_uri
-from sentinel_sidecar.delivery.destination import DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.destination import (
+    DestinationKind,
+    DestinationStatus,
+    RunSummary,
+    Wiring,
+)
 from sentinel_sidecar.delivery.retry import (
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
@@ -18,6 +24,7 @@ from sentinel_sidecar.delivery.retry import (
     ErrorKind,
     http_error_kind,
 )
+from sentinel_sidecar.setting import TEXT, URL, Rule, setting
 
 if TYPE_CHECKING:
     from sentinel_sidecar.delivery.sentinel_api import Credentials
@@ -25,6 +32,47 @@ if TYPE_CHECKING:
     from sentinel_sidecar.spool.store import Spool
 
 log = structlog.get_logger(__name__)
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` as (bucket, prefix without slashes at the ends); ValueError if bad."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket):
+        raise ValueError(f"{uri!r} has no valid bucket name")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
+    return bucket, prefix
+
+
+def _s3_uri(value: Any) -> str:
+    text = TEXT.parse(value)
+    parse_s3_uri(text)
+    return text
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Direct S3 mode, and the S3 that Sentinel mode uploads to."""
+
+    TITLE: ClassVar[str] = "Direct S3 mode"
+
+    s3_uri: str | None = setting(
+        None,
+        Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
+        "direct S3 mode: `s3://bucket/prefix` (boto3's default credentials)",
+    )
+    s3_endpoint_url: str | None = setting(None, URL, "S3-compatible endpoint (MinIO, ...)")
+    aws_region: str | None = setting(
+        None,
+        TEXT,
+        "region for S3 when the credentials name none (else the bucket's own, by HeadBucket)",
+    )
+
 
 # S3 answers these when temporary credentials expired or were replaced; a renewal fixes them.
 CREDENTIAL_ERRORS = frozenset(
@@ -177,3 +225,20 @@ class S3Destination:
         if self._store is None:
             raise DeliveryError("the S3 destination is not open yet")
         return self._store
+
+
+def _build(settings: S3Settings, wiring: Wiring) -> S3Destination:
+    assert settings.s3_uri is not None
+    return S3Destination(
+        settings.s3_uri,
+        name=wiring.run_name,
+        region=settings.aws_region,
+        endpoint_url=settings.s3_endpoint_url,
+    )
+
+
+def _chosen(settings: S3Settings) -> bool:
+    return settings.s3_uri is not None
+
+
+KIND = DestinationKind("s3", S3Settings, _chosen, _build)

@@ -7,14 +7,22 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import structlog
 
-from sentinel_sidecar.delivery.destination import DestinationStatus, RunSummary
+from sentinel_sidecar.delivery.destination import (
+    DestinationKind,
+    DestinationStatus,
+    RunSummary,
+    Wiring,
+)
 from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind, http_error_kind
 from sentinel_sidecar.delivery.s3 import S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, SentinelError
+from sentinel_sidecar.setting import PATH, SECRET, URL, number, setting
 from sentinel_sidecar.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -24,6 +32,28 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 REFRESH_MARGIN = 300.0  # renew the credentials when fewer seconds than this are left
+
+
+@dataclass(frozen=True)
+class SentinelSettings:
+    """Sentinel mode, chosen by a token (or a token file)."""
+
+    TITLE: ClassVar[str] = "Sentinel mode"
+
+    sentinel_api_url: str = setting(
+        "https://api.sentinel.sparecores.net", URL, "Sentinel API base URL"
+    )
+    sentinel_api_token: str | None = setting(
+        None, SECRET, "Sentinel API token (env or file only; never logged)", secret=True
+    )
+    sentinel_api_token_file: Path | None = setting(
+        None, PATH, "file holding the token (a mounted Secret); read again after a 401"
+    )
+    inline_max_bytes: int = setting(
+        1024 * 1024,
+        number(int, 0, "a whole number of bytes >= 0"),
+        "Sentinel mode: a run this small that never uploaded a chunk goes inline with the finish",
+    )
 
 
 def _delivery_error(exc: SentinelError) -> DeliveryError:
@@ -172,3 +202,52 @@ class SentinelDestination:
         if self._store is None:
             raise DeliveryError("the run is not registered yet")
         return self._store
+
+
+class _Settings(Protocol):
+    """What Sentinel mode is built from (of `config.Settings`)."""
+
+    @property
+    def sentinel_api_url(self) -> str: ...
+    @property
+    def sentinel_api_token(self) -> str | None: ...
+    @property
+    def sentinel_api_token_file(self) -> Path | None: ...
+    @property
+    def inline_max_bytes(self) -> int: ...
+    @property
+    def aws_region(self) -> str | None: ...
+    @property
+    def s3_endpoint_url(self) -> str | None: ...
+
+
+def _chosen(settings: SentinelSettings) -> bool:
+    return bool(settings.sentinel_api_token or settings.sentinel_api_token_file)
+
+
+def _build(settings: _Settings, wiring: Wiring) -> SentinelDestination:
+    client = SentinelClient(
+        settings.sentinel_api_url,
+        settings.sentinel_api_token,
+        settings.sentinel_api_token_file,
+        secret=wiring.secret,
+    )
+    return SentinelDestination(
+        client,
+        wiring.register_body,
+        api_url=settings.sentinel_api_url,
+        inline_max_bytes=settings.inline_max_bytes,
+        region=settings.aws_region,
+        endpoint_url=settings.s3_endpoint_url,
+        telemetry=wiring.telemetry,
+        secret=wiring.secret,
+    )
+
+
+KIND = DestinationKind(
+    "sentinel",
+    SentinelSettings,
+    _chosen,
+    _build,
+    extended_schema=False,
+)

@@ -242,3 +242,23 @@ class SentinelClient:
         if not isinstance(data, dict):
             raise SentinelError(f"POST {path}: response is not a JSON object")
         return data
+
+
+def register_body(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat `POST /runs` body from the run's identity values: no nulls, no pid, `tags` an
+    object of strings (the service's wire contract).
+
+    `external_run_id` defaults to the pod's UID: a register retried after a lost answer may
+    create a second run, and the UID tells them apart."""
+    allowed = set(_REGISTER_FIELDS)
+    return {name: value for name, value in values.items() if name in allowed}
+
+
+_REGISTER_FIELDS = (
+    "project_name", "job_name", "stage_name", "task_name", "team", "env", "language",
+    "orchestrator", "executor", "external_run_id", "container_image", "command", "tags",
+    "host_id", "host_hostname", "host_ip", "host_server_allocation", "host_vcpus",
+    "host_cpu_model", "host_memory_mib", "host_gpu_model", "host_gpu_count",
+    "host_gpu_memory_mib", "host_storage_gb", "cloud_vendor_id", "cloud_account_id",
+    "cloud_region_id", "cloud_zone_id", "cloud_instance_type",
+)  # fmt: skip

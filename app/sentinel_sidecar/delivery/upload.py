@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 
@@ -20,6 +20,7 @@ from sentinel_sidecar.deadline import Call, DeadlineExceeded
 from sentinel_sidecar.delivery.destination import Destination, DestinationStatus
 from sentinel_sidecar.delivery.retry import Backoff, DeliveryError, ErrorKind, retry_until
 from sentinel_sidecar.log import RunContext
+from sentinel_sidecar.setting import BYTES, SECONDS_POSITIVE, number, setting
 from sentinel_sidecar.spool.durable import replace_file
 from sentinel_sidecar.spool.state import Loss, State, StateStore
 from sentinel_sidecar.spool.store import Spool
@@ -30,6 +31,36 @@ _T = TypeVar("_T")
 
 CALL_BUDGET = 30.0  # at least this long for one cycle's network calls outside the stop
 REFUSED_DIR = "refused"  # chunks the destination refused for good, under the spool directory
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """When rows are delivered, in what pieces, and for how long after a stop."""
+
+    TITLE: ClassVar[str] = "Delivery"
+
+    upload_interval: float = setting(
+        60.0,
+        SECONDS_POSITIVE,
+        "seconds between chunk uploads; the spool is fsynced at least this often",
+    )
+    upload_threshold_bytes: int = setting(
+        4 * 1024 * 1024, BYTES, "upload early when this many bytes are pending"
+    )
+    max_chunk_bytes: int = setting(
+        8 * 1024 * 1024,
+        BYTES,
+        "largest raw chunk (whole rows; a longer single row still goes whole)",
+    )
+    max_chunk_refusals: int = setting(
+        5,
+        number(int, 1, "a whole number >= 1"),
+        "a chunk the destination refuses for good (HTTP 400, 413, 422) this many times in a "
+        "row is set aside in `<spool_dir>/refused/` and delivery goes on with the next rows",
+    )
+    shutdown_timeout: float = setting(
+        20.0, SECONDS_POSITIVE, "seconds for the last sample, drain and finish after a stop"
+    )
 
 
 def gzip_chunk(header: bytes, rows: bytes) -> bytes:

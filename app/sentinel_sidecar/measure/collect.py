@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
@@ -17,8 +17,6 @@ from sentinel_sidecar.measure.cgroup import (
     CgroupReader,
     CgroupReading,
 )
-from sentinel_sidecar.measure.gpu import NO_GPU, GpuReader, GpuReading, visible_devices
-from sentinel_sidecar.measure.node import SystemReading
 from sentinel_sidecar.measure.procfs import (
     ProcessInfo,
     ProcReader,
@@ -26,6 +24,8 @@ from sentinel_sidecar.measure.procfs import (
     select_tree,
     select_workload,
 )
+from sentinel_sidecar.measure.reading import Reading, WorkloadReading
+from sentinel_sidecar.measure.source import Source, Tick
 
 log = structlog.get_logger(__name__)
 PROCESS_GONE = "process gone"  # the reason for a process that vanished mid-read
@@ -36,28 +36,6 @@ PROC_KEY = "proc"
 def boot_clock() -> float:
     """Seconds since boot, the clock of a process's start time in `/proc/<pid>/stat`."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-@dataclass(frozen=True)
-class WorkloadReading:
-    """The workload at one instant: counters per source, gauges summed over sources."""
-
-    main_pid: int | None
-    process_count: int
-    counters: Mapping[str, Counters] = field(default_factory=dict)
-    memory_bytes: int | None = None
-    cgroups: Sequence[CgroupReading] = ()
-
-
-@dataclass(frozen=True)
-class Reading:
-    """Everything sampled at one tick."""
-
-    timestamp: float
-    monotonic: float
-    system: SystemReading
-    workload: WorkloadReading
-    gpu: GpuReading = NO_GPU
 
 
 @dataclass(frozen=True)
@@ -83,10 +61,10 @@ class Collector:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         uptime: Callable[[], float] = boot_clock,
-        gpu: GpuReader | None = None,
+        sources: Sequence[Source] = (),
     ) -> None:
         self._procs = procs
-        self._gpu = gpu
+        self._sources = sources
         self._cgroups = cgroups
         self._pid = pid
         self._cgroup = cgroup
@@ -119,18 +97,9 @@ class Collector:
             workload = self._read_processes(plan, processes, pause, uptime)
             members = plan.per_process + [p for group in plan.by_cgroup.values() for p in group]
         system = self._procs.system(len(pids))
-        gpu = self._read_gpu(members)
-        return Reading(self._wall_clock(), self._monotonic(), system, workload, gpu)
-
-    def _read_gpu(self, members: list[ProcessInfo]) -> GpuReading:
-        """The GPUs: the workload's are those its processes' NVIDIA_VISIBLE_DEVICES name."""
-        if self._gpu is None or not self._gpu.available:
-            return NO_GPU
-        live = [process for process in members if not process.zombie]
-        visible = visible_devices(
-            self._procs.environment(process, "NVIDIA_VISIBLE_DEVICES") for process in live
-        )
-        return self._gpu.read({process.pid for process in live}, visible)
+        tick = Tick(members, self._procs.environment, workload)
+        sources = {source.name: source.read(tick) for source in self._sources}
+        return Reading(self._wall_clock(), self._monotonic(), system, workload, sources)
 
     def _say(self, path: str, reason: str) -> None:
         """Log which path measures and why, at the first reading and whenever it changes."""

@@ -12,11 +12,15 @@ import contextlib
 import ctypes
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sentinel_sidecar.measure.values import MIB, ReadErrors
+from sentinel_sidecar.measure.values import MIB, ReadErrors, delta, fmt
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.measure.reading import Reading
+    from sentinel_sidecar.measure.source import Tick
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +42,50 @@ class GpuReading:
 
 
 NO_GPU = GpuReading()
+
+
+class GpuColumns:
+    """The `ColumnSet` of the GPU: six columns of the Sentinel schema (0 without a GPU, as
+    the reference clients write and Sentinel reads), the power and energy of the extended."""
+
+    def columns(self, extended: bool) -> tuple[str, ...]:
+        """The GPU columns of the schema."""
+        return _SENTINEL_GPU_COLUMNS + (_EXTENDED_GPU_COLUMNS if extended else ())
+
+    def cells(self, before: Reading, after: Reading, extended: bool) -> list[str]:
+        """Gauges of `after`, the energy used since `before`."""
+        gpu = _gpu_of(after)
+        if gpu is NO_GPU:
+            cells = ["0"] * len(_SENTINEL_GPU_COLUMNS)
+        else:
+            cells = [
+                fmt(gpu.system_usage, 4), fmt(gpu.system_vram_mib), fmt(gpu.system_utilized),
+                fmt(gpu.process_usage, 4), fmt(gpu.process_vram_mib), fmt(gpu.process_utilized),
+            ]  # fmt: skip
+        if extended:
+            energy = delta(_gpu_of(before).energy_j, gpu.energy_j)
+            cells += [fmt(gpu.power_w, 1), fmt(energy, 1)]
+        return cells
+
+
+_SENTINEL_GPU_COLUMNS = (
+    "system_gpu_usage",
+    "system_gpu_vram_mib",
+    "system_gpu_utilized",
+    "process_gpu_usage",
+    "process_gpu_vram_mib",
+    "process_gpu_utilized",
+)
+_EXTENDED_GPU_COLUMNS = (
+    "gpu_power_w",  # the workload's GPUs, where NVML has it
+    "gpu_energy_j",  # energy those GPUs used in the interval
+)
+
+
+def _gpu_of(reading: Reading) -> GpuReading:
+    gpu = reading.sources.get(GpuReader.name, NO_GPU)
+    assert isinstance(gpu, GpuReading)
+    return gpu
 
 
 @dataclass
@@ -87,7 +135,9 @@ def visible_devices(values: Iterable[str | None]) -> set[str] | None:
 
 class GpuReader:
     """NVML, initialised once; `available` is False (with `reason`) without the bindings, the
-    library or a GPU, and then every reading is NO_GPU."""
+    library or a GPU, and then every reading is NO_GPU. The GPU's `Source`."""
+
+    name = "gpu"
 
     def __init__(self, errors: ReadErrors) -> None:
         self._errors = errors
@@ -161,7 +211,18 @@ class GpuReader:
             "host_gpu_memory_mib": round(sum(device.total_mib for device in self._devices)),
         }
 
-    def read(self, pids: Collection[int], visible: set[str] | None) -> GpuReading:
+    def read(self, tick: Tick) -> GpuReading:
+        """The `Source` read: the workload's GPUs are those its live processes'
+        NVIDIA_VISIBLE_DEVICES name (all, when none names any)."""
+        if not self._devices:
+            return NO_GPU
+        live = [process for process in tick.members if not process.zombie]
+        visible = visible_devices(
+            tick.environment(process, "NVIDIA_VISIBLE_DEVICES") for process in live
+        )
+        return self.figures({process.pid for process in live}, visible)
+
+    def figures(self, pids: Collection[int], visible: set[str] | None) -> GpuReading:
         """The GPUs now: all the sidecar sees (system) and the workload's (process)."""
         if not self._devices:
             return NO_GPU

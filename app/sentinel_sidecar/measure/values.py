@@ -37,3 +37,19 @@ class ReadErrors:
             self._seen.add((source, kind))
             log.warning("read_error", source=source, kind=kind, error=str(error)[:300],
                         **context)  # fmt: skip
+
+
+def delta(before: float | None, after: float | None) -> float | None:
+    """The increase of a counter, never negative (a reset counts from zero); None unknown."""
+    if before is None or after is None:
+        return None
+    return max(0.0, after - before)
+
+
+def fmt(value: float | int | None, digits: int = 3) -> str:
+    """A CSV cell: empty when unknown, whole numbers as they are, else `digits` decimals."""
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentinel_sidecar.config import parse_s3_uri
+from sentinel_sidecar.delivery.s3 import parse_s3_uri
 from sentinel_sidecar.report.recommend import Recommendation, Rules, Usage, recommend
 from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS, chunk_name
 from sentinel_sidecar.spool.store import spool_files
@@ -259,7 +259,7 @@ def as_yaml(recommendation: Recommendation) -> str:
     return str(yaml.safe_dump({"resources": recommendation.resources()}, sort_keys=False))
 
 
-def as_table(runs: Sequence[Run], recommendation: Recommendation, rules: Rules) -> str:
+def as_table(recommendation: Recommendation, rules: Rules) -> str:
     """The terminal table: what to set, what it rests on, and the current values beside."""
     rec = recommendation
     current = rec.current

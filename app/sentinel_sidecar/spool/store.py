@@ -7,11 +7,13 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import structlog
 
-from sentinel_sidecar.config import DEFAULTS, LOCAL_FLOOR_SEGMENTS
+from sentinel_sidecar.setting import PATH, number, setting
 from sentinel_sidecar.spool.merge import halve
 from sentinel_sidecar.spool.segment import (
     Segment,
@@ -26,6 +28,10 @@ log = structlog.get_logger(__name__)
 
 LEGACY_FILE = "metrics.csv"  # the one file of versions before segments
 ROOM_AGAIN = 0.5  # a spool_full episode ends below this share of the cap
+SEGMENT_BYTES = 2 * 1024 * 1024
+MIN_SEGMENTS = 8  # spool_max_bytes holds at least this many segments
+# The spool keeps room for this many segments even when local-mode output fills the cap.
+LOCAL_FLOOR_SEGMENTS = 3
 
 __all__ = [
     "Spool",
@@ -34,6 +40,31 @@ __all__ = [
     "set_aside",
     "spool_files",
 ]
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """Where the rows wait for delivery, and how much of the volume they may take."""
+
+    TITLE: ClassVar[str] = "Spool"
+
+    spool_dir: Path = setting(
+        Path("/var/lib/sentinel-sidecar"),
+        PATH,
+        "spool: `segment-*.csv`, `state.json`, `exit_code` (an emptyDir in a pod)",
+    )
+    spool_max_bytes: int = setting(
+        256 * 1024 * 1024,
+        number(int, MIN_SEGMENTS * 4096, f"a whole number of bytes >= {MIN_SEGMENTS * 4096}"),
+        "cap of the spool's segment files (with local-mode output inside spool_dir); "
+        f"undelivered rows past it are merged into coarser ones; >= {MIN_SEGMENTS} segments",
+    )
+    spool_segment_bytes: int = setting(
+        SEGMENT_BYTES,
+        number(int, 4096, "a whole number of bytes >= 4096"),
+        "size at which a spool segment is closed and a new one begun; a delivered segment "
+        "is deleted",
+    )
 
 
 class Spool:
@@ -49,7 +80,7 @@ class Spool:
         directory: Path,
         header: str,
         *,
-        segment_bytes: int = DEFAULTS["spool_segment_bytes"],
+        segment_bytes: int = SEGMENT_BYTES,
         max_bytes: int | None = None,
         reserved: Callable[[], int] = lambda: 0,
     ) -> None:

@@ -1,0 +1,59 @@
+"""The host's own facts (`host_*`): names from the pod's environment, vCPUs, memory, CPU model
+and storage as this container sees them. No network."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.config import PodEnv
+
+log = structlog.get_logger(__name__)
+
+HOST_IDENTITY = ("host_id", "host_hostname", "host_ip")  # left out with send_host_identity false
+
+
+def host_fields(pod: PodEnv, proc_root: Path = Path("/proc")) -> dict[str, Any]:
+    """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model, storage. No
+    probing; a fact that cannot be read is left out (a broken /proc must not stop the run)."""
+    import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports
+
+    try:
+        vcpus: int | None = psutil.cpu_count(logical=True)
+        memory_mib: int | None = round(psutil.virtual_memory().total / 1024 / 1024)
+    except (OSError, ValueError, ArithmeticError, psutil.Error) as exc:
+        log.warning("host_facts_unreadable", error=str(exc))
+        vcpus = memory_mib = None
+    try:
+        disk = os.statvfs("/")
+        storage_gb: float | None = round(disk.f_blocks * disk.f_frsize / 1e9, 1)
+    except OSError:
+        storage_gb = None
+    return {
+        "host_id": pod.node_name,
+        "host_hostname": pod.name or socket.gethostname(),
+        "host_ip": pod.ip,
+        "host_vcpus": vcpus,
+        "host_cpu_model": _cpu_model(proc_root),
+        "host_memory_mib": memory_mib,
+        "host_storage_gb": storage_gb,
+        # A pod shares its node with others unless something says otherwise.
+        "host_server_allocation": "shared" if pod.in_pod else None,
+    }
+
+
+def _cpu_model(proc_root: Path) -> str | None:
+    try:
+        with open(proc_root / "cpuinfo", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None

@@ -1,0 +1,88 @@
+"""`sentinel-sidecar report`: its flags, their checks, and the output in the chosen format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from sentinel_sidecar.config import ConfigError, PodEnv
+from sentinel_sidecar.report import runs
+from sentinel_sidecar.report.recommend import Rules
+
+EXIT_USAGE = 2
+EXIT_TOO_LITTLE = 3  # too few samples of the workload to recommend from
+
+
+def add_parser(commands: Any) -> None:
+    """The `report` subcommand and its flags."""
+    summary = commands.add_parser(
+        "report",
+        help="what runs used and the requests and limits to set",
+        description="What runs used, read from an output directory, a spool directory or a "
+        "direct-S3 run prefix (several: runs of one job), and the workload container's "
+        "requests and limits (see README 'Right-sizing').",
+    )
+    summary.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="output dir, spool dir or s3://bucket/prefix/<run>")  # fmt: skip
+    summary.add_argument("--format", choices=("table", "json", "yaml"), default="table")
+    summary.add_argument("--html", type=Path, metavar="FILE",
+                         help="also write one self-contained HTML page of the run")  # fmt: skip
+    summary.add_argument("--cpu-percentile", type=float, default=95.0,
+                         help="CPU request: this percentile of process_cpu_usage [95]")  # fmt: skip
+    summary.add_argument("--memory-margin", type=float, default=0.15,
+                         help="memory request = limit: the peak x (1 + margin) [0.15]")  # fmt: skip
+    summary.add_argument("--cpu-limit-factor", type=float, default=None,
+                         help="CPU limit = request x factor [none: no CPU limit]")  # fmt: skip
+
+
+def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    if not 0 < args.cpu_percentile <= 100:
+        raise ConfigError(f"report --cpu-percentile: {args.cpu_percentile:g} is not in (0, 100]")
+    if not (math.isfinite(args.memory_margin) and args.memory_margin >= 0):
+        raise ConfigError(f"report --memory-margin: {args.memory_margin:g} is not >= 0")
+    if args.cpu_limit_factor is not None and not args.cpu_limit_factor >= 1:
+        raise ConfigError(f"report --cpu-limit-factor: {args.cpu_limit_factor:g} is not >= 1")
+    rules = Rules(args.cpu_percentile, args.memory_margin, args.cpu_limit_factor)
+    # boto3's chain asks the instance metadata service last: only where there is one to ask.
+    instance_metadata = PodEnv.from_environ(environ).in_pod or (
+        environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
+    )
+    try:
+        found, recommendation = runs.build(args.inputs, rules, instance_metadata=instance_metadata)
+        refusal = runs.too_little(found)
+        if refusal is not None:
+            print(f"sentinel-sidecar: report: {refusal}", file=sys.stderr)
+            return EXIT_TOO_LITTLE
+        if args.html is not None:
+            _write_html(args.html, found, recommendation, rules)
+    except runs.ReportError as exc:
+        print(f"sentinel-sidecar: report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "json":
+        print(json.dumps(runs.as_dict(found, recommendation), indent=2))
+    elif args.format == "yaml":
+        print(runs.as_yaml(recommendation), end="")
+    else:
+        print(runs.as_table(recommendation, rules))
+    return 0
+
+
+def _write_html(path: Path, found: Any, recommendation: Any, rules: Any) -> None:
+    from sentinel_sidecar.report import html  # matplotlib only when a chart is drawn
+
+    try:
+        text = html.render(found, recommendation, rules)
+    except ImportError as exc:
+        raise runs.ReportError(
+            "--html needs matplotlib: pip install matplotlib (in a checkout: "
+            f"pip install -e '.[report]') ({exc})"
+        ) from exc
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise runs.ReportError(f"--html {path}: cannot be written ({exc.strerror})") from exc
+    print(f"sentinel-sidecar: report: wrote {path} ({len(text) // 1024} KiB)", file=sys.stderr)
