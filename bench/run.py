@@ -34,7 +34,9 @@ from sentinel_sidecar.delivery.sentinel_api import Credentials
 from sentinel_sidecar.delivery.upload import Uploader, gzip_chunk
 from sentinel_sidecar.measure.cgroup import CgroupReader
 from sentinel_sidecar.measure.collect import Collector
-from sentinel_sidecar.measure.procfs import ProcReader, clock_ticks
+from sentinel_sidecar.measure.node import NodeReader
+from sentinel_sidecar.measure.proc_reader import ProcReader
+from sentinel_sidecar.measure.procfs import clock_ticks, raise_fd_limit
 from sentinel_sidecar.measure.rows import header_line, make_row
 from sentinel_sidecar.spool.segment import parse_segment_name
 from sentinel_sidecar.spool.state import State, StateStore
@@ -81,6 +83,7 @@ def per_tick(sizes: list[int], ticks: int) -> list[dict[str, Any]]:
                 procs = ProcReader(Path("/proc"))
                 collector = Collector(
                     procs,
+                    NodeReader(Path("/proc"), clock_ticks()),
                     CgroupReader(CGROUP_ROOT, clock_ticks()),
                     pid=workload.pid if path == "proc" else None,
                     cgroup=workload.cgroup,
@@ -99,7 +102,7 @@ def per_tick(sizes: list[int], ticks: int) -> list[dict[str, Any]]:
                         time.sleep(0.01)
                     seen = reading.workload.process_count
                     spool.close()
-                    procs.close()
+                    collector.close()
                 results.append(
                     {
                         "processes": size,
@@ -476,7 +479,10 @@ def _real_rows(count: int) -> bytes:
     workload = Workload(10)
     try:
         collector = Collector(
-            ProcReader(Path("/proc")), CgroupReader(CGROUP_ROOT), pid=workload.pid
+            ProcReader(Path("/proc")),
+            NodeReader(Path("/proc"), clock_ticks()),
+            CgroupReader(CGROUP_ROOT),
+            pid=workload.pid,
         )
         previous, lines = collector.read(), []
         for _ in range(count):
@@ -673,6 +679,7 @@ def pod_accuracy(quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
+    raise_fd_limit()  # as the agent does at start: a /proc file kept open per process
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
     parser.add_argument("--growth-rows", type=int, default=30000)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sentinel_sidecar.measure.accounting import ProcAccounting
-from sentinel_sidecar.measure.procfs import ProcessInfo
+from sentinel_sidecar.measure.process import ProcessInfo
 
 
 def proc(

@@ -6,8 +6,9 @@ from structlog.testing import capture_logs
 from sentinel_sidecar.measure.accounting import Counters
 from sentinel_sidecar.measure.cgroup import CgroupReader
 from sentinel_sidecar.measure.collect import Collector
-from sentinel_sidecar.measure.node import SystemReading
-from sentinel_sidecar.measure.procfs import ProcReader
+from sentinel_sidecar.measure.node import NodeReader, SystemReading
+from sentinel_sidecar.measure.proc_reader import ProcReader
+from sentinel_sidecar.measure.procfs import clock_ticks
 from sentinel_sidecar.measure.reading import Reading, WorkloadReading
 from sentinel_sidecar.measure.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
 from sentinel_sidecar.runner import Ticker
@@ -147,9 +148,15 @@ def _tree(
     return ProcReader(proc), CgroupReader(root)
 
 
+def collector_for(procs: ProcReader, cgroups: CgroupReader, **options) -> Collector:
+    """A collector on these readers, its node figures from the same /proc and error count."""
+    node = NodeReader(procs.proc_root, clock_ticks(), errors=procs.errors)
+    return Collector(procs, node, cgroups, **options)
+
+
 def test_collector_uses_the_workload_cgroup_when_exposed(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/sidecar")
-    result = Collector(procs, cgroups, own_pid=7).read()
+    result = collector_for(procs, cgroups, own_pid=7).read()
     assert result.workload.main_pid == 42
     assert result.workload.process_count == 2
     [(key, counters)] = [item for item in result.workload.counters.items() if item[0] != "proc"]
@@ -160,7 +167,9 @@ def test_collector_uses_the_workload_cgroup_when_exposed(tmp_path: Path):
 
 def test_collector_sums_proc_when_the_cgroup_is_shared_with_the_sidecar(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/workload")
-    collector = Collector(procs, cgroups, own_pid=7, uptime=lambda: 100.0)
+    collector = Collector(
+        procs, NodeReader(procs.proc_root, clock_ticks()), cgroups, own_pid=7, uptime=lambda: 100.0
+    )
     with capture_logs() as logs:
         first = collector.read()
     proc = tmp_path / "proc"
@@ -179,7 +188,9 @@ def test_collector_sums_proc_when_the_cgroup_is_shared_with_the_sidecar(tmp_path
 def test_collector_sums_proc_when_cgroup_is_not_visible(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/../other-pod/ctr", "/")
     with capture_logs() as logs:
-        result = Collector(procs, cgroups, own_pid=7).read()
+        result = Collector(
+            procs, NodeReader(procs.proc_root, clock_ticks()), cgroups, own_pid=7
+        ).read()
     assert list(result.workload.counters) == ["proc"]
     assert result.workload.process_count == 2
     [measuring] = [entry for entry in logs if entry["event"] == "measuring"]
@@ -190,7 +201,7 @@ def test_collector_sums_proc_when_cgroup_is_not_visible(tmp_path: Path):
 def test_malformed_cgroup_file_is_logged_once_and_sampling_survives(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/sidecar")
     write(tmp_path / "cgroup", "pod/workload/memory.current", "garbage here\n")
-    collector = Collector(procs, cgroups, own_pid=7)
+    collector = collector_for(procs, cgroups, own_pid=7)
     with capture_logs() as logs:
         first = collector.read()
         second = collector.read()
@@ -209,7 +220,13 @@ def test_malformed_cgroup_file_is_logged_once_and_sampling_survives(tmp_path: Pa
 
 def test_collector_cgroup_override_reads_that_cgroup(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/sidecar")
-    result = Collector(procs, cgroups, cgroup="/pod/workload", own_pid=7).read()
+    result = Collector(
+        procs,
+        NodeReader(procs.proc_root, clock_ticks()),
+        cgroups,
+        cgroup="/pod/workload",
+        own_pid=7,
+    ).read()
     assert result.workload.process_count == 2
     assert result.workload.main_pid == 42
     assert len(result.workload.cgroups) == 1
@@ -217,7 +234,7 @@ def test_collector_cgroup_override_reads_that_cgroup(tmp_path: Path):
 
 def test_extended_schema_appends_cgroup_columns(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/sidecar")
-    collector = Collector(procs, cgroups, own_pid=7)
+    collector = collector_for(procs, cgroups, own_pid=7)
     first, second = collector.read(), collector.read()
     cells = make_row(first, second, "extended")
     assert len(cells) == 32 + len(EXTENDED_COLUMNS)

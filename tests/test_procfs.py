@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_sidecar.measure.procfs import (
-    PSS_REFRESH_SECONDS,
+from sentinel_sidecar.measure.node import NodeReader
+from sentinel_sidecar.measure.proc_reader import PSS_REFRESH_SECONDS, ProcReader
+from sentinel_sidecar.measure.process import (
     ProcessInfo,
-    ProcReader,
     main_pid,
     own_tree,
-    parse_io,
-    parse_stat,
     select_tree,
     select_workload,
 )
+from sentinel_sidecar.measure.procfs import clock_ticks, parse_io, parse_stat
 from tests.fakefs import fake_proc, fake_process
 
 
@@ -76,7 +75,7 @@ def test_fake_proc_tree_is_discovered_and_summed(tmp_path: Path):
     assert usage.memory_bytes == 4096 * 1024
     assert (usage.read_bytes, usage.write_bytes) == (4096, 8192)
     assert reader.membership(processes[2]) == {"": "/"}
-    system = reader.system(len(processes))
+    system = NodeReader(proc, clock_ticks()).read(len(processes))
     assert system.processes == 5
     assert system.memory_free_mib == pytest.approx(8000000 / 1024)
     assert system.cpu_user_s == pytest.approx(1.0)
@@ -200,7 +199,7 @@ def test_another_users_process_gives_rss_and_unknown_io():
         pytest.skip("uid 65532 cannot read this Python environment")
     script = (
         "import json; from pathlib import Path\n"
-        "from sentinel_sidecar.measure.procfs import ProcReader\n"
+        "from sentinel_sidecar.measure.proc_reader import ProcReader\n"
         "reader = ProcReader(Path('/proc'))\n"
         "target = next(p for p in reader.processes() if p.pid == 1)\n"
         "usage = reader.usage(target)\n"

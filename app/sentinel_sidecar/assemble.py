@@ -18,7 +18,9 @@ from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.measure.cgroup import CgroupReader
 from sentinel_sidecar.measure.collect import Collector
 from sentinel_sidecar.measure.gpu import GpuReader
-from sentinel_sidecar.measure.procfs import ProcReader, clock_ticks
+from sentinel_sidecar.measure.node import NodeReader
+from sentinel_sidecar.measure.proc_reader import ProcReader
+from sentinel_sidecar.measure.procfs import clock_ticks, raise_fd_limit
 from sentinel_sidecar.measure.source import Source
 from sentinel_sidecar.measure.values import ReadErrors
 from sentinel_sidecar.spool.state import State, StateStore
@@ -33,16 +35,19 @@ def sources(errors: ReadErrors) -> list[Source]:
 
 def collector(
     settings: Settings,
-    procs: ProcReader,
+    errors: ReadErrors,
     tick_sources: list[Source],
     *,
     wall_clock: Callable[[], float],
     monotonic: Callable[[], float],
 ) -> Collector:
-    """The collector of the workload the settings name (or discovers)."""
+    """The collector of the workload the settings name (or discovers); it closes its readers."""
+    raise_fd_limit()  # a /proc file kept open per process and file
+    ticks = clock_ticks()
     return Collector(
-        procs,
-        CgroupReader(settings.cgroup_root, clock_ticks()),
+        ProcReader(settings.proc_root, errors=errors),
+        NodeReader(settings.proc_root, ticks, errors=errors),
+        CgroupReader(settings.cgroup_root, ticks),
         pid=settings.pid,
         cgroup=settings.cgroup,
         wall_clock=wall_clock,

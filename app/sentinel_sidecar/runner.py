@@ -24,7 +24,6 @@ from sentinel_sidecar.health import HealthServer, Probe
 from sentinel_sidecar.launch import Command
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.measure.collect import Collector
-from sentinel_sidecar.measure.procfs import ProcReader
 from sentinel_sidecar.measure.reading import Reading
 from sentinel_sidecar.measure.rows import Schema, header_line, make_row
 from sentinel_sidecar.measure.values import ReadErrors
@@ -108,16 +107,15 @@ class Runner:
         settings = self.settings
         sources = assemble.sources(self._read_errors)
         self._identity = assemble.identity_probe(settings, sources)  # in the background
-        procs = ProcReader(settings.proc_root, errors=self._read_errors)
-        collector = assemble.collector(settings, procs, sources, wall_clock=self._wall_clock,
-                                       monotonic=self._monotonic)  # fmt: skip
+        collector = assemble.collector(
+            settings, self._read_errors, sources, wall_clock=self._wall_clock,
+            monotonic=self._monotonic,
+        )  # fmt: skip
         watch = WorkloadWatch(settings, self._monotonic())
         try:
             return self._record(collector, watch)
         finally:
-            procs.close()
-            for source in sources:
-                source.close()
+            collector.close()
 
     def _record(self, collector: Collector, watch: WorkloadWatch) -> RunOutcome:
         settings = self.settings

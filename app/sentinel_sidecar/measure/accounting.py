@@ -17,7 +17,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sentinel_sidecar.measure.procfs import ProcessInfo
+from sentinel_sidecar.measure.process import ProcessInfo
 
 # A process that started this long before the previous tick and was not seen in it is not new:
 # it was out of sight (another measuring path, a read that failed); it counts from now.

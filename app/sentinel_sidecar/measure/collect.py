@@ -17,13 +17,9 @@ from sentinel_sidecar.measure.cgroup import (
     CgroupReader,
     CgroupReading,
 )
-from sentinel_sidecar.measure.procfs import (
-    ProcessInfo,
-    ProcReader,
-    main_pid,
-    select_tree,
-    select_workload,
-)
+from sentinel_sidecar.measure.node import NodeReader
+from sentinel_sidecar.measure.proc_reader import ProcReader
+from sentinel_sidecar.measure.process import ProcessInfo, main_pid, select_tree, select_workload
 from sentinel_sidecar.measure.reading import Reading, WorkloadReading
 from sentinel_sidecar.measure.source import Source, Tick
 
@@ -53,6 +49,7 @@ class Collector:
     def __init__(
         self,
         procs: ProcReader,
+        node: NodeReader,
         cgroups: CgroupReader,
         *,
         pid: int | None = None,
@@ -64,6 +61,7 @@ class Collector:
         sources: Sequence[Source] = (),
     ) -> None:
         self._procs = procs
+        self._node = node
         self._sources = sources
         self._cgroups = cgroups
         self._pid = pid
@@ -76,6 +74,13 @@ class Collector:
         self._accounting = ProcAccounting()
         self._pss_set: frozenset[str] = frozenset()
         self._measuring: tuple[str, str] | None = None
+
+    def close(self) -> None:
+        """Close what its readers hold open (/proc files, NVML)."""
+        self._procs.close()
+        self._node.close()
+        for source in self._sources:
+            source.close()
 
     def read(self) -> Reading:
         """One reading of the node and the workload."""
@@ -96,7 +101,7 @@ class Collector:
                 pause = next((process for process in processes if process.is_pause), None)
             workload = self._read_processes(plan, processes, pause, uptime)
             members = plan.per_process + [p for group in plan.by_cgroup.values() for p in group]
-        system = self._procs.system(len(pids))
+        system = self._node.read(len(pids))
         tick = Tick(members, self._procs.environment, workload)
         sources = {source.name: source.read(tick) for source in self._sources}
         return Reading(self._wall_clock(), self._monotonic(), system, workload, sources)

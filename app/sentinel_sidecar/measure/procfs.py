@@ -1,125 +1,17 @@
-"""Workload discovery in the shared pid namespace and /proc figures.
-
-The per-process files (`stat` for parentage, CPU times and RSS; `io`; `smaps_rollup` for PSS)
-are read here with one `pread` each: psutil's per-call pid-reuse checks and line parsing cost
-three to ten times more per process (see docs/PERFORMANCE.md); pid reuse is caught by the start
-time in the cache keys instead. Node-level figures come from node.py.
-"""
+"""/proc text as numbers: the parsers of `/proc/<pid>/stat`, `io` and `smaps_rollup` (pure,
+one `pread` of input each; the reader is `proc_reader.py`), and the open-files limit the reader
+depends on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import random
 import resource
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
-from typing import TypeVar
 
-from sentinel_sidecar.measure.cgroup import parse_proc_cgroup
-from sentinel_sidecar.measure.node import NodeReader, SystemReading
-from sentinel_sidecar.measure.values import ReadErrors, counter
+from sentinel_sidecar.measure.process import ProcessInfo
+from sentinel_sidecar.measure.values import counter
 
-_T = TypeVar("_T")
 _PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags bit of kernel threads
-# PSS (smaps_rollup) makes the kernel walk the page tables: its cost grows with the resident
-# size (docs/PERFORMANCE.md). While the set of processes is stable it is re-read at least this
-# often per process; in between, RSS changes are added to the last PSS.
-PSS_REFRESH_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """One process as seen in `/proc/<pid>/stat`; CPU times cumulative, in seconds.
-
-    `children_*` is the CPU of descendants this process has reaped: the kernel moves a child's
-    whole CPU there when its parent waits for it. A zombie has exited but is not reaped yet; its
-    CPU still shows, its memory is gone.
-    """
-
-    pid: int
-    ppid: int
-    name: str
-    started: float  # seconds since boot (CLOCK_BOOTTIME)
-    cpu_user_s: float = 0.0
-    cpu_system_s: float = 0.0
-    children_user_s: float = 0.0
-    children_system_s: float = 0.0
-    rss_bytes: int = 0
-    zombie: bool = False
-
-    @cached_property
-    def key(self) -> str:
-        """Identity that survives pid reuse."""
-        return f"pid:{self.pid}:{self.started:.2f}"
-
-    @property
-    def is_pause(self) -> bool:
-        """The pod's pause process: PID 1 of a shared pid namespace, reaper of orphans."""
-        return self.pid == 1 and self.name == "pause"
-
-
-@dataclass(frozen=True)
-class ProcessUsage:
-    """Memory of one process now (PSS, else RSS) and its cumulative IO."""
-
-    memory_bytes: int
-    read_bytes: int | None
-    write_bytes: int | None
-
-
-def own_tree(processes: Iterable[ProcessInfo], own_pid: int) -> set[int]:
-    """The sidecar's own pids: itself, its ancestors (e.g. a shell wrapper) and descendants."""
-    by_pid = {process.pid: process for process in processes}
-    mine = descendants(by_pid.values(), own_pid) | {own_pid}
-    parent = by_pid[own_pid].ppid if own_pid in by_pid else 0
-    while parent > 1 and parent in by_pid and parent not in mine:
-        mine.add(parent)
-        parent = by_pid[parent].ppid
-    return mine
-
-
-def descendants(processes: Iterable[ProcessInfo], root_pid: int) -> set[int]:
-    """All pids below `root_pid` (not including it)."""
-    children: dict[int, list[int]] = {}
-    for process in processes:
-        children.setdefault(process.ppid, []).append(process.pid)
-    found: set[int] = set()
-    stack = list(children.get(root_pid, ()))
-    while stack:
-        pid = stack.pop()
-        if pid not in found:
-            found.add(pid)
-            stack.extend(children.get(pid, ()))
-    return found
-
-
-def select_workload(processes: Iterable[ProcessInfo], own_pid: int) -> list[ProcessInfo]:
-    """Every process except the sidecar's own tree and the pod's pause process."""
-    processes = list(processes)
-    excluded = own_tree(processes, own_pid)
-    return [
-        process for process in processes if process.pid not in excluded and not process.is_pause
-    ]
-
-
-def select_tree(processes: Iterable[ProcessInfo], root_pid: int) -> list[ProcessInfo]:
-    """The process `root_pid` and all its descendants (`--pid`)."""
-    processes = list(processes)
-    wanted = descendants(processes, root_pid) | {root_pid}
-    return [process for process in processes if process.pid in wanted]
-
-
-def main_pid(workload: Iterable[ProcessInfo]) -> int | None:
-    """The workload's main process: the oldest live one whose parent is not in the workload."""
-    workload = [process for process in workload if not process.zombie]
-    pids = {process.pid for process in workload}
-    roots = [process for process in workload if process.ppid not in pids]
-    if not roots:
-        return None
-    return min(roots, key=lambda process: (process.started, process.pid)).pid
 
 
 def parse_stat(
@@ -146,233 +38,22 @@ def parse_stat(
     )
 
 
-@dataclass
-class _Memory:
-    pss: int | None
-    rss_at_pss: int
-    refresh_at: float
-
-
-class ProcReader:
-    """Reads /proc under `proc_root`: the processes, their usage, and the node's figures."""
-
-    def __init__(
-        self,
-        proc_root: Path,
-        disk_path: Path = Path("/"),
-        monotonic: Callable[[], float] = time.monotonic,
-        errors: ReadErrors | None = None,
-    ) -> None:
-        self.proc_root = proc_root
-        self.errors = errors or ReadErrors()
-        self._clock_ticks = clock_ticks()
-        self._node = NodeReader(
-            proc_root, self._clock_ticks, disk_path=disk_path, errors=self.errors
-        )
-        self._page_size = os.sysconf("SC_PAGE_SIZE")
-        self._monotonic = monotonic
-        self._memberships: dict[str, dict[str, str]] = {}
-        self._environment: dict[tuple[str, str], str | None] = {}
-        self._memory: dict[str, _Memory] = {}
-        self._denied: dict[str, set[str]] = {"io": set(), "smaps_rollup": set()}
-        # The last stat line read per pid and what it parsed to: most processes of a workload
-        # are idle most ticks, and an unchanged line need not be parsed again.
-        self._parsed: dict[int, tuple[bytes, ProcessInfo | None]] = {}
-        self._fds: dict[tuple[int, str], int] = {}
-        self._fd_budget = _fd_budget()
-
-    def _read(self, pid: int, name: str) -> bytes:
-        """One small /proc file in a single read; OSError when it is gone or denied.
-
-        The file stays open and is re-read with pread: a /proc file regenerates at offset 0,
-        and open + close cost more than the read. An fd refers to the process it was opened
-        for, so after a pid is reused it fails (ESRCH) instead of reading the new process.
-        """
-        key = (pid, name)
-        fd = self._fds.get(key)
-        if fd is not None:
-            try:
-                return os.pread(fd, 4096, 0)
-            except OSError:
-                del self._fds[key]
-                os.close(fd)
-        fd = os.open(f"{self.proc_root}/{pid}/{name}", os.O_RDONLY)
-        try:
-            data = os.pread(fd, 4096, 0)
-        except OSError:
-            os.close(fd)
-            raise
-        if len(self._fds) < self._fd_budget:
-            self._fds[key] = fd
-        else:
-            os.close(fd)
-        return data
-
-    def close(self) -> None:
-        """Close the cached /proc file descriptors."""
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        self._node.close()
-
-    def _stat(self, pid: int) -> ProcessInfo | None:
-        try:
-            data = self._read(pid, "stat")
-        except OSError:
-            return None
-        last = self._parsed.get(pid)
-        if last is not None and last[0] == data:
-            return last[1]
-        try:
-            info = parse_stat(pid, data, self._clock_ticks, self._page_size)
-        except (ValueError, IndexError) as exc:
-            self.errors.report("/proc/<pid>/stat", exc, pid=pid)
-            info = None
-        self._parsed[pid] = (data, info)
-        return info
-
-    def _info(self, pid: int, fresh: bool) -> ProcessInfo | None:
-        """The process as last parsed when not `fresh` and known, else read now."""
-        last = None if fresh else self._parsed.get(pid)
-        return (last[1] if last else None) or self._stat(pid)
-
-    def pids(self) -> list[int]:
-        """Every pid visible in /proc."""
-        return sorted(int(name) for name in os.listdir(self.proc_root) if name.isdigit())
-
-    def processes(
-        self, pids: Iterable[int] | None = None, *, fresh: bool = True
-    ) -> list[ProcessInfo]:
-        """The user-space processes among `pids` (default: all), zombies included; kernel
-        threads and vanished pids skipped. Caches of processes not listed are dropped.
-
-        `fresh=False` re-reads only pids not seen before: for callers that need identity and
-        parentage but not the CPU times (the cgroup path).
-        """
-        listed = self.pids() if pids is None else list(pids)
-        found = [info for pid in listed if (info := self._info(pid, fresh)) is not None]
-        listed_pids = set(listed)
-        for gone in [file for file in self._fds if file[0] not in listed_pids]:
-            os.close(self._fds.pop(gone))
-        for pid in [pid for pid in self._parsed if pid not in listed_pids]:
-            del self._parsed[pid]
-        live = {process.key for process in found}
-        for cache in (self._memberships, self._memory):
-            for key in [key for key in cache if key not in live]:
-                del cache[key]
-        for denied in self._denied.values():
-            denied &= live
-        for variable in [variable for variable in self._environment if variable[0] not in live]:
-            del self._environment[variable]
-        return found
-
-    def membership(self, process: ProcessInfo) -> dict[str, str] | None:
-        """The process's cgroups (`/proc/<pid>/cgroup`), cached per process; None if gone."""
-        cached = self._memberships.get(process.key)
-        if cached is None:
-            try:
-                # A cgroup path is bytes to the kernel: kept as the file system spells it.
-                text = os.fsdecode((self.proc_root / str(process.pid) / "cgroup").read_bytes())
-            except OSError:
-                return None
-            cached = self._memberships[process.key] = parse_proc_cgroup(text)
-        return cached
-
-    def environment(self, process: ProcessInfo, name: str) -> str | None:
-        """One variable of the process's environment at exec (`/proc/<pid>/environ`, readable
-        under the same uid), cached per process; None when unset or unreadable."""
-        key = (process.key, name)
-        if key not in self._environment:
-            value = None
-            try:
-                with open(f"{self.proc_root}/{process.pid}/environ", "rb") as handle:
-                    for entry in handle.read().split(b"\0"):
-                        if entry.startswith(name.encode() + b"="):
-                            value = entry.split(b"=", 1)[1].decode(errors="replace")
-                            break
-            except OSError:
-                pass
-            self._environment[key] = value
-        return self._environment[key]
-
-    def usage(self, process: ProcessInfo, *, fresh_pss: bool = False) -> ProcessUsage | None:
-        """Memory (PSS, else RSS) and IO of one live process; None when it vanished.
-
-        PSS is re-read when `fresh_pss`, when it is older than PSS_REFRESH_SECONDS, or when it
-        was never read; in between, the process's RSS changes are added to the last PSS.
-        """
-        memory = self._memory_bytes(process, fresh_pss)
-        if memory is None:
-            return None
-        read_bytes = write_bytes = None
-        io = self._optional(process, "io")
-        if io is None:
-            return None
-        if io:
-            try:
-                read_bytes, write_bytes = parse_io(io)
-            except (KeyError, ValueError, IndexError) as exc:
-                self.errors.report("/proc/<pid>/io", exc, pid=process.pid)  # IO cells only
-        return ProcessUsage(memory, read_bytes, write_bytes)
-
-    def _optional(self, process: ProcessInfo, name: str) -> bytes | None:
-        """A file that needs ptrace access: b"" when denied (another user's process without
-        CAP_SYS_PTRACE; remembered), None when the process is gone."""
-        denied = self._denied[name]
-        if process.key in denied:
-            return b""
-        try:
-            return self._read(process.pid, name)
-        except PermissionError:
-            denied.add(process.key)
-            return b""
-        except OSError:
-            return None
-
-    def _memory_bytes(self, process: ProcessInfo, fresh_pss: bool) -> int | None:
-        # PSS splits shared and copy-on-write pages between the processes mapping them, so a
-        # sum over a forking workload counts each page once, as the kernel charges it.
-        rss = process.rss_bytes
-        now = self._monotonic()
-        memory = self._memory.get(process.key)
-        if fresh_pss or memory is None or now >= memory.refresh_at:
-            rollup = self._optional(process, "smaps_rollup")
-            if rollup is None:
-                return None
-            pss = self._pss(process, rollup) if rollup else None
-            # Staggered, so a stable set of processes does not refresh all on one tick.
-            refresh_at = now + PSS_REFRESH_SECONDS * random.uniform(0.5, 1.0)
-            memory = self._memory[process.key] = _Memory(pss, rss, refresh_at)
-        if memory.pss is None:
-            return rss
-        return max(0, memory.pss + rss - memory.rss_at_pss)
-
-    def _pss(self, process: ProcessInfo, rollup: bytes) -> int | None:
-        try:
-            return parse_pss(rollup)
-        except (ValueError, IndexError) as exc:
-            self.errors.report("/proc/<pid>/smaps_rollup", exc, pid=process.pid)  # then RSS
-            return None
-
-    def system(self, pids_count: int) -> SystemReading:
-        """Node-level figures; each one None when its /proc file is unreadable."""
-        return self._node.read(pids_count)
-
-
-def _fd_budget() -> int:
-    """How many /proc files may stay open: the soft fd limit, raised to the hard one where
-    allowed, less a reserve for sockets and the spool."""
+def raise_fd_limit() -> None:
+    """Raise the soft limit of open files to the hard one (at most 65,536) where allowed, so
+    the proc reader can keep a file open per process. Once, at start (`assemble`)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 16
-    wanted = min(wanted, 1 << 16)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else 1 << 16, 1 << 16)
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
+        with contextlib.suppress(ValueError, OSError):  # not allowed: fewer files stay open
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError):
-            pass
-    limit = soft if soft != resource.RLIM_INFINITY else 1 << 16
-    return max(0, min(limit, 1 << 16) - 256)
+
+
+def fd_budget() -> int:
+    """How many /proc files may stay open under the open-files limit in force: the limit
+    (at most 65,536) less a reserve for sockets and the spool."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = 1 << 16 if soft == resource.RLIM_INFINITY else min(soft, 1 << 16)
+    return max(0, limit - 256)
 
 
 def parse_io(data: bytes) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.measure.procfs import ProcessInfo
+    from sentinel_sidecar.measure.process import ProcessInfo
     from sentinel_sidecar.measure.reading import Reading, WorkloadReading
 
 
