@@ -117,7 +117,7 @@ def test_a_node_tells_the_cloud_and_the_pod_tells_the_run(api, account: Path, cl
     assert body["tags"] == {"namespace": "ml", "pod": "train-x7k2p"}
     assert body["host_server_allocation"] == "shared" and body["host_storage_gb"] > 0
     # the workload's requests and limits for `report`, not for the API
-    assert identity.values["container_resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
+    assert identity.resources["requests"] == {"cpu": "2", "memory": "4Gi"}
     assert "container_resources" not in body
     assert api.seen[0] == (POD_PATH, "Bearer sa-token")
 

@@ -54,11 +54,10 @@ def test_register_refresh_finish_round_trip(sentinel):
     fresh = api.refresh_credentials(registration.run_id, soon())
     assert fresh.session_token != registration.credentials.session_token
     csv = SENTINEL_HEADER + "\n" + ",".join(["1"] * 32) + "\n"
-    answer = api.finish_run(registration.run_id, {"run_status": "finished", "data_source": "inline",
-                                                  "data_csv": csv}, soon())  # fmt: skip
+    processing = api.finish_run(registration.run_id, {"run_status": "finished",
+                                "data_source": "inline", "data_csv": csv}, soon())  # fmt: skip
     assert sentinel.runs[registration.run_id].finishes
-    assert answer["processing"] == {**answer["processing"], "status": "completed", "rows": 1,
-                                    "error": None}  # fmt: skip
+    assert (processing.status, processing.rows, processing.error) == ("completed", 1, None)
     assert sentinel.user_agents == {f"sentinel-sidecar/{sentinel_sidecar.__version__}"}
 
 

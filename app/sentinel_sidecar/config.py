@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, cast
 
 from sentinel_sidecar.delivery import registry
 from sentinel_sidecar.delivery.local import LocalSettings
@@ -109,6 +109,24 @@ class KubernetesSettings:
         "the workload container to take the exit code from; default: any other (first "
         "non-zero wins)",
     )
+
+
+class RunMetadata(TypedDict, total=False):
+    """The run metadata fields of the Sentinel API that are set (`Settings.metadata`)."""
+
+    project_name: str
+    job_name: str
+    stage_name: str
+    task_name: str
+    team: str
+    env: str
+    language: str
+    orchestrator: str
+    executor: str
+    external_run_id: str
+    container_image: str
+    command: str  # a JSON array of strings
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -257,10 +275,10 @@ class Settings(
 
     pod: PodEnv = dataclasses.field(default_factory=PodEnv, compare=False)
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> RunMetadata:
         """The run metadata fields of the Sentinel API that are set."""
         values = {name: getattr(self, name) for name in METADATA_FIELDS}
-        return {name: value for name, value in values.items() if value is not None}
+        return cast(RunMetadata, {name: val for name, val in values.items() if val is not None})
 
     def cloud(self) -> dict[str, str]:
         """The `cloud_*` fields that are configured (never probed from the network)."""
@@ -296,21 +314,7 @@ def group_fields(group: type) -> tuple[str, ...]:
     return tuple(field.name for field in own)
 
 
-METADATA_FIELDS = (
-    "project_name",
-    "job_name",
-    "stage_name",
-    "task_name",
-    "team",
-    "env",
-    "language",
-    "orchestrator",
-    "executor",
-    "external_run_id",
-    "container_image",
-    "command",
-    "tags",
-)
+METADATA_FIELDS = tuple(RunMetadata.__annotations__)
 
 CLOUD_FIELDS = (
     "cloud_vendor_id",

@@ -416,7 +416,7 @@ class Runner:
             bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
             inline=worker.inline,
             identity=identity.record(),
-            resources=identity.values.get("container_resources", {}),
+            resources=identity.resources,
         )
         if summary.bytes_not_uploaded:
             log.error("rows_not_uploaded", bytes=summary.bytes_not_uploaded,

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sentinel_sidecar.identity.record import ContainerResources, parse_resources
+
 if TYPE_CHECKING:
     from sentinel_sidecar.spool.state import State
     from sentinel_sidecar.spool.store import Spool
@@ -41,12 +43,45 @@ class RunSummary:
     # {"value": ..., "source": "settings" | "pod" | "node" | "host" | ...} per field
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The workload container's requests and limits from its pod spec, where they were read.
-    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    resources: ContainerResources = field(default_factory=ContainerResources)
 
     @property
     def run_status(self) -> str:
         """`failed` for a non-zero exit code, else `finished`."""
         return "failed" if self.exit_code else "finished"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
+        """A `run.json` read back (`report`): a field an older version did not write, or one
+        of the wrong type, takes its default."""
+
+        def count(name: str) -> int:
+            value = data.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return value if isinstance(value, str) else None
+
+        code = data.get("exit_code")
+        identity = data.get("identity")
+        return cls(
+            run_id=text("run_id"),
+            started_at=text("started_at") or "",
+            finished_at=text("finished_at") or "",
+            schema=text("schema") or "sentinel",
+            rows=count("rows"),
+            chunks=count("chunks"),
+            uris=tuple(str(uri) for uri in data.get("uris") or () if isinstance(uri, str)),
+            exit_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            bytes_not_uploaded=count("bytes_not_uploaded"),
+            inline=data.get("inline") is True,
+            rows_merged=count("rows_merged"),
+            rows_dropped=count("rows_dropped"),
+            rows_refused=count("rows_refused"),
+            identity=identity if isinstance(identity, dict) else {},
+            resources=parse_resources(data.get("resources")),
+        )
 
     def to_json(self) -> bytes:
         """`run.json`."""

@@ -180,17 +180,15 @@ class SentinelDestination:
                       rows_in_spool=summary.rows, spool=str(spool.directory))  # fmt: skip
             return None
         try:
-            answer = self.client.finish_run(self._run_id, body, deadline)
+            processing = self.client.finish_run(self._run_id, body, deadline)
         except SentinelError as exc:
             raise _delivery_error(exc) from exc
-        processing = answer.get("processing")
-        processing = processing if isinstance(processing, dict) else {}
         log.info("run_finished_on_api", data_source=body["data_source"],
-                 processing_status=processing.get("status"), processing_rows=processing.get("rows"),
-                 processing_files=processing.get("files"))  # fmt: skip
-        if processing.get("error"):
+                 processing_status=processing.status, processing_rows=processing.rows,
+                 processing_files=processing.files)  # fmt: skip
+        if processing.error:
             self._telemetry.ingestion_errors += 1
-            log.error("run_data_not_ingested", error=processing["error"])
+            log.error("run_data_not_ingested", error=processing.error)
         return f"{self._api_url}/runs/{self._run_id}"
 
     def status(self) -> DestinationStatus:

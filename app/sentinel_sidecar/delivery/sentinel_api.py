@@ -97,6 +97,36 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class Processing:
+    """What the finish answer says of the run's data: the service's ingestion of it."""
+
+    status: str | None = None  # `completed`, ...
+    rows: int | None = None
+    files: int | None = None
+    error: str | None = None  # set when the data was not ingested
+
+    @classmethod
+    def from_answer(cls, data: Mapping[str, Any]) -> Processing:
+        """The `processing` object of a finish answer; what is missing or of another type
+        stays None."""
+        found = data.get("processing")
+        if not isinstance(found, Mapping):
+            return cls()
+
+        def whole(name: str) -> int | None:
+            value = found.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        status, error = found.get("status"), found.get("error")
+        return cls(
+            status=str(status) if status is not None else None,
+            rows=whole("rows"),
+            files=whole("files"),
+            error=str(error) if error else None,
+        )
+
+
+@dataclass(frozen=True)
 class _Answer:
     """A JSON answer and when it was given: the server's `Date` and the local monotonic time."""
 
@@ -194,9 +224,9 @@ class SentinelClient:
             raise SentinelError("refresh response lacks upload_credentials")
         return answer.credentials(answer.data["upload_credentials"])
 
-    def finish_run(self, run_id: str, body: Mapping[str, Any], deadline: float) -> dict[str, Any]:
-        """`POST /runs/{run_id}/finish`."""
-        return self._post(f"/runs/{run_id}/finish", body, deadline).data
+    def finish_run(self, run_id: str, body: Mapping[str, Any], deadline: float) -> Processing:
+        """`POST /runs/{run_id}/finish`; what the service says of the data's ingestion."""
+        return Processing.from_answer(self._post(f"/runs/{run_id}/finish", body, deadline).data)
 
     def _post(self, path: str, body: Mapping[str, Any] | None, deadline: float) -> _Answer:
         import requests

@@ -13,12 +13,22 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     from sentinel_sidecar.identity.record import Identity
 
 CALL_SECONDS = 0.8  # one request to a metadata service
+
+
+class CloudFacts(TypedDict, total=False):
+    """The `cloud_*` fields of the register body, as a cloud tells them (None: not told)."""
+
+    cloud_vendor_id: str | None
+    cloud_account_id: str | None
+    cloud_region_id: str | None
+    cloud_zone_id: str | None
+    cloud_instance_type: str | None
 
 
 class _Http:
@@ -50,23 +60,23 @@ class _Http:
         return json.loads(body)
 
 
-def _aws_provider(parts: list[str]) -> dict[str, str]:
+def _aws_provider(parts: list[str]) -> CloudFacts:
     return {"cloud_zone_id": parts[0]} if len(parts) > 1 else {}  # aws:///<zone>/<instance>
 
 
-def _gcp_provider(parts: list[str]) -> dict[str, str]:
+def _gcp_provider(parts: list[str]) -> CloudFacts:
     if len(parts) == 3:  # gce://<project>/<zone>/<name>
         return {"cloud_account_id": parts[0], "cloud_zone_id": parts[1]}
     return {}
 
 
-def _azure_provider(parts: list[str]) -> dict[str, str]:
+def _azure_provider(parts: list[str]) -> CloudFacts:
     if len(parts) > 1 and parts[0].lower() == "subscriptions":  # azure:///subscriptions/<id>/...
         return {"cloud_account_id": parts[1]}
     return {}
 
 
-def _aws_metadata(http: _Http) -> dict[str, str | None]:
+def _aws_metadata(http: _Http) -> CloudFacts:
     status, _headers, token = http.call("PUT", "/latest/api/token",
                                         {"X-aws-ec2-metadata-token-ttl-seconds": "60"})  # fmt: skip
     if status != 200:
@@ -78,7 +88,7 @@ def _aws_metadata(http: _Http) -> dict[str, str | None]:
             "cloud_instance_type": data.get("instanceType")}  # fmt: skip
 
 
-def _gcp_metadata(http: _Http) -> dict[str, str | None]:
+def _gcp_metadata(http: _Http) -> CloudFacts:
     status, headers, body = http.call("GET", "/computeMetadata/v1/?recursive=true",
                                       {"Metadata-Flavor": "Google"})  # fmt: skip
     if status != 200 or headers.get("Metadata-Flavor") != "Google":
@@ -92,7 +102,7 @@ def _gcp_metadata(http: _Http) -> dict[str, str | None]:
             "cloud_instance_type": machine_type}  # fmt: skip
 
 
-def _azure_metadata(http: _Http) -> dict[str, str | None]:
+def _azure_metadata(http: _Http) -> CloudFacts:
     compute = http.json("/metadata/instance?api-version=2021-02-01", {"Metadata": "true"})
     compute = compute.get("compute", {})
     zone = compute.get("zone")
@@ -102,7 +112,7 @@ def _azure_metadata(http: _Http) -> dict[str, str | None]:
             "cloud_instance_type": compute.get("vmSize")}  # fmt: skip
 
 
-def _hetzner_metadata(http: _Http) -> dict[str, str | None]:
+def _hetzner_metadata(http: _Http) -> CloudFacts:
     status, _headers, body = http.call("GET", "/hetzner/v1/metadata")
     if status != 200:
         raise ValueError(f"HTTP {status}")
@@ -115,7 +125,7 @@ def _hetzner_metadata(http: _Http) -> dict[str, str | None]:
             "cloud_zone_id": fields.get("availability-zone", "").strip()}  # fmt: skip
 
 
-def _upcloud_metadata(http: _Http) -> dict[str, str | None]:
+def _upcloud_metadata(http: _Http) -> CloudFacts:
     data = http.json("/metadata/v1.json")
     if data.get("cloud_name") != "upcloud":
         raise ValueError("not an UpCloud metadata server")
@@ -128,9 +138,9 @@ class Cloud:
 
     vendor_id: str
     scheme: str  # of `spec.providerID`
-    provider: Callable[[list[str]], dict[str, str]] = lambda parts: {}
+    provider: Callable[[list[str]], CloudFacts] = lambda parts: CloudFacts()
     metadata_name: str = ""  # the source name of its metadata service's answers
-    metadata: Callable[[_Http], dict[str, str | None]] | None = None
+    metadata: Callable[[_Http], CloudFacts] | None = None
 
 
 CLOUDS = (
@@ -145,7 +155,7 @@ CLOUDS = (
 _ALIBABA = re.compile(r"^[a-z]{2}-[a-z0-9-]+\.i-[a-z0-9]+$")  # ACK: <region>.<instance id>
 
 
-def provider_facts(provider_id: str) -> dict[str, str]:
+def provider_facts(provider_id: str) -> CloudFacts:
     """`spec.providerID` of a node as Spare Cores vendor id and, where it carries one, the
     account (`gce://project/zone/name`, `azure:///subscriptions/<id>/...`) and zone."""
     scheme, _, rest = provider_id.partition("://")
@@ -161,9 +171,9 @@ def provider_facts(provider_id: str) -> dict[str, str]:
 def metadata_services(identity: Identity, base_url: str, timeout: float) -> None:
     """Ask every cloud's metadata service at once; the first that answers is offered."""
     http = _Http(base_url)
-    answers: queue.Queue[tuple[str, dict[str, str | None] | None]] = queue.Queue()
+    answers: queue.Queue[tuple[str, CloudFacts | None]] = queue.Queue()
 
-    def ask(name: str, probe: Callable[[_Http], dict[str, str | None]]) -> None:
+    def ask(name: str, probe: Callable[[_Http], CloudFacts]) -> None:
         try:
             answers.put((name, probe(http)))
         except (OSError, ValueError, AttributeError, TypeError):

@@ -7,7 +7,7 @@ import os
 import platform
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import structlog
 
@@ -19,7 +19,20 @@ log = structlog.get_logger(__name__)
 HOST_IDENTITY = ("host_id", "host_hostname", "host_ip")  # left out with send_host_identity false
 
 
-def host_fields(pod: PodEnv, proc_root: Path = Path("/proc")) -> dict[str, Any]:
+class HostFacts(TypedDict, total=False):
+    """The `host_*` fields of the register body that the host itself tells."""
+
+    host_id: str | None
+    host_hostname: str
+    host_ip: str | None
+    host_vcpus: int | None
+    host_cpu_model: str | None
+    host_memory_mib: int | None
+    host_storage_gb: float | None
+    host_server_allocation: str | None
+
+
+def host_fields(pod: PodEnv, proc_root: Path = Path("/proc")) -> HostFacts:
     """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model, storage. No
     probing; a fact that cannot be read is left out (a broken /proc must not stop the run)."""
     import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sentinel_sidecar.identity.cloud import provider_facts
+from sentinel_sidecar.identity.cloud import CloudFacts, provider_facts
 from sentinel_sidecar.identity.kube import KubeApi, KubeError
+from sentinel_sidecar.identity.record import ContainerResources, parse_resources
 
 if TYPE_CHECKING:
     from sentinel_sidecar.config import Settings
@@ -23,23 +24,18 @@ _ZONE = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"
 _INSTANCE_TYPE = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 
 
-def node_facts(node: Mapping[str, Any]) -> dict[str, str]:
-    """Cloud facts from a Node object: its topology labels and its providerID."""
+def node_facts(node: Mapping[str, Any]) -> CloudFacts:
+    """Cloud facts from a Node object: its topology labels, else its providerID."""
     labels = node.get("metadata", {}).get("labels") or {}
 
     def label(names: tuple[str, ...]) -> str | None:
-        return next((labels[name] for name in names if labels.get(name)), None)
+        return next((str(labels[name]) for name in names if labels.get(name)), None)
 
-    facts: dict[str, str] = {
-        "cloud_region_id": label(_REGION) or "",
-        "cloud_zone_id": label(_ZONE) or "",
-        "cloud_instance_type": label(_INSTANCE_TYPE) or "",
-    }
-    provided = provider_facts(str(node.get("spec", {}).get("providerID") or ""))
-    for name, value in provided.items():
-        if value and not facts.get(name):
-            facts[name] = value
-    return {name: value for name, value in facts.items() if value}
+    facts = provider_facts(str(node.get("spec", {}).get("providerID") or ""))
+    facts["cloud_region_id"] = label(_REGION) or facts.get("cloud_region_id")
+    facts["cloud_zone_id"] = label(_ZONE) or facts.get("cloud_zone_id")
+    facts["cloud_instance_type"] = label(_INSTANCE_TYPE)
+    return facts
 
 
 def pod_facts(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -49,9 +45,23 @@ def pod_facts(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     owners = metadata.get("ownerReferences") or []
     job = next((owner.get("name") for owner in owners if owner.get("kind") == "Job"), None)
     job = job or labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    workload = _workload_container(pod, settings)
+    tags = {"namespace": metadata.get("namespace"), "pod": metadata.get("name")}
+    return {
+        "orchestrator": "kubernetes",
+        "external_run_id": metadata.get("uid"),
+        "job_name": job,
+        "container_image": workload.get("image") if workload else None,
+        "tags": {key: str(value) for key, value in tags.items() if value},
+    }
+
+
+def _workload_container(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """The workload's container spec: the one named by the settings, else the first other
+    than the agent's own."""
     containers = pod.get("spec", {}).get("containers") or []
     wanted = settings.k8s_workload_container
-    workload = next(
+    return next(
         (
             container
             for container in containers
@@ -60,20 +70,11 @@ def pod_facts(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
         ),
         None,
     )
-    tags = {"namespace": metadata.get("namespace"), "pod": metadata.get("name")}
-    resources = (workload or {}).get("resources") or {}
-    return {
-        "orchestrator": "kubernetes",
-        "external_run_id": metadata.get("uid"),
-        "job_name": job,
-        "container_image": workload.get("image") if workload else None,
-        "tags": {key: str(value) for key, value in tags.items() if value},
-        # The workload container's requests and limits as set: `report` shows them beside
-        # its recommendation. Not sent to the API.
-        "container_resources": {
-            key: resources[key] for key in ("requests", "limits") if resources.get(key)
-        },
-    }
+
+
+def container_resources(pod: Mapping[str, Any], settings: Settings) -> ContainerResources:
+    """The workload container's requests and limits in the own Pod object, as set."""
+    return parse_resources((_workload_container(pod, settings) or {}).get("resources"))
 
 
 def kubernetes(identity: Identity, settings: Settings, account_dir: Path, timeout: float) -> None:
@@ -84,7 +85,9 @@ def kubernetes(identity: Identity, settings: Settings, account_dir: Path, timeou
     except KubeError:
         return  # not in a cluster
     try:
-        identity.offer("pod", pod_facts(api.get(api.pod_path, timeout), settings))
+        pod = api.get(api.pod_path, timeout)
+        identity.offer("pod", pod_facts(pod, settings))
+        identity.resources = container_resources(pod, settings)
     except KubeError as exc:
         log.warning("identity_pod_unavailable", error=str(exc))
     if settings.cloud_detect and api.node_name:

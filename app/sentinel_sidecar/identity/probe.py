@@ -41,7 +41,7 @@ def gather(
         left = PROBE_SECONDS - (time.monotonic() - started)
         if left > 0:
             metadata_services(identity, settings.cloud_metadata_url, left)
-    host = host_fields(settings.pod, settings.proc_root)
+    host: dict[str, object] = {**host_fields(settings.pod, settings.proc_root)}
     if not settings.send_host_identity:
         host = {name: value for name, value in host.items() if name not in HOST_IDENTITY}
     identity.offer("host", {**host, **(gpu_facts or {})})

@@ -4,7 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+
+class ContainerResources(TypedDict, total=False):
+    """The workload container's `resources` as its pod spec sets them."""
+
+    requests: dict[str, str]
+    limits: dict[str, str]
+
+
+def parse_resources(value: object) -> ContainerResources:
+    """`requests` and `limits` of a container's `resources` object (a pod spec, run.json); what
+    is not a mapping is left out."""
+    found = ContainerResources()
+    if not isinstance(value, Mapping):
+        return found
+    for key in ("requests", "limits"):
+        amounts = value.get(key)
+        if isinstance(amounts, Mapping) and amounts:
+            found[key] = {str(name): str(amount) for name, amount in amounts.items()}
+    return found
+
+
+def amount(resources: ContainerResources, kind: str, name: str) -> str:
+    """`resources[kind][name]` (`requests`, `cpu`), `-` where it is not set."""
+    amounts: dict[str, str] = resources.get(kind) or {}  # type: ignore[assignment]
+    return amounts.get(name, "-")
 
 
 @dataclass
@@ -13,6 +39,9 @@ class Identity:
 
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # The workload container's requests and limits (from its pod): `run.json`'s `resources`,
+    # shown by `report` beside its recommendation; never sent to the API.
+    resources: ContainerResources = field(default_factory=ContainerResources)
 
     def offer(self, source: str, values: Mapping[str, Any]) -> None:
         """Take each value that is set and not known yet: the first answer wins (for `tags`,
@@ -33,7 +62,6 @@ class Identity:
         return {
             name: {"value": value, "source": self.sources[name]}
             for name, value in self.values.items()
-            if name != "container_resources"  # run.json keeps it apart, as `resources`
         }
 
     def described(self) -> dict[str, str]:

@@ -130,8 +130,6 @@ class CgroupReading:
     memory_current_bytes: int | None = None
     memory_peak_bytes: int | None = None
     memory_limit_bytes: int | None = None
-    memory_anon_bytes: int | None = None
-    memory_file_bytes: int | None = None
     memory_inactive_file_bytes: int | None = None
     oom_kills: int | None = None
     io_read_bytes: int | None = None
@@ -286,8 +284,6 @@ class CgroupReader:
             memory_current_bytes=_read(d / "memory.current", parse_single),
             memory_peak_bytes=_read(d / "memory.peak", parse_single),
             memory_limit_bytes=_read(d / "memory.max", parse_single),
-            memory_anon_bytes=memory_stat.get("anon"),
-            memory_file_bytes=memory_stat.get("file"),
             memory_inactive_file_bytes=memory_stat.get("inactive_file"),
             oom_kills=events.get("oom_kill"),
             io_read_bytes=io_read,
@@ -327,8 +323,6 @@ class CgroupReader:
             memory_current_bytes=memory.get("usage_in_bytes"),
             memory_peak_bytes=memory.get("max_usage_in_bytes"),
             memory_limit_bytes=limit if limit is not None and limit < _V1_UNLIMITED else None,
-            memory_anon_bytes=memory_stat.get("total_rss"),
-            memory_file_bytes=memory_stat.get("total_cache"),
             memory_inactive_file_bytes=memory_stat.get("total_inactive_file"),
             oom_kills=oom.get("oom_kill"),
             io_read_bytes=blkio.get("Read") if blkio is not None else None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sentinel_sidecar.identity.record import amount
 from sentinel_sidecar.report.recommend import Recommendation, Rules, cpu_cores, memory_mib
 from sentinel_sidecar.report.runs import Run, as_yaml
 
@@ -159,13 +160,17 @@ def _charts(runs: Sequence[Run], recommendation: Recommendation) -> list[str]:
 def _identity(run: Run) -> dict[str, tuple[str, str]]:
     """(value, source) per field of a run.json identity; older files wrote `value (source)`."""
     fields: dict[str, tuple[str, str]] = {}
-    for name, entry in (run.summary.get("identity") or {}).items():
+    for name, entry in (run.summary.identity if run.summary else {}).items():
         if isinstance(entry, dict):
             fields[name] = (str(entry.get("value")), str(entry.get("source", "")))
         else:
             value, _, source = str(entry).rpartition(" (")
             fields[name] = (value, source.rstrip(")")) if value else (str(entry), "")
     return fields
+
+
+def _started(run: Run) -> str | None:
+    return run.summary.started_at if run.summary else None
 
 
 def _when(text: Any) -> str:
@@ -190,7 +195,7 @@ def _run_seconds(run: Run) -> float:
 
 
 def _ended(run: Run) -> str:
-    code = run.summary.get("exit_code")
+    code = run.summary.exit_code if run.summary else None
     if code is None:
         return "exit code unknown"
     return f"exit {code} ({'failed' if code else 'finished'})"
@@ -215,7 +220,7 @@ def _recommendation_rows(rec: Recommendation, rules: Rules) -> list[list[str]]:
     current = rec.current
 
     def now(kind: str, key: str) -> str:
-        return str((current.get(kind) or {}).get(key, "-"))
+        return amount(current, kind, key)
 
     rows = [
         ["cpu request", rec.cpu_request, now("requests", "cpu"),
@@ -242,7 +247,7 @@ def render(runs: Sequence[Run], recommendation: Recommendation, rules: Rules) ->
     facts = [
         ("project", latest.get("project_name", ("", ""))[0]),
         ("job", latest.get("job_name", ("", ""))[0]),
-        ("started", _when(runs[0].summary.get("started_at"))),
+        ("started", _when(_started(runs[0]))),
         ("duration", _duration(sum(_run_seconds(run) for run in runs))),
         ("ended", _ended(runs[-1]) if len(runs) == 1 else f"{len(runs)} runs"),
     ]
@@ -263,7 +268,7 @@ def render(runs: Sequence[Run], recommendation: Recommendation, rules: Rules) ->
         units = {"core_hours": "core-hours", "gib_hours": "GiB-hours"}
         parts = [f"{value:+.2f} {units[unit]}" for unit, value in difference.items()]
         sums.append(("current requests minus recommended", ", ".join(parts)))
-    run_rows = [[str(number), _when(run.summary.get("started_at")), _duration(_run_seconds(run)),
+    run_rows = [[str(number), _when(_started(run)), _duration(_run_seconds(run)),
                  _ended(run), str(run.rows), run.source]
                 for number, run in enumerate(runs, start=1)]  # fmt: skip
     where = [[name, value, source] for name, (value, source) in sorted(latest.items())]

@@ -4,9 +4,11 @@ Kubernetes quantities, by the rules of the Vertical Pod Autoscaler's recommender
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from sentinel_sidecar.identity.record import ContainerResources
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Recommendation:
     runs: int
     rows: int
     hours: float
-    current: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    current: ContainerResources = field(default_factory=ContainerResources)
 
     def resources(self) -> dict[str, Any]:
         """The `resources:` block, ready to paste."""
@@ -112,7 +114,7 @@ def memory_mib(quantity: str | float) -> float:
 def recommend(
     runs: Sequence[Usage],
     rules: Rules | None = None,
-    current: Mapping[str, Mapping[str, str]] | None = None,
+    current: ContainerResources | None = None,
 ) -> Recommendation:
     """One recommendation over every row of every run (repeated runs of one job)."""
     rules = rules or Rules()
@@ -135,5 +137,5 @@ def recommend(
         runs=len(runs),
         rows=len(cpu),
         hours=sum(run.hours for run in runs),
-        current=current or {},
+        current=current or ContainerResources(),
     )

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sentinel_sidecar.delivery.destination import RunSummary
 from sentinel_sidecar.delivery.s3 import parse_s3_uri
+from sentinel_sidecar.identity.record import ContainerResources, amount
 from sentinel_sidecar.report.recommend import Recommendation, Rules, Usage, recommend
 from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS, chunk_name
 from sentinel_sidecar.spool.store import spool_files
@@ -48,7 +50,7 @@ class Run:
 
     source: str
     columns: dict[str, list[float | None]] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None  # its run.json, when there is one
 
     @property
     def rows(self) -> int:
@@ -176,12 +178,12 @@ def _gunzip(body: bytes, where: str) -> str:
         raise ReportError(f"{where}: not a gzipped CSV chunk ({exc})") from exc
 
 
-def _summary(body: bytes, where: str) -> dict[str, Any]:
+def _summary(body: bytes, where: str) -> RunSummary | None:
     try:
         data = json.loads(body)
     except ValueError as exc:
         raise ReportError(f"{where}: not JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
+    return RunSummary.from_json(data) if isinstance(data, dict) else None
 
 
 def _add_rows(run: Run, text: str, where: str) -> None:
@@ -213,9 +215,9 @@ def build(
     """The runs and one recommendation over all of them; the current requests and limits of
     the latest run that recorded them."""
     runs = [load(source, instance_metadata=instance_metadata) for source in sources]
-    current: dict[str, dict[str, str]] = {}
+    current = ContainerResources()
     for run in runs:
-        current = run.summary.get("resources") or current
+        current = (run.summary.resources if run.summary else None) or current
     return runs, recommend([run.usage() for run in runs], rules, current)
 
 
@@ -246,7 +248,11 @@ def as_dict(runs: Sequence[Run], recommendation: Recommendation) -> dict[str, An
         "current": dict(recommendation.current),
         "difference": recommendation.savings(),
         "runs": [
-            {"source": run.source, "rows": run.rows, "run_id": run.summary.get("run_id")}
+            {
+                "source": run.source,
+                "rows": run.rows,
+                "run_id": run.summary.run_id if run.summary else None,
+            }
             for run in runs
         ],
     }
@@ -289,6 +295,8 @@ def as_table(recommendation: Recommendation, rules: Rules) -> str:
     return "\n".join(lines)
 
 
-def _line(name: str, value: str, current: Any, kind: str, key: str, basis: str) -> str:
-    now = str((current.get(kind) or {}).get(key, "-"))
+def _line(
+    name: str, value: str, current: ContainerResources, kind: str, key: str, basis: str
+) -> str:
+    now = amount(current, kind, key)
     return f"{name:18}{value:>14}{now:>12}  {basis}"
