@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from sentinel_sidecar.config import DEFAULTS
-from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS, header_line
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS, Schema, header_line
 from sentinel_sidecar.spool.state import Loss
 from sentinel_sidecar.spool.store import Spool, spool_files
 
@@ -61,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     samples = round(args.days * 86400 / args.interval)
     directory = Path(tempfile.mkdtemp(prefix="bench-outage-"))
-    header = header_line("sentinel")
+    header = header_line(Schema.SENTINEL)
     spool = Spool(directory, header, segment_bytes=args.segment_bytes, max_bytes=args.max_bytes)
     spool.acknowledge(spool.data_start)  # the outage: nothing is ever delivered
     loss, slowest, most = Loss(), 0.0, 0

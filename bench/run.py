@@ -37,7 +37,7 @@ from sentinel_sidecar.measure.collect import Collector
 from sentinel_sidecar.measure.node import NodeReader
 from sentinel_sidecar.measure.proc_reader import ProcReader
 from sentinel_sidecar.measure.procfs import clock_ticks, raise_fd_limit
-from sentinel_sidecar.measure.rows import header_line, make_row
+from sentinel_sidecar.measure.rows import Schema, header_line, make_row
 from sentinel_sidecar.spool.segment import parse_segment_name
 from sentinel_sidecar.spool.state import State, StateStore
 from sentinel_sidecar.spool.store import Spool, spool_files
@@ -89,13 +89,13 @@ def per_tick(sizes: list[int], ticks: int) -> list[dict[str, Any]]:
                     cgroup=workload.cgroup,
                 )
                 with tempfile.TemporaryDirectory() as spool_dir:
-                    spool = Spool(Path(spool_dir), header_line("sentinel"))
+                    spool = Spool(Path(spool_dir), header_line(Schema.SENTINEL))
                     previous = collector.read()
                     walls, cpus = [], []
                     for _ in range(ticks):
                         wall0, cpu0 = time.perf_counter(), time.thread_time()
                         reading = collector.read()
-                        spool.append(",".join(make_row(previous, reading, "sentinel")) + "\n")
+                        spool.append(",".join(make_row(previous, reading, Schema.SENTINEL)) + "\n")
                         walls.append(time.perf_counter() - wall0)
                         cpus.append(time.thread_time() - cpu0)
                         previous = reading
@@ -407,7 +407,7 @@ def upload_path(repeats: int) -> dict[str, Any]:
     from tests.peers import MotoServer
 
     rows = _real_rows(120)
-    header = header_line("sentinel").encode()
+    header = header_line(Schema.SENTINEL).encode()
     big = (rows * (8 * MIB // len(rows) + 1))[: 8 * MIB]
     big = big[: big.rfind(b"\n") + 1]
     gz_times = []
@@ -488,7 +488,7 @@ def _real_rows(count: int) -> bytes:
         for _ in range(count):
             time.sleep(0.02)
             reading = collector.read()
-            lines.append(",".join(make_row(previous, reading, "sentinel")) + "\n")
+            lines.append(",".join(make_row(previous, reading, Schema.SENTINEL)) + "\n")
             previous = reading
     finally:
         workload.stop()

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.measure.rows import Schema, header_line
 from tests.peers import REGION, MotoServer, S3Proxy, SentinelServer
 
 
@@ -65,7 +65,7 @@ def spool_rows(spool: Path, *, check_header: bool = True) -> list[str]:
     for path in segments(spool):
         lines = path.read_text().splitlines(keepends=True)
         if check_header and lines:
-            assert lines[0] == header_line("sentinel"), path
+            assert lines[0] == header_line(Schema.SENTINEL), path
         rows += lines[1:]
     return rows
 
@@ -75,7 +75,7 @@ def chunk_rows(bodies: list[bytes]) -> list[str]:
     rows: list[str] = []
     for body in bodies:
         lines = gzip.decompress(body).decode().splitlines(keepends=True)
-        assert lines[0] == header_line("sentinel")
+        assert lines[0] == header_line(Schema.SENTINEL)
         assert all(line.endswith("\n") for line in lines)
         rows.extend(lines[1:])
     return rows

@@ -23,13 +23,15 @@ def validate_all(docs: list[dict[str, Any]]) -> None:
 
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
     assert job["kind"] == "Job"
-    return job["spec"]["template"]["spec"]
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
 
 
 def sidecar_of(spec: dict[str, Any], native: bool) -> dict[str, Any]:
     place = "initContainers" if native else "containers"
     [sidecar] = [c for c in spec.get(place, []) if c["name"] == "sentinel-sidecar"]
-    return sidecar
+    found: dict[str, Any] = sidecar
+    return found
 
 
 def check_sidecar_pod(spec: dict[str, Any], native: bool) -> dict[str, Any]:

@@ -10,8 +10,14 @@ from sentinel_sidecar.measure.node import NodeReader, SystemReading
 from sentinel_sidecar.measure.proc_reader import ProcReader
 from sentinel_sidecar.measure.procfs import clock_ticks
 from sentinel_sidecar.measure.reading import Reading, WorkloadReading
-from sentinel_sidecar.measure.rows import EXTENDED_COLUMNS, SENTINEL_COLUMNS, columns, make_row
-from sentinel_sidecar.runner import Ticker
+from sentinel_sidecar.measure.rows import (
+    EXTENDED_COLUMNS,
+    SENTINEL_COLUMNS,
+    Schema,
+    columns,
+    make_row,
+)
+from sentinel_sidecar.schedule import Ticker
 from tests.fakefs import cgroup_v2, fake_proc, fake_process, write
 
 
@@ -47,7 +53,7 @@ def test_sentinel_schema_has_the_32_columns_in_order():
     assert len(SENTINEL_COLUMNS) == 32
     assert SENTINEL_COLUMNS[0] == "timestamp"
     assert SENTINEL_COLUMNS[21] == "process_pid"
-    assert columns("extended") == SENTINEL_COLUMNS + EXTENDED_COLUMNS
+    assert columns(Schema.EXTENDED) == SENTINEL_COLUMNS + EXTENDED_COLUMNS
 
 
 def test_row_holds_deltas_rates_and_empty_unknowns():
@@ -84,7 +90,7 @@ def test_row_holds_deltas_rates_and_empty_unknowns():
             memory_bytes=300 * 1024 * 1024,
         ),
     )
-    row = dict(zip(SENTINEL_COLUMNS, make_row(before, after, "sentinel"), strict=True))
+    row = dict(zip(SENTINEL_COLUMNS, make_row(before, after, Schema.SENTINEL), strict=True))
     assert row["timestamp"] == "1700000002.000"
     assert row["system_utime"] == "1.00"
     assert row["system_stime"] == "0.50"
@@ -108,7 +114,7 @@ def test_row_without_workload_leaves_process_cells_empty():
     row = dict(
         zip(
             SENTINEL_COLUMNS,
-            make_row(reading(0, system(), empty), reading(1, system(), empty), "sentinel"),
+            make_row(reading(0, system(), empty), reading(1, system(), empty), Schema.SENTINEL),
             strict=True,
         )
     )
@@ -121,7 +127,7 @@ def test_counter_reset_never_gives_a_negative_delta():
     after = reading(
         1, system(disk_read_bytes=0), WorkloadReading(1, 1, {"pid:1": Counters(1.0, 1.0, 1, 1)})
     )
-    row = dict(zip(SENTINEL_COLUMNS, make_row(before, after, "sentinel"), strict=True))
+    row = dict(zip(SENTINEL_COLUMNS, make_row(before, after, Schema.SENTINEL), strict=True))
     assert row["process_utime"] == "0.0000"
     assert row["system_disk_read_bytes"] == "0"
 
@@ -236,7 +242,7 @@ def test_extended_schema_appends_cgroup_columns(tmp_path: Path):
     procs, cgroups = _tree(tmp_path, "/pod/workload", "/pod/sidecar")
     collector = collector_for(procs, cgroups, own_pid=7)
     first, second = collector.read(), collector.read()
-    cells = make_row(first, second, "extended")
+    cells = make_row(first, second, Schema.EXTENDED)
     assert len(cells) == 32 + len(EXTENDED_COLUMNS)
     extended = dict(zip(EXTENDED_COLUMNS, cells[32:], strict=True))
     assert extended["cgroup_memory_working_set_mib"] == "80.000"

@@ -82,6 +82,7 @@ def test_kustomize_renders_valid_manifests():
     if kubectl is None:
         reason = "kubectl is not installed (.ci/run fetches one with .ci/fetch-k8s-tools)"
         pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
+    assert kubectl is not None
     rendered = subprocess.run(
         [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
     ).stdout

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.measure.rows import Schema, header_line
 from tests import fakefs
 from tests.agent import (
     chunk_rows,
@@ -276,7 +276,7 @@ def _rows_in(path: Path) -> int:
 
 # --- what the spool directory holds at start ---------------------------------------------------
 
-HEADER = header_line("sentinel")
+HEADER = header_line(Schema.SENTINEL)
 OLD_ROWS = "".join(f"{1_700_000_000 + i}.000," + ",".join(["0"] * 31) + "\n" for i in range(40))
 
 

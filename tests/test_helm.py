@@ -63,7 +63,7 @@ def test_chart_default_values_render_rbac_only(render):
     validate_all(docs)
 
 
-VALUE_SETS = {
+VALUE_SETS: dict[str, dict[str, Any]] = {
     "native-example": {
         "exampleJob": {"enabled": True},
         "metadata": {"projectName": "p", "tags": {"team": "ml", "stage": "train"}},

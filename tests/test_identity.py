@@ -147,7 +147,7 @@ GCP_DOCUMENT = {"instance": {"zone": "projects/123456789/zones/europe-west4-a",
 AZURE_DOCUMENT = {"compute": {"location": "westeurope", "vmSize": "Standard_D2s_v3",
                               "subscriptionId": "8f7e6d5c-0000-1111-2222-333344445555",
                               "zone": "2", "osType": "Linux"}}  # fmt: skip
-METADATA = {
+METADATA: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "aws": (AWS_DOCUMENT, {"cloud_vendor_id": "aws", "cloud_account_id": "123456789012",
                            "cloud_region_id": "eu-west-1", "cloud_zone_id": "eu-west-1b",
                            "cloud_instance_type": "c6i.large"}),

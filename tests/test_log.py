@@ -3,7 +3,7 @@ import json
 
 import structlog
 
-from sentinel_sidecar import log
+import sentinel_sidecar.log as log
 
 
 def test_json_lines_with_event_name_and_secrets_redacted():

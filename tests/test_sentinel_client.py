@@ -111,7 +111,12 @@ def test_429_honours_retry_after(sentinel):
     sentinel.unavailable_status, sentinel.retry_after = 429, "1"
     sentinel.unavailable_until = time.monotonic() + 0.5
     slept: list[float] = []
-    open_with_retries(sentinel, soon(), sleep=lambda s: (slept.append(s), time.sleep(s)))
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    open_with_retries(sentinel, soon(), sleep=sleep)
     assert slept and all(wait == 1.0 for wait in slept)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sentinel_sidecar.exit_code import read_exit_code
-from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.measure.rows import Schema, header_line
 from sentinel_sidecar.spool.segment import Segment
 from sentinel_sidecar.spool.state import Loss
 from sentinel_sidecar.spool.store import Spool, SpoolError, set_aside
@@ -19,7 +19,8 @@ def rows(n: int, start: int = 0) -> list[str]:
 
 
 def chunks(spool: Spool, max_bytes: int, offset: int | None = None) -> list[bytes]:
-    found, offset = [], spool.data_start if offset is None else offset
+    found: list[bytes] = []
+    offset = spool.data_start if offset is None else offset
     while True:
         chunk, offset = spool.read_chunk(offset, max_bytes)
         if not chunk:
@@ -217,7 +218,7 @@ def test_a_cursor_that_does_not_fit_is_named(tmp_path: Path, offset: int, proble
     assert problem in (spool.cursor_problem(offset) or "")
 
 
-EXTENDED = header_line("extended")
+EXTENDED = header_line(Schema.EXTENDED)
 
 
 def sample_rows(n: int, start: int = 0) -> list[str]:

@@ -10,14 +10,14 @@ import pytest
 from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind
 from sentinel_sidecar.delivery.upload import REFUSED_DIR, Uploader, UploadWorker
-from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.measure.rows import Schema, header_line
 from sentinel_sidecar.spool.state import State, StateStore
 from sentinel_sidecar.spool.store import Spool
 from sentinel_sidecar.telemetry import Telemetry
 from tests.agent import chunk_rows, dir_chunks
 from tests.test_retry import Edges
 
-HEADER = header_line("sentinel")
+HEADER = header_line(Schema.SENTINEL)
 
 
 class Scripted(LocalDestination):
@@ -52,6 +52,7 @@ def parts(tmp_path: Path):
     state = State(None, None, 0, spool.data_start, HEADER)
     uploader = Uploader(spool, store, state, destination, max_chunk_bytes=1 << 20,
                         telemetry=Telemetry(), max_chunk_refusals=3)  # fmt: skip
+    uploader.open(soon())
     yield spool, destination, uploader
     spool.close()
 

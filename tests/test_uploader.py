@@ -8,21 +8,23 @@ import pytest
 from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind
 from sentinel_sidecar.delivery.upload import Uploader
-from sentinel_sidecar.measure.rows import header_line
+from sentinel_sidecar.measure.rows import Schema, header_line
 from sentinel_sidecar.spool.state import State, StateStore
 from sentinel_sidecar.spool.store import Spool
 from sentinel_sidecar.telemetry import Telemetry
 from tests.agent import chunk_rows, dir_chunks, spool_rows
 
-HEADER = header_line("sentinel")
+HEADER = header_line(Schema.SENTINEL)
 
 
 def uploader_for(spool: Spool, store: StateStore, output: Path) -> Uploader:
     state = store.load() or State(None, None, 0, spool.data_start, HEADER)
     destination = LocalDestination(output, new_run=False)
-    return Uploader(
+    uploader = Uploader(
         spool, store, state, destination, max_chunk_bytes=1 << 20, telemetry=Telemetry()
     )
+    uploader.open(time.monotonic() + 10)
+    return uploader
 
 
 def test_a_failed_state_save_never_lets_the_cursor_run_ahead(tmp_path: Path):
@@ -65,6 +67,7 @@ def test_local_output_on_the_spools_volume_counts_against_its_cap(tmp_path: Path
     state = State(None, None, 0, spool.data_start, HEADER)
     uploader = Uploader(spool, StateStore(directory), state, destination,
                         max_chunk_bytes=1 << 20, telemetry=Telemetry())  # fmt: skip
+    uploader.open(time.monotonic() + 10)
     refused = None
     for n in range(20_000):
         spool.append(f"{n},{n * 7919 % 104729:08d},{'x' * (n % 50)}\n")  # gzips poorly

@@ -51,6 +51,7 @@ class LocalDestination:
         self._new_run = new_run
         self._budget = budget
         self._kept: int | None = None  # bytes under `directory`, measured once
+        self._opened = False  # a chunk before `open` could land among an earlier run's files
 
     @property
     def kept_bytes(self) -> int:
@@ -77,6 +78,7 @@ class LocalDestination:
                 raise DeliveryError(f"cannot set {self.directory} aside: {exc}") from exc
             log.warning("output_dir_set_aside", moved_to=str(aside))
         self._new_run = False
+        self._opened = True
         return state
 
     def _outputs(self) -> list[Path]:
@@ -84,6 +86,8 @@ class LocalDestination:
 
     def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
         """Write the chunk `name` durably; its path."""
+        if not self._opened:
+            raise DeliveryError("the local destination is not open yet")
         if self._budget is not None and self.kept_bytes + len(body) > self._budget:
             raise DeliveryError(
                 f"{self.directory} holds {self.kept_bytes} bytes: a chunk more would pass the "
@@ -97,8 +101,8 @@ class LocalDestination:
         return self._write("run.json", summary.to_json())
 
     def status(self) -> DestinationStatus:
-        """Always ready: a directory needs no registration."""
-        return DestinationStatus(ready=True)
+        """Ready once open (at once: a directory needs no registration)."""
+        return DestinationStatus(ready=self._opened)
 
     def _write(self, name: str, body: bytes) -> str:
         target = self.directory / name
