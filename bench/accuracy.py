@@ -1,5 +1,6 @@
-"""What the /proc path reports in a simulated pod (tests/pod.py), against the workload cgroup's
-own counters, for each workload shape; resource-tracker in the same pod over the same workload.
+"""What the /proc path reports in a simulated pod (tests/support/pod.py), against the workload
+cgroup's own counters, for each workload shape; resource-tracker in the same pod over the same
+workload.
 
 Root only (pid and cgroup namespaces); at the production interval of 1 s.
 """
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
-from tests import pod as simulated
-from tests.agent import chunk_rows, dir_chunks
-from tests.pod import PRELUDE, SHAPES
+from tests.support import pod as simulated
+from tests.support.agent import chunk_rows, dir_chunks, run_args
+from tests.support.pod import PRELUDE, SHAPES
 
 INTERVAL = 1.0
 # Both trackers attach while the workload's init waits: neither misses its first seconds.
@@ -58,8 +59,8 @@ def _one(shape: str, with_peer: bool) -> dict[str, Any]:
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
         output = work / "output"
-        args = ["--interval", str(INTERVAL), "--spool-dir", str(work / "spool"), "--output-dir",
-                str(output), "--health-port", "0", "--log-level", "warning"]  # fmt: skip
+        args = run_args(work / "spool", "--interval", str(INTERVAL), "--log-level", "warning",
+                        output=output)  # fmt: skip
         _, log = pod.start_sidecar(args, env)
         sidecar = pod.last_shim
         workload = pod.container("workload")

@@ -1,7 +1,7 @@
 """Per-tick cost of the GPU reading: `GpuReader.figures` against the stand-in NVML library of the
-tests (tests/nvml_stub.c, compiled here with gcc) at 1 and 8 GPUs, in a fresh process each (the
-library is found through LD_LIBRARY_PATH, as pynvml loads it). The stand-in answers at once, so
-this is the agent's own cost per tick (pynvml's ctypes calls and the arithmetic), not the
+tests (tests/support/nvml_stub.c, compiled here with gcc) at 1 and 8 GPUs, in a fresh process
+each (the library is found through LD_LIBRARY_PATH, as pynvml loads it). The stand-in answers at
+once, so this is the agent's own cost per tick (pynvml's ctypes calls and the arithmetic), not the
 driver's. Not run in CI:
 
     python -m bench.gpu_cost
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STUB = ROOT / "tests" / "nvml_stub.c"
+STUB = ROOT / "tests" / "support" / "nvml_stub.c"
 
 MEASURE = """
 import json, statistics, sys, time

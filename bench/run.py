@@ -404,7 +404,7 @@ def imports(repeats: int) -> dict[str, Any]:
 def upload_path(repeats: int) -> dict[str, Any]:
     """gzip and put of chunks of real rows against the moto S3 server."""
     sys.path.insert(0, str(ROOT))
-    from tests.peers import MotoServer
+    from tests.support.peers import MotoServer
 
     rows = _real_rows(120)
     header = header_line(Schema.SENTINEL).encode()

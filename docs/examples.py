@@ -3,7 +3,7 @@ that demo's output as headless Chromium draws it.
 
     python docs/examples.py            # from the repository, with the `report` extra installed
 
-`tests/test_readme.py` checks that the demo still prints what the README shows (numbers and
+`tests/deploy/test_readme.py` checks that the demo still prints what the README shows (numbers and
 paths aside)."""
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import KubeApiServer, MotoServer, S3Proxy, SentinelServer, service_account
+from tests.support import pod as simulated
+from tests.support.peers import KubeApiServer, MotoServer, S3Proxy, SentinelServer, service_account
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +54,11 @@ def api(account: Path) -> Iterator[KubeApiServer]:
     server = KubeApiServer(account / "ca.crt", account.parent / "key.pem")
     yield server
     server.close()
+
+
+@pytest.fixture
+def pod() -> Iterator[simulated.Pod]:
+    """A fresh simulated pod (root only: the modules using it skip without)."""
+    simulated_pod = simulated.Pod()
+    yield simulated_pod
+    simulated_pod.close()

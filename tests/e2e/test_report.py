@@ -1,0 +1,311 @@
+"""`report`: recommendations on crafted runs, Kubernetes quantities, every input kind (output
+dir, spool dir, direct-S3 prefix on moto), and the HTML page — self-contained, every chart
+with its series, and not blank when headless Chromium draws it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
+from sentinel_sidecar.report.recommend import (
+    Rules,
+    Usage,
+    cpu_cores,
+    cpu_quantity,
+    memory_mib,
+    memory_quantity,
+    percentile,
+    recommend,
+)
+from tests.support.agent import agent_env
+from tests.support.peers import REGION
+
+HEADER = ",".join(SENTINEL_COLUMNS) + "\n"
+
+
+def row(t: float, cpu: float, memory: float, gpu: float = 0.0) -> str:
+    cells = dict.fromkeys(SENTINEL_COLUMNS, "0")
+    cells |= {"timestamp": f"{t:.3f}", "process_cpu_usage": f"{cpu:.4f}",
+              "process_memory_mib": f"{memory:.3f}", "process_disk_read_bytes": "4096",
+              "process_disk_write_bytes": "8192", "system_net_recv_bytes": "1500",
+              "system_net_sent_bytes": "900", "process_gpu_usage": f"{gpu:.4f}",
+              "process_gpu_utilized": str(int(gpu > 0))}  # fmt: skip
+    return ",".join(cells[column] for column in SENTINEL_COLUMNS) + "\n"
+
+
+def output_dir(directory: Path, rows: list[str], summary: dict | None = None,
+               per_chunk: int = 500) -> Path:  # fmt: skip
+    """A local output directory as the agent writes it."""
+    directory.mkdir(parents=True)
+    for seq, start in enumerate(range(0, len(rows), per_chunk), start=1):
+        body = HEADER + "".join(rows[start : start + per_chunk])
+        (directory / f"{seq:06d}.csv.gz").write_bytes(gzip.compress(body.encode()))
+    if summary is not None:
+        (directory / "run.json").write_text(json.dumps(summary))
+    return directory
+
+
+def usage(cpu: list[float], memory: list[float], hours: float = 1.0) -> Usage:
+    return Usage(cpu, memory, [0.0] * len(cpu), hours)
+
+
+def test_a_flat_run():
+    rec = recommend([usage([0.5] * 100, [700.0] * 100)])
+    assert (rec.cpu_request, rec.cpu_limit, rec.memory, rec.gpus) == ("500m", None, "816Mi", 0)
+    assert rec.resources() == {"requests": {"cpu": "500m", "memory": "816Mi"},
+                               "limits": {"memory": "816Mi"}}  # fmt: skip
+
+
+def test_a_spiky_run_requests_its_percentile_and_keeps_its_peak_memory():
+    cpu = [0.1] * 97 + [4.0] * 3  # rare spikes: the p95 is the everyday level
+    memory = [300.0] * 99 + [1500.0]
+    rec = recommend([usage(cpu, memory)])
+    assert rec.cpu_request == "100m" and rec.cpu_basis == 0.1
+    assert rec.memory == "1728Mi"  # 1500 x 1.15 = 1725, up to 16 Mi
+    assert recommend([usage(cpu, memory)], Rules(cpu_percentile=99)).cpu_request == "4"
+
+
+def test_growing_memory_is_sized_for_its_end():
+    memory = [100.0 + 9 * i for i in range(101)]  # 100 -> 1000 MiB
+    rec = recommend([usage([0.2] * 101, memory)], Rules(memory_margin=0.0))
+    assert rec.memory == "1008Mi" and rec.memory_peak_mib == 1000
+
+
+def test_several_runs_make_one_recommendation():
+    runs = [usage([0.2] * 50, [500.0] * 50, 0.5), usage([0.9] * 50, [800.0] * 50, 1.5)]
+    rec = recommend(runs, Rules(cpu_limit_factor=2), {"requests": {"cpu": "2", "memory": "2Gi"}})
+    assert (rec.runs, rec.rows, rec.hours) == (2, 100, 2.0)
+    assert rec.cpu_request == "900m" and rec.cpu_limit == "1800m" and rec.memory == "928Mi"
+    assert rec.savings() == {"core_hours": 2.2, "gib_hours": round((2048 - 928) / 1024 * 2, 3)}
+
+
+@pytest.mark.parametrize(
+    ("cores", "quantity"),
+    [(0.0, "10m"), (0.001, "10m"), (0.2501, "260m"), (0.25, "250m"), (1.0, "1"),
+     (1.999, "2"), (2.5, "2500m")],
+)  # fmt: skip
+def test_cpu_quantities_round_up(cores: float, quantity: str):
+    assert cpu_quantity(cores) == quantity
+    assert cpu_cores(quantity) >= cores
+
+
+@pytest.mark.parametrize(
+    ("mib", "quantity"),
+    [(0.0, "16Mi"), (1.0, "16Mi"), (767.0, "768Mi"), (1023.5, "1Gi"), (2048.0, "2Gi"),
+     (2049.0, "2064Mi")],
+)  # fmt: skip
+def test_memory_quantities_round_up(mib: float, quantity: str):
+    assert memory_quantity(mib) == quantity
+    assert memory_mib(quantity) >= mib
+
+
+def test_quantities_as_kubernetes_writes_them():
+    assert memory_mib("1G") == pytest.approx(953.674, rel=1e-4)
+    assert memory_mib("536870912") == 512 and memory_mib("512Ki") == 0.5
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([], 95) == 0.0
+
+
+def report(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sentinel_sidecar", "report", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env=agent_env(env))  # fmt: skip
+
+
+def test_an_output_and_a_spool_and_the_current_resources(tmp_path: Path):
+    rows = [row(1_700_000_000 + i, 0.4, 600.0) for i in range(3600)]
+    summary = {"run_id": "r1", "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                                             "limits": {"memory": "1Gi"}}}  # fmt: skip
+    out = output_dir(tmp_path / "out", rows, summary)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "metrics.csv").write_text(HEADER + "".join(rows))
+    result = report(str(out), str(spool), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["resources"] == {"requests": {"cpu": "400m", "memory": "704Mi"},
+                                 "limits": {"memory": "704Mi"}}  # fmt: skip
+    assert data["basis"]["runs"] == 2 and data["basis"]["rows"] == 7200
+    assert data["current"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    assert data["difference"]["core_hours"] == pytest.approx(0.6 * 2, abs=0.01)
+    table = report(str(out)).stdout
+    assert "cpu request" in table and "400m" in table and "core-hours" in table
+    yaml_block = report(str(out), "--format", "yaml").stdout
+    assert yaml_block.startswith("resources:\n  requests:\n    cpu: 400m\n")
+
+
+def test_chunks_are_read_in_the_order_of_their_numbers(tmp_path: Path):
+    # Sorted as text, an older run's 10000.csv.gz came before 9999.csv.gz.
+    directory = tmp_path / "out"
+    directory.mkdir()
+    for name, first in (("9999.csv.gz", 0), ("10000.csv.gz", 10)):
+        body = HEADER + "".join(row(1_700_000_000 + first + i, 0.5, 100.0) for i in range(10))
+        (directory / name).write_bytes(gzip.compress(body.encode()))
+    data = json.loads(report(str(directory), "--format", "json").stdout)
+    assert data["basis"]["rows"] == 20
+    from sentinel_sidecar.report.runs import load
+
+    stamps = load(str(directory)).values("timestamp")
+    assert stamps == sorted(stamps)
+
+
+def test_a_direct_s3_run_prefix(tmp_path: Path, moto):
+    bucket = moto.new_bucket()
+    s3 = moto.client("s3")
+    rows = [row(1_700_000_000 + i, 1.2, 2000.0) for i in range(100)]
+    for seq, part in ((1, rows[:50]), (2, rows[50:])):
+        body = gzip.compress((HEADER + "".join(part)).encode())
+        s3.put_object(Bucket=bucket, Key=f"runs/pod-1/{seq:06d}.csv.gz", Body=body)
+    s3.put_object(Bucket=bucket, Key="runs/pod-1/run.json", Body=b'{"run_id": "pod-1"}')
+    env = {"AWS_ENDPOINT_URL_S3": moto.endpoint, "AWS_REGION": REGION,
+           "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
+    result = report(f"s3://{bucket}/runs/pod-1", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["basis"]["rows"] == 100 and data["runs"][0]["run_id"] == "pod-1"
+    assert data["resources"]["requests"] == {"cpu": "1200m", "memory": "2304Mi"}
+    missing = report(f"s3://{bucket}/runs/nothing", env=env)
+    assert missing.returncode == 2 and "holds no chunk 000001.csv.gz" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["--cpu-percentile", "0"], "--cpu-percentile: 0 is not in (0, 100]"),
+     (["--memory-margin", "-1"], "--memory-margin: -1 is not >= 0"),
+     (["--cpu-limit-factor", "0.5"], "--cpu-limit-factor: 0.5 is not >= 1"),
+     (["s3://Bad_Bucket/x"], "no valid bucket name")],
+)  # fmt: skip
+def test_bad_report_input_exits_2(tmp_path: Path, args: list[str], expected: str):
+    out = output_dir(tmp_path / "out", [row(1.0, 0.1, 10.0)])
+    result = report(str(out), *args)
+    assert result.returncode == 2 and expected in result.stderr
+
+
+def html_page(tmp_path: Path, gpu: bool = False) -> str:
+    rows = [row(1_700_000_000 + i, 0.3 + (i % 60) / 100, 400 + i / 10, 0.7 if gpu else 0.0)
+            for i in range(1200)]  # fmt: skip
+    summary = {"run_id": "r1", "started_at": "2023-11-14T22:13:20.000+00:00", "exit_code": 137,
+               "identity": {"cloud_region_id": {"value": "us-east-1", "source": "node"},
+                            "job_name": {"value": "nightly-train", "source": "pod"}},
+               "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}  # fmt: skip
+    out = output_dir(tmp_path / "out", rows, summary)
+    result = report(str(out), "--html", str(tmp_path / "report.html"))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {tmp_path / 'report.html'}" in result.stderr  # says where the page is
+    return (tmp_path / "report.html").read_text()
+
+
+def test_the_page_is_self_contained_with_every_chart_and_series(tmp_path: Path):
+    page = html_page(tmp_path, gpu=True)
+    assert not re.search(r"<script|<link|<img|@import|url\((?!#)", page, re.IGNORECASE)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
+    for series in ("process_cpu_usage", "process_memory_mib", "process_disk_read_bytes",
+                   "process_disk_write_bytes", "process_gpu_usage"):  # fmt: skip
+        assert f'id="series-{series}-1"' in page, series
+    assert "system_net" not in page  # node-wide figures are not the workload's
+    assert page.count("<svg") == 4
+    assert 'id="line-recommended-request"' in page and 'id="line-current-request"' in page
+    without_gpu = html_page(tmp_path / "b")
+    assert without_gpu.count("<svg") == 3 and "series-process_gpu_usage" not in without_gpu
+
+
+def test_the_page_says_which_job_when_how_it_ended_what_to_set_and_the_totals(tmp_path: Path):
+    page = html_page(tmp_path)
+    text = re.sub(r"<[^>]+>", " ", page[page.index("<body>") : page.index("<svg")])
+    text = " ".join(text.split())
+    assert text.startswith(
+        "nightly-train: what it used job nightly-train · started 2023-11-14 22:13 UTC · "
+        "duration 20 min · ended exit 137 (failed)"
+    )
+    # The recommendation as a table, and the block to paste as it is.
+    assert "<td>cpu request</td><td>860m</td><td>2</td>" in page
+    assert "<pre>resources:\n  requests:\n    cpu: 860m\n" in page
+    # 1200 s at a mean of 0.595 cores and 460 MiB; 4096 B read per 1 s row; p95 0.86 cores.
+    assert "current requests minus recommended +0.38 core-hours, +0.14 GiB-hours" in text
+    assert "CPU 0.198 core-hours" in text and "memory 0.15 GiB-hours" in text
+    assert "disk read 4.9 MB" in text and "disk written 9.8 MB" in text
+    assert "<td>cloud_region_id</td><td>us-east-1</td><td>node</td>" in page
+    [disk] = [chart for chart in page.split('<section class="chart">') if ">Disk<" in chart]
+    assert "MB/s" in disk and "1e6" not in disk and "bytes per interval" not in page
+
+
+def test_too_little_data_is_refused_not_recommended_from(tmp_path: Path):
+    one_row = output_dir(tmp_path / "one", [row(1.0, 0.5, 100.0)])
+    result = report(str(one_row))
+    assert result.returncode == 3 and result.stdout == ""
+    assert "too little to recommend from: 1 row(s), 1 of the workload" in result.stderr
+    never_seen = output_dir(tmp_path / "none", [row(1.0 + i, 0.0, 0.0) for i in range(50)])
+    result = report(str(never_seen), "--format", "json")
+    assert result.returncode == 3 and "the workload was never seen" in result.stderr
+
+
+def test_a_runs_parent_directory_names_the_run_inside(tmp_path: Path):
+    output_dir(tmp_path / "demo" / "output", [row(1.0 + i, 0.5, 100.0) for i in range(10)])
+    result = report(str(tmp_path / "demo"))
+    assert result.returncode == 2
+    assert result.stderr.rstrip().endswith(f"did you mean {tmp_path / 'demo' / 'output'}?")
+
+
+def test_s3_without_credentials_says_so_and_asks_no_metadata_service(tmp_path: Path):
+    # boto3's chain ends at the instance metadata service: on a laptop it waits on
+    # 169.254.169.254. Here that service is a loopback peer that records every request.
+    asked: list[str] = []
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_PUT = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+           }  # fmt: skip
+    try:
+        result = report("s3://bucket/runs/pod-1", env=env)
+        asked_outside = list(asked)
+        in_pod = report("s3://bucket/runs/pod-1", env={**env, "KUBERNETES_SERVICE_HOST": "1"})
+    finally:
+        server.shutdown()
+    assert result.returncode == 2 and "no AWS credentials found" in result.stderr
+    assert asked_outside == []
+    assert in_pod.returncode == 2 and asked  # in a pod, the chain may ask it
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is missing (.ci/run installs it)")
+def test_headless_chromium_draws_non_blank_charts(tmp_path: Path):
+    from PIL import Image
+
+    html_page(tmp_path)
+    shot = tmp_path / "shot.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", "--window-size=1000,2400", f"--screenshot={shot}",
+                    (tmp_path / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    image = Image.open(shot).convert("RGB")
+    raw = image.tobytes()
+    pixels = [(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
+    blue = sum(1 for r, g, b in pixels if abs(r - 31) < 40 and abs(g - 119) < 40 and b > 140)
+    orange = sum(1 for r, g, b in pixels if r > 200 and 80 < g < 170 and b < 80)
+    print(f"screenshot: {image.size}, {blue} series-blue and {orange} series-orange pixels")
+    assert blue > 2000 and orange > 500  # lines drawn in every chart, not an empty page
