@@ -134,6 +134,37 @@ def test_s3_outage_mid_run_loses_and_duplicates_nothing(
     assert len(set(rows)) == len(rows)
 
 
+def test_a_chunk_s3_refuses_for_good_is_set_aside_and_delivery_goes_on(
+    tmp_path: Path, moto, proxy, sentinel, workload
+):
+    # S3 answers BadDigest to the first chunk twice: no retry of that body will pass, so it is
+    # kept in refused/ and the rows after it are delivered, under the name it did not take.
+    proxy.refuse_puts = 2
+    spool, port = tmp_path / "spool", free_port()
+    agent = start_agent(
+        args(spool, workload.pid, "--upload-interval", "0.5", "--max-chunk-refusals", "2",
+             "--health-port", str(port)),
+        sentinel_env(sentinel, proxy),
+    )  # fmt: skip
+    refused_dir = spool / "refused"
+    wait_until(lambda: refused_dir.is_dir() and any(refused_dir.iterdir()), 30, "a chunk aside")
+    wait_until(lambda: len(moto.objects(sentinel.bucket)) >= 2, 30, "uploads after it")
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert "sentinel_sidecar_chunks_refused_total 1" in metrics.splitlines()
+    err = stop(agent)
+    [kept] = list(refused_dir.iterdir())
+    aside = chunk_rows([kept.read_bytes()])
+    [event] = [e for e in log_events(err) if e["event"] == "chunk_refused"]
+    assert (event["attempts"], event["rows"], event["seq"]) == (2, len(aside), 1)
+    uris, rows = delivered(moto, sentinel)
+    assert aside and not set(aside) & set(rows)  # kept aside, never delivered as well
+    assert float(aside[-1].split(",")[0]) < float(rows[0].split(",")[0])  # in order
+    assert json.loads((spool / "state.json").read_text())["rows_refused"] == len(aside)
+    [run] = sentinel.runs.values()
+    [finish] = run.finishes
+    assert finish["data_uris"] == uris  # 000001 onward: the names stay 1..seq
+
+
 def test_sentinel_503_at_register_delays_uploads_not_sampling(
     tmp_path: Path, moto, proxy, sentinel, workload
 ):

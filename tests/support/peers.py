@@ -213,13 +213,16 @@ class S3Proxy(LoopbackServer):
     """Forwards S3 requests to moto unchanged; answers the real `ExpiredToken` error for a
     session token past its expiry, S3's `AuthorizationHeaderMalformed` (with the bucket's
     region in `x-amz-bucket-region`) for a request signed for another region than the bucket's
-    (moto checks neither), and drops connections while `down`."""
+    (moto checks neither), drops connections while `down`, and refuses the next `refuse_puts`
+    chunk uploads with S3's `BadDigest` (as when something on the way altered the body): a
+    refusal of the request itself, which no retry of it fixes."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.expiry: dict[str, float] = {}  # session token -> UNIX time it stops working
         self.bucket_regions: dict[str, str] = {}  # bucket -> the only region it answers in
         self.down = False
+        self.refuse_puts = 0
         self.log: list[ProxyLog] = []
         self._serve(self._handler())
         self.endpoint = self.url
@@ -244,6 +247,11 @@ class S3Proxy(LoopbackServer):
                     return
                 if token is not None and time.time() >= proxy.expiry.get(token, float("inf")):
                     self._expired(token)
+                    return
+                if self.command == "PUT" and self.path.endswith(".csv.gz") and proxy.refuse_puts:
+                    proxy.refuse_puts -= 1
+                    message = "The Content-MD5 you specified did not match what we received."
+                    self._error(token, "BadDigest", message)
                     return
                 bucket = self.path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
                 signed = _SIGNED_REGION.search(self.headers.get("Authorization") or "")
