@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 # Only light modules here: the stop handlers are installed before the heavy imports (config
 # and what it composes, structlog, boto3, requests), so a SIGTERM during start-up drains like
 # any other.
-from sentinel_sidecar import __version__, signals, start
+from sentinel_sidecar import __version__, deferred, signals, start
 
 if TYPE_CHECKING:
     from sentinel_sidecar.config import Settings
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sentinel-sidecar` console script."""
     stop = signals.StopFlag()
     signals.install(stop)  # first, so an early SIGTERM still ends the run cleanly
+    deferred.defer_unused()  # before structlog: its asyncio (and ssl) only when used
     try:
         return _main(argv, stop)
     finally:

@@ -17,6 +17,7 @@ from tests.support.agent import (
     dir_chunks,
     run_args,
     segments,
+    sigterm,
     spool_rows,
     start_agent,
     wait_for_rows,
@@ -54,6 +55,18 @@ def test_signal_delivers_every_row_exactly_once(tmp_path: Path, workload, signum
     assert summary["started_at"] < summary["finished_at"]
     assert all(row.split(",")[21] == str(workload.pid) for row in spooled)
     assert '"event": "stop_requested"' in err
+
+
+def test_local_mode_never_loads_tls_or_asyncio(tmp_path: Path, workload):
+    # Neither is used without a network destination (sentinel_sidecar/deferred.py): they cost
+    # ~6 MiB of RSS. The health server and the metadata probe import http.client, which
+    # imports ssl without touching it.
+    agent = start_agent(agent_args(tmp_path, "--pid", str(workload.pid), "--health-port", "0"))
+    wait_for_rows(tmp_path / "spool", 3)
+    maps = Path(f"/proc/{agent.pid}/maps").read_text()
+    sigterm(agent)
+    loaded = {line.rsplit("/", 1)[-1] for line in maps.splitlines() if ".so" in line}
+    assert not [name for name in loaded if name.startswith(("_ssl", "libssl", "_asyncio"))]
 
 
 def test_agent_finishes_when_the_workload_exits_and_reports_its_exit_code(tmp_path: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sentinel_sidecar.measure.node import NodeReader
-from sentinel_sidecar.measure.proc_reader import PSS_REFRESH_SECONDS, ProcReader
+from sentinel_sidecar.measure.proc_reader import IO_EVERY_TICKS, PSS_REFRESH_SECONDS, ProcReader
 from sentinel_sidecar.measure.process import (
     ProcessInfo,
     main_pid,
@@ -251,3 +251,28 @@ def test_cached_proc_files_are_closed_when_their_process_is_gone():
     reader.processes()
     assert len(os.listdir("/proc/self/fd")) < open_before
     reader.close()
+
+
+def test_a_sleeping_process_io_is_read_within_a_few_ticks_and_never_lost(tmp_path: Path):
+    # io is read again only when the stat line changed, or every IO_EVERY_TICKS ticks: IO done
+    # while the stat line stays the same shows up late, whole, on a later tick.
+    proc = fake_proc(tmp_path / "proc")
+    fake_process(proc, 1, 0, "pause")
+    fake_process(proc, 20, 0, "sleeper", read_bytes=1000, write_bytes=2000)
+    reader = ProcReader(proc)
+
+    def io() -> tuple[int | None, int | None]:
+        [sleeper] = [p for p in reader.processes() if p.pid == 20]
+        usage = reader.usage(sleeper)
+        assert usage is not None
+        return usage.read_bytes, usage.write_bytes
+
+    assert io() == (1000, 2000)
+    seen = [io()]
+    fake_process(proc, 20, 0, "sleeper", read_bytes=5000, write_bytes=9000)  # same stat line
+    for _ in range(IO_EVERY_TICKS):
+        seen.append(io())
+    assert seen[-1] == (5000, 9000)  # at most IO_EVERY_TICKS ticks late
+    assert all(value in ((1000, 2000), (5000, 9000)) for value in seen)  # whole, never partial
+    fake_process(proc, 20, 0, "sleeper", utime_ticks=99, read_bytes=7000, write_bytes=9500)
+    assert io() == (7000, 9500)  # the stat line moved: read at once

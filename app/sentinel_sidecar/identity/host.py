@@ -35,14 +35,6 @@ class HostFacts(TypedDict, total=False):
 def host_fields(pod: PodEnv, proc_root: Path = Path("/proc")) -> HostFacts:
     """The `host_*` fields: pod/host name, node name, vCPUs, memory, CPU model, storage. No
     probing; a fact that cannot be read is left out (a broken /proc must not stop the run)."""
-    import psutil  # here, once per run: the sampling path does not need its ~1 MiB of imports
-
-    try:
-        vcpus: int | None = psutil.cpu_count(logical=True)
-        memory_mib: int | None = round(psutil.virtual_memory().total / 1024 / 1024)
-    except (OSError, ValueError, ArithmeticError, psutil.Error) as exc:
-        log.warning("host_facts_unreadable", error=str(exc))
-        vcpus = memory_mib = None
     try:
         disk = os.statvfs("/")
         storage_gb: float | None = round(disk.f_blocks * disk.f_frsize / 1e9, 1)
@@ -52,13 +44,25 @@ def host_fields(pod: PodEnv, proc_root: Path = Path("/proc")) -> HostFacts:
         "host_id": pod.node_name,
         "host_hostname": pod.name or socket.gethostname(),
         "host_ip": pod.ip,
-        "host_vcpus": vcpus,
+        "host_vcpus": os.cpu_count(),
         "host_cpu_model": _cpu_model(proc_root),
-        "host_memory_mib": memory_mib,
+        "host_memory_mib": _memory_mib(proc_root),
         "host_storage_gb": storage_gb,
         # A pod shares its node with others unless something says otherwise.
         "host_server_allocation": "shared" if pod.in_pod else None,
     }
+
+
+def _memory_mib(proc_root: Path) -> int | None:
+    """`MemTotal` of `/proc/meminfo` (what psutil.virtual_memory().total reads), in MiB."""
+    try:
+        with open(proc_root / "meminfo", "rb") as meminfo:
+            for line in meminfo:
+                if line.startswith(b"MemTotal:"):
+                    return round(int(line.split()[1]) / 1024)
+    except (OSError, ValueError, IndexError) as exc:
+        log.warning("host_facts_unreadable", error=str(exc))
+    return None
 
 
 def _cpu_model(proc_root: Path) -> str | None:

@@ -25,6 +25,11 @@ _T = TypeVar("_T")
 # size (docs/PERFORMANCE.md). While the set of processes is stable it is re-read at least this
 # often per process; in between, RSS changes are added to the last PSS.
 PSS_REFRESH_SECONDS = 30.0
+# `io` is read again only for a process whose `stat` line changed since its last read (CPU,
+# faults, state, RSS: what doing IO moves), and at least every this many ticks for each
+# process (staggered by pid): a sleeping process's IO is delayed at most that long, never
+# lost (the counters are cumulative). Most processes of a workload are idle most ticks.
+IO_EVERY_TICKS = 5
 
 
 @dataclass
@@ -54,6 +59,9 @@ class ProcReader:
         self._memberships: dict[str, dict[str, str]] = {}
         self._environment: dict[tuple[str, str], str | None] = {}
         self._memory: dict[str, _Memory] = {}
+        # Per process: the tick and stat line its IO was read with, and that IO.
+        self._io: dict[str, tuple[int, bytes, int | None, int | None]] = {}
+        self._tick = 0
         self._denied: dict[str, set[str]] = {"io": set(), "smaps_rollup": set()}
         # The last stat line read per pid and what it parsed to: most processes of a workload
         # are idle most ticks, and an unchanged line need not be parsed again.
@@ -128,6 +136,7 @@ class ProcReader:
         `fresh=False` re-reads only pids not seen before: for callers that need identity and
         parentage but not the CPU times (the cgroup path).
         """
+        self._tick += 1
         listed = self.pids() if pids is None else list(pids)
         found = [info for pid in listed if (info := self._info(pid, fresh)) is not None]
         listed_pids = set(listed)
@@ -136,7 +145,7 @@ class ProcReader:
         for pid in [pid for pid in self._parsed if pid not in listed_pids]:
             del self._parsed[pid]
         live = {process.key for process in found}
-        for cache in (self._memberships, self._memory):
+        for cache in (self._memberships, self._memory, self._io):
             for key in [key for key in cache if key not in live]:
                 del cache[key]
         for denied in self._denied.values():
@@ -175,7 +184,10 @@ class ProcReader:
         return self._environment[key]
 
     def usage(self, process: ProcessInfo, *, fresh_pss: bool = False) -> ProcessUsage | None:
-        """Memory (PSS, else RSS) and IO of one live process; None when it vanished.
+        """Memory (PSS, else RSS) and IO of one live process; None when it vanished. IO as
+        read in an earlier tick while its `stat` line (read this tick) is unchanged, for at most
+        IO_EVERY_TICKS ticks: then a process that vanished since this tick's listing is found
+        gone at the next listing instead.
 
         PSS is re-read when `fresh_pss`, when it is older than PSS_REFRESH_SECONDS, or when it
         was never read; in between, the process's RSS changes are added to the last PSS.
@@ -183,6 +195,12 @@ class ProcReader:
         memory = self._memory_bytes(process, fresh_pss)
         if memory is None:
             return None
+        parsed = self._parsed.get(process.pid)
+        stat = parsed[0] if parsed is not None else b""
+        last = self._io.get(process.key)
+        due = (self._tick + process.pid) % IO_EVERY_TICKS == 0
+        if last is not None and last[0] < self._tick and last[1] is stat and not due:
+            return ProcessUsage(memory, last[2], last[3])  # the same stat line: no IO since
         read_bytes = write_bytes = None
         io = self._optional(process, "io")
         if io is None:
@@ -192,6 +210,7 @@ class ProcReader:
                 read_bytes, write_bytes = parse_io(io)
             except (KeyError, ValueError, IndexError) as exc:
                 self.errors.report("/proc/<pid>/io", exc, pid=process.pid)  # IO cells only
+        self._io[process.key] = (self._tick, stat, read_bytes, write_bytes)
         return ProcessUsage(memory, read_bytes, write_bytes)
 
     def _optional(self, process: ProcessInfo, name: str) -> bytes | None:
