@@ -21,7 +21,7 @@ import sys
 import types
 from typing import Any
 
-DEFERRED = ("asyncio", "ssl")
+DEFERRED = ("asyncio", "ssl", "uuid")  # uuid: structlog.threadlocal, used only when called
 
 
 def defer(name: str) -> None:

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +139,8 @@ class _Answer:
 
 
 def _date(response: requests.Response) -> float | None:
+    from email.utils import parsedate_to_datetime  # Sentinel mode only (~10 ms at start)
+
     try:
         return parsedate_to_datetime(response.headers["Date"]).timestamp()
     except (KeyError, TypeError, ValueError, IndexError):

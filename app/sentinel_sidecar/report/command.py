@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.config import ConfigError, PodEnv
-from sentinel_sidecar.report import runs
-from sentinel_sidecar.report.recommend import Rules
 
 EXIT_USAGE = 2
 EXIT_TOO_LITTLE = 3  # too few samples of the workload to recommend from
@@ -40,6 +38,10 @@ def add_parser(commands: Any) -> None:
 
 
 def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    # Here, not at the top: `run` builds this parser too and must not load the report.
+    from sentinel_sidecar.report import runs
+    from sentinel_sidecar.report.recommend import Rules
+
     if not 0 < args.cpu_percentile <= 100:
         raise ConfigError(f"report --cpu-percentile: {args.cpu_percentile:g} is not in (0, 100]")
     if not (math.isfinite(args.memory_margin) and args.memory_margin >= 0):
@@ -72,7 +74,7 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
 
 
 def _write_html(path: Path, found: Any, recommendation: Any, rules: Any) -> None:
-    from sentinel_sidecar.report import html  # matplotlib only when a chart is drawn
+    from sentinel_sidecar.report import html, runs  # matplotlib only when a chart is drawn
 
     try:
         text = html.render(found, recommendation, rules)
