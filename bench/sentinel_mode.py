@@ -31,8 +31,8 @@ ROW = ",".join(["1"] * 32) + "\n"
 
 
 def agent_peak(sentinel: SentinelServer, proxy: S3Proxy, seconds: float) -> tuple[float, float]:
-    """Peak RSS (MiB) and CPU-seconds of the agent in Sentinel mode over `seconds` of sampling
-    (uploads every 2 s), its stop included."""
+    """Peak RSS (MiB, before the stop) and CPU-seconds of the agent in Sentinel mode over
+    `seconds` of sampling (uploads every 2 s), its stop included."""
     sleeper = subprocess.Popen(["sleep", str(seconds + 30)])
     spool = Path(tempfile.mkdtemp(prefix="bench-sentinel-"))
     env = {**os.environ, **sentinel_env(sentinel, proxy)}
@@ -43,12 +43,15 @@ def agent_peak(sentinel: SentinelServer, proxy: S3Proxy, seconds: float) -> tupl
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(seconds)
+    # VmHWM, not wait4's ru_maxrss: that counts this process's memory from before the exec.
+    status = Path(f"/proc/{agent.pid}/status").read_text().splitlines()
+    peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
     agent.send_signal(signal.SIGTERM)
     _pid, _status, usage = os.wait4(agent.pid, 0)
     agent.returncode = 0
     sleeper.kill()
     sleeper.wait()
-    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    return peak, usage.ru_utime + usage.ru_stime
 
 
 def refresh_and_upload(sentinel: SentinelServer, proxy: S3Proxy) -> tuple[float, float]:
