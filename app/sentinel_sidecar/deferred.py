@@ -2,8 +2,8 @@
 
 structlog imports `asyncio` at its top for its `async` log methods, which the agent never
 calls, and `asyncio` imports `ssl`, which `http.client` (the health server, the metadata probes)
-imports too without touching it at import: together ~6 MiB of RSS and ~25 ms of CPU at every
-start in local mode, which needs neither. `defer(name)` puts a placeholder module in
+imports too without touching it at import: together ~7 MiB of RSS and tens of milliseconds of
+CPU at every start in local mode, which needs neither (docs/PERFORMANCE.md). `defer(name)` puts a placeholder module in
 `sys.modules`: `import name` then binds the placeholder, and the first attribute anybody reads
 from it imports the real module, copies its namespace into the placeholder (so every earlier
 binding sees it) and answers from it. Safe because every use goes through such an attribute
