@@ -3,14 +3,14 @@
 structlog imports `asyncio` at its top for its `async` log methods, which the agent never
 calls, and `asyncio` imports `ssl`, which `http.client` (the health server, the metadata probes)
 imports too without touching it at import: together ~7 MiB of RSS and tens of milliseconds of
-CPU at every start in local mode, which needs neither (docs/PERFORMANCE.md). `defer(name)` puts a placeholder module in
-`sys.modules`: `import name` then binds the placeholder, and the first attribute anybody reads
-from it imports the real module, copies its namespace into the placeholder (so every earlier
-binding sees it) and answers from it. Safe because every use goes through such an attribute
-read (`name.x`, `from name import x`, a submodule import asking for `__path__`): a caller that
-needs the module gets the real one, only later; one that never uses it never pays. Sentinel
-and direct-S3 mode load `ssl` through requests and botocore, which read its attributes at
-import, as before.
+CPU at every start in local mode, which needs neither (docs/PERFORMANCE.md). `defer(name)` puts
+a placeholder module in `sys.modules`: `import name` then binds the placeholder, and the first
+attribute anybody reads from it imports the real module, copies its namespace into the
+placeholder (so every earlier binding sees it) and answers from it. Safe because every use
+goes through such an attribute read (`name.x`, `from name import x`, a submodule import asking
+for `__path__`): a caller that needs the module gets the real one, only later; one that never
+uses it never pays. Sentinel and direct-S3 mode load `ssl` through requests and botocore,
+which read its attributes at import, as before.
 """
 
 from __future__ import annotations
