@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from sentinel_sidecar.config import Settings
     from sentinel_sidecar.log import RunContext
 
-EXIT_USAGE = 2
 COMMAND_EXIT_WAIT = 10.0  # s for `run -- CMD` to be reaped after the run ended
 
 
@@ -81,7 +80,7 @@ def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
 
 def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
     from sentinel_sidecar import config
-    from sentinel_sidecar.config import ConfigError
+    from sentinel_sidecar.config import EXIT_USAGE, ConfigError
 
     own, command = _split_command(sys.argv[1:] if argv is None else argv)
     parser = _parser()

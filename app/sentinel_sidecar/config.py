@@ -42,6 +42,9 @@ from sentinel_sidecar.spool.store import MIN_SEGMENTS, SpoolSettings
 CONFIG_ENV = "TRACKER_CONFIG"
 
 
+EXIT_USAGE = 2  # the exit code of bad input: a ConfigError, a report that cannot be made
+
+
 class ConfigError(Exception):
     """A setting has a value the agent cannot use; the message is one line for the user."""
 

@@ -50,7 +50,7 @@ class GpuColumns:
 
     def columns(self, extended: bool) -> tuple[str, ...]:
         """The GPU columns of the schema."""
-        return _SENTINEL_GPU_COLUMNS + (_EXTENDED_GPU_COLUMNS if extended else ())
+        return _ALL_GPU_COLUMNS if extended else _SENTINEL_GPU_COLUMNS
 
     def cells(self, before: Reading, after: Reading, extended: bool) -> list[str]:
         """Gauges of `after`, the energy used since `before`."""
@@ -76,10 +76,11 @@ _SENTINEL_GPU_COLUMNS = (
     "process_gpu_vram_mib",
     "process_gpu_utilized",
 )
-_EXTENDED_GPU_COLUMNS = (
+EXTENDED_COLUMNS = (
     "gpu_power_w",  # the workload's GPUs, where NVML has it
     "gpu_energy_j",  # energy those GPUs used in the interval
 )
+_ALL_GPU_COLUMNS = _SENTINEL_GPU_COLUMNS + EXTENDED_COLUMNS
 
 
 def _gpu_of(reading: Reading) -> GpuReading:

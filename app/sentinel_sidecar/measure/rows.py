@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sentinel_sidecar.measure import cgroup_columns
+from sentinel_sidecar.measure import cgroup_columns, gpu
 from sentinel_sidecar.measure.accounting import Counters
 from sentinel_sidecar.measure.cgroup_columns import CgroupColumns
 from sentinel_sidecar.measure.gpu import GpuColumns
@@ -57,11 +57,7 @@ SENTINEL_COLUMNS = (
     "process_gpu_utilized",
 )
 
-EXTENDED_COLUMNS = (
-    *cgroup_columns.COLUMNS,
-    "gpu_power_w",  # the workload's GPUs, where NVML has it
-    "gpu_energy_j",  # energy those GPUs used in the interval
-)
+EXTENDED_COLUMNS = (*cgroup_columns.COLUMNS, *gpu.EXTENDED_COLUMNS)
 
 # Every column not filled here comes from exactly one of these (a test checks).
 COLUMN_SETS: tuple[ColumnSet, ...] = (GpuColumns(), CgroupColumns())
@@ -95,9 +91,12 @@ def fold(column: str) -> Fold:
     return Fold.MAX
 
 
+_SCHEMA_COLUMNS = {Schema.EXTENDED: SENTINEL_COLUMNS + EXTENDED_COLUMNS}
+
+
 def columns(schema: Schema) -> tuple[str, ...]:
-    """The CSV columns of `schema`."""
-    return SENTINEL_COLUMNS + (EXTENDED_COLUMNS if schema == Schema.EXTENDED else ())
+    """The CSV columns of `schema` (made once: a row asks for them every tick)."""
+    return _SCHEMA_COLUMNS.get(schema, SENTINEL_COLUMNS)
 
 
 def header_line(schema: Schema) -> str:

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sentinel_sidecar.config import ConfigError, PodEnv
+from sentinel_sidecar.config import EXIT_USAGE, ConfigError, PodEnv
 
-EXIT_USAGE = 2
 EXIT_TOO_LITTLE = 3  # too few samples of the workload to recommend from
 
 
