@@ -8,7 +8,6 @@ Root only (pid and cgroup namespaces); at the production interval of 1 s.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests.support import pod as simulated
-from tests.support.agent import chunk_rows, dir_chunks, run_args
+from tests.support.agent import agent_env, chunk_rows, dir_chunks, run_args
 from tests.support.pod import PRELUDE, SHAPES
 
 INTERVAL = 1.0
@@ -57,7 +56,7 @@ def _one(shape: str, with_peer: bool) -> dict[str, Any]:
     pod = simulated.Pod()
     work = Path(tempfile.mkdtemp(prefix="bench-pod-"))
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
+        env = agent_env()
         output = work / "output"
         args = run_args(work / "spool", "--interval", str(INTERVAL), "--log-level", "warning",
                         output=output)  # fmt: skip

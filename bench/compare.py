@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.workload import Workload
+from bench.run import rows_written
+from bench.workload import Workload, tree_usage
+from tests.support.agent import agent_env
 
 INTERVAL = 1.0
 _IN_NAMESPACE = "SENTINEL_COMPARE_IN_PID_NAMESPACE"
@@ -88,52 +88,13 @@ class Observer:
     first: float | None = None  # monotonic time of its first sample
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU-seconds of a process and its live descendants, reaped children included."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
-def tree_peak_mib(pid: int) -> float:
-    """VmHWM summed over a process and its live descendants."""
-    try:
-        root = psutil.Process(pid)
-        pids = [pid, *(child.pid for child in root.children(recursive=True))]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for each in pids:
-        try:
-            for line in Path(f"/proc/{each}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
-def spool_has_rows(spool: Path) -> bool:
-    return any(path.read_bytes().count(b"\n") >= 2 for path in spool.glob("segment-*.csv"))
-
-
 def start_observers(pid: int, work: Path) -> list[Observer]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
     ours = subprocess.Popen(
         [sys.executable, "-m", "sentinel_sidecar", "run", "--pid", str(pid), "--interval",
          str(INTERVAL), "--spool-dir", str(work / "spool"), "--health-port", "0",
          "--log-level", "warning"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=agent_env(),
         text=True,
     )  # fmt: skip
     said: dict[str, bool] = {}
@@ -156,7 +117,11 @@ def start_observers(pid: int, work: Path) -> list[Observer]:
     floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(INTERVAL)],
                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     return [
-        Observer("sentinel-sidecar", ours, lambda: spool_has_rows(work / "spool")),
+        Observer(
+            "sentinel-sidecar",
+            ours,
+            lambda: (work / "spool").is_dir() and rows_written(work / "spool") > 0,
+        ),
         Observer("resource-tracker", peer, says_first("peer", peer)),
         Observer("floor", floor, says_first("floor", floor)),
     ]
@@ -195,13 +160,13 @@ def one_phase(size: int, window: float | None) -> dict[str, dict[str, float]]:
             time.sleep(0.01)
         if window is not None:
             time.sleep(2 * INTERVAL)
-            before = {o.name: tree_cpu(o.process.pid) for o in observers}
+            before = {o.name: tree_usage(o.process.pid)[0] for o in observers}
             time.sleep(window)
             for observer in observers:
-                used = tree_cpu(observer.process.pid) - before[observer.name]
+                cpu, _rss, peak = tree_usage(observer.process.pid)
                 measured[observer.name] = {
-                    "tick_ms": used / (window / INTERVAL) * 1000,
-                    "peak_mib": tree_peak_mib(observer.process.pid),
+                    "tick_ms": (cpu - before[observer.name]) / (window / INTERVAL) * 1000,
+                    "peak_mib": peak,
                 }
         return measured
     finally:

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from bench.workload import Workload, cpu_seconds, rss_mib, tree
+from bench.workload import Workload, rss_mib, tree, tree_usage
 from sentinel_sidecar import log
 from sentinel_sidecar.delivery.s3 import S3Destination, S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials
@@ -197,18 +197,6 @@ tracker.stop()
 """
 
 
-def _tree_usage(pid: int) -> tuple[float, float]:
-    """CPU seconds and RSS MiB summed over a process and its descendants."""
-    cpu = rss = 0.0
-    for member in tree(pid):
-        try:
-            cpu += cpu_seconds(member)
-            rss += rss_mib(member)[0]
-        except (OSError, KeyError):
-            continue
-    return cpu, rss
-
-
 STARTUP_S = 5.0
 
 
@@ -232,16 +220,16 @@ def steady_state(seconds: float, processes: int) -> dict[str, Any]:
         peer.stdout.readline()
     try:
         time.sleep(max(0.0, started + STARTUP_S - time.monotonic()))  # both past start-up
-        cpu0, _ = _tree_usage(ours.pid)
-        peer_cpu0 = _tree_usage(peer.pid)[0] if peer else 0.0
+        cpu0 = tree_usage(ours.pid)[0]
+        peer_cpu0 = tree_usage(peer.pid)[0] if peer else 0.0
         peak = peer_peak = 0.0
         end = started + seconds
         while time.monotonic() < end:
-            peak = max(peak, _tree_usage(ours.pid)[1])
+            peak = max(peak, tree_usage(ours.pid)[1])
             if peer:
-                peer_peak = max(peer_peak, _tree_usage(peer.pid)[1])
+                peer_peak = max(peer_peak, tree_usage(peer.pid)[1])
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-        cpu1, rss = _tree_usage(ours.pid)
+        cpu1, rss, _ = tree_usage(ours.pid)
         window = seconds - STARTUP_S
         result: dict[str, Any] = {
             "seconds": seconds,
@@ -252,7 +240,7 @@ def steady_state(seconds: float, processes: int) -> dict[str, Any]:
             "peak_rss_mib": round(max(peak, rss_mib(ours.pid)[1]), 1),
         }
         if peer:
-            peer_cpu1, peer_rss = _tree_usage(peer.pid)
+            peer_cpu1, peer_rss, _ = tree_usage(peer.pid)
             result["peer"] = {
                 "name": "resource-tracker " + _peer_version(),
                 "processes": len(tree(peer.pid)),

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.workload import rss_mib
 from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import SentinelClient
 from sentinel_sidecar.measure.rows import Schema, header_line
@@ -44,8 +45,7 @@ def agent_peak(sentinel: SentinelServer, proxy: S3Proxy, seconds: float) -> tupl
     )  # fmt: skip
     time.sleep(seconds)
     # VmHWM, not wait4's ru_maxrss: that counts this process's memory from before the exec.
-    status = Path(f"/proc/{agent.pid}/status").read_text().splitlines()
-    peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+    peak = rss_mib(agent.pid)[1]
     agent.send_signal(signal.SIGTERM)
     _pid, _status, usage = os.wait4(agent.pid, 0)
     agent.returncode = 0

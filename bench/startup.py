@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,11 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from bench.run import free_port, rows_written
+from bench.workload import rss_mib
 
 
 def once() -> tuple[float, float]:
@@ -35,17 +31,13 @@ def once() -> tuple[float, float]:
          "--spool-dir", str(spool), "--health-port", str(free_port()), "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    peak = 0.0
     try:
         deadline = time.monotonic() + 30
-        while not any(p.read_bytes().count(b"\n") >= 2 for p in spool.glob("segment-*.csv")):
+        while rows_written(spool) == 0:
             if time.monotonic() > deadline:
                 raise RuntimeError("no first row within 30 s")
             time.sleep(0.005)
-        status = Path(f"/proc/{agent.pid}/status").read_text()
-        peak = int(
-            next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
-        )
+        peak = rss_mib(agent.pid)[1]
     finally:
         agent.kill()
         _pid, _status, usage = os.wait4(agent.pid, 0)
@@ -53,7 +45,7 @@ def once() -> tuple[float, float]:
         sleeper.kill()
         sleeper.wait()
         shutil.rmtree(spool, ignore_errors=True)
-    return usage.ru_utime + usage.ru_stime, peak / 1024
+    return usage.ru_utime + usage.ru_stime, peak
 
 
 def main() -> None:

@@ -121,3 +121,18 @@ def tree(pid: int) -> list[int]:
         found.append(current)
         stack.extend(children.get(current, []))
     return found
+
+
+def tree_usage(pid: int) -> tuple[float, float, float]:
+    """CPU-seconds (reaped children included), VmRSS and VmHWM (MiB) summed over a process and
+    its descendants."""
+    cpu = rss = peak = 0.0
+    for member in tree(pid):
+        try:
+            cpu += cpu_seconds(member)
+            now, high = rss_mib(member)
+        except (OSError, KeyError):
+            continue
+        rss += now
+        peak += high
+    return cpu, rss, peak

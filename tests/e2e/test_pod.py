@@ -12,7 +12,6 @@ loss stays well inside the 3 % the tests allow.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import pytest
 
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests.support import pod as simulated
-from tests.support.agent import chunk_rows, dir_chunks, log_events, run_args
+from tests.support.agent import agent_env, chunk_rows, dir_chunks, log_events, run_args
 from tests.support.pod import PRELUDE, SHAPES
 
 UNAVAILABLE = simulated.available()
@@ -51,7 +50,7 @@ class Measured:
 
 def run_in_pod(pod: simulated.Pod, script: str, tmp_path: Path) -> Measured:
     """Start the sidecar, then the workload; the sidecar ends when the workload is gone."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SENTINEL_"))}
+    env = agent_env()
     output = tmp_path / "output"
     args = run_args(tmp_path / "spool", "--interval", str(INTERVAL), "--log-format", "json",
                     output=output)  # fmt: skip
