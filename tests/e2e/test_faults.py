@@ -251,9 +251,12 @@ def test_a_deleted_or_replaced_spool_is_recreated_with_every_row(tmp_path: Path,
     spool = tmp_path / "spool"
     wait_for_rows(spool, 15)
     [active] = segments(spool)
-    active.unlink()
     if how == "replaced":
-        active.write_text("not,ours\n")
+        other = tmp_path / "other.csv"
+        other.write_text("not,ours\n")
+        other.replace(active)
+    else:
+        active.unlink()
     wait_until(lambda: _rows_in(active) > 20, 10, "recreated with new rows")
     elapsed, events = stop(agent)
     [recreated] = [event for event in events if event["event"] == "spool_recreated"]
