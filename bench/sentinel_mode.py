@@ -56,7 +56,7 @@ def agent_peak(sentinel: SentinelServer, proxy: S3Proxy, seconds: float) -> tupl
 
 def refresh_and_upload(sentinel: SentinelServer, proxy: S3Proxy) -> tuple[float, float]:
     """CPU-seconds (this thread) of a credential refresh with the first upload on the new
-    credentials (a new boto3 client), and of one upload cycle of 60 rows on the same ones."""
+    credentials (signed with the new keys), and of one upload cycle of 60 rows on the same ones."""
     destination = SentinelDestination(
         SentinelClient(sentinel.url, sentinel.token), lambda deadline: {"job_name": "bench"},
         api_url=sentinel.url, inline_max_bytes=0, region=REGION,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 # Only light modules here: the stop handlers are installed before the heavy imports (config
-# and what it composes, structlog, boto3, requests), so a SIGTERM during start-up drains like
+# and what it composes, structlog, botocore, requests), so a SIGTERM during start-up drains like
 # any other.
 from sentinel_sidecar import __version__, deferred, signals, start
 

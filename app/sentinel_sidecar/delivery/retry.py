@@ -26,12 +26,15 @@ from typing import TypeVar
 
 import structlog
 
+from sentinel_sidecar import __version__
+
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 RETRY_AFTER_CAP = 600.0  # the longest Retry-After honoured, in seconds
 CONNECT_TIMEOUT = 5.0  # seconds, for every HTTP peer (Sentinel API, S3, Kubernetes API)
 READ_TIMEOUT = 30.0
+USER_AGENT = f"sentinel-sidecar/{__version__}"  # on every request, so peers can tell versions
 
 
 class ErrorKind(StrEnum):

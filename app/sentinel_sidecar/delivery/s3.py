@@ -1,14 +1,14 @@
-"""Objects in S3: `S3Store` puts under a prefix (one boto3 client per credential set), and
-`S3Destination`, the direct-S3 mode (the pod's own AWS credentials, `run.json` at the end)."""
+"""Objects in S3: `S3Store` puts under a prefix, and `S3Destination`, the direct-S3 mode (the
+pod's own AWS credentials, `run.json` at the end)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import structlog
 
@@ -19,15 +19,17 @@ from sentinel_sidecar.delivery.destination import (
     Wiring,
 )
 from sentinel_sidecar.delivery.retry import (
-    CONNECT_TIMEOUT,
-    READ_TIMEOUT,
+    USER_AGENT,
     DeliveryError,
     ErrorKind,
     http_error_kind,
+    request_timeouts,
 )
 from sentinel_sidecar.setting import TEXT, URL, Rule, setting
 
 if TYPE_CHECKING:
+    import requests
+
     from sentinel_sidecar.delivery.sentinel_api import Credentials
     from sentinel_sidecar.spool.state import State
     from sentinel_sidecar.spool.store import Spool
@@ -65,7 +67,7 @@ class S3Settings:
     s3_uri: str | None = setting(
         None,
         Rule("str", _s3_uri, "an s3://bucket/prefix URI"),
-        "direct S3 mode: `s3://bucket/prefix` (boto3's default credentials)",
+        "direct S3 mode: `s3://bucket/prefix` (the AWS SDKs' default credentials)",
     )
     s3_endpoint_url: str | None = setting(None, URL, "S3-compatible endpoint (MinIO, ...)")
     aws_region: str | None = setting(
@@ -80,123 +82,145 @@ CREDENTIAL_ERRORS = frozenset(
     {"ExpiredToken", "InvalidToken", "InvalidAccessKeyId", "AccessDenied"}
 )
 
-
-_SESSION: Any = None
-_SESSION_LOCK = threading.Lock()
-
-
-def _new_client(**options: Any) -> Any:
-    """An S3 client from the process's one boto3 session (made under a lock: a session is not
-    safe to share between threads making clients). A new session per client would load S3's
-    service model again at every credential refresh (~100 ms of CPU and tens of MiB until
-    collected)."""
-    global _SESSION
-    with _SESSION_LOCK:
-        if _SESSION is None:
-            # Imported here: boto3 costs ~25 MiB and most of start-up; local mode needs none.
-            import boto3
-
-            _SESSION = boto3.session.Session()
-        return _SESSION.client("s3", **options)
+SIGNING_REGION = "us-east-1"  # where an unlocated bucket is asked: S3 answers with its region
 
 
 class S3Store:
-    """Objects `{prefix}/{name}`. Without explicit credentials boto3's default chain is used
-    (IRSA, instance profile, env), which renews itself.
+    """Objects `{prefix}/{name}`, by SigV4-signed requests (botocore's signer) over one
+    `requests.Session`. Without explicit credentials botocore's default chain is used (IRSA,
+    instance profile, env), which renews itself.
 
-    Each put is one attempt: retries and backoff are the upload worker's, and its deadline
-    bounds the whole call (boto3's timeouts bound each socket read only)."""
+    Not a boto3 client: building one parses S3's service model and endpoint rules, ~15 MiB of
+    peak RSS for the two calls made here (HeadBucket and PutObject). Each put is one attempt:
+    retries and backoff are the upload worker's, the call's deadline cuts the timeouts."""
 
     def __init__(self, uri: str, *, region: str | None, endpoint_url: str | None) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
         self._region = region
-        self._endpoint_url = endpoint_url
+        self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         self._located = False
         self._credentials: Credentials | None = None
-        self._client: Any = None
+        self._chain: Any = None  # botocore's credentials, when none were given
+        self._http: requests.Session | None = None
 
     def use_credentials(self, credentials: Credentials) -> None:
-        """Switch to new temporary credentials (the client is rebuilt on next use)."""
+        """Sign with new temporary credentials from now on."""
         self._credentials = credentials
         self._region = credentials.region or self._region
-        self._client = None
 
-    def locate(self) -> None:
+    def locate(self, deadline: float) -> None:
         """Sign for the bucket's region: the credentials' region, else the bucket's own
         (HeadBucket answers it even when the request is refused), else the configured one."""
         if self._located:
             return
         source = "settings"
         if self._credentials is not None and self._credentials.region:
-            region: str | None = self._credentials.region
+            self._region = self._credentials.region
             source = "credentials"
         else:
-            region = self._bucket_region()
+            answer = self._request("HEAD", "", b"", {}, deadline, f"HeadBucket s3://{self.bucket}")
+            region = answer.headers.get("x-amz-bucket-region")
             if region:
+                self._region = region
                 source = "bucket"
-        if region and region != self._region:
-            self._region = region
-            self._client = None
         self._located = True
         log.info("s3_region", bucket=self.bucket, region=self._region, source=source)
-
-    def _bucket_region(self) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            answer = self._get_client().head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            answer = exc.response
-        except BotoCoreError as exc:
-            raise DeliveryError(f"HeadBucket s3://{self.bucket}: {exc}") from exc
-        headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        region = headers.get("x-amz-bucket-region")
-        return str(region) if region else None
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=READ_TIMEOUT,
-                retries={"mode": "standard", "max_attempts": 1},
-                s3={"addressing_style": "path"} if self._endpoint_url else None,
-            )
-            credentials = self._credentials
-            self._client = _new_client(
-                region_name=self._region,
-                endpoint_url=self._endpoint_url,
-                aws_access_key_id=credentials.access_key if credentials else None,
-                aws_secret_access_key=credentials.secret_key if credentials else None,
-                aws_session_token=credentials.session_token if credentials else None,
-                config=config,
-            )
-        return self._client
 
     def key(self, name: str) -> str:
         """The object key of `name` under the prefix."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def put(self, name: str, body: bytes, content_type: str) -> str:
+    def put(self, name: str, body: bytes, content_type: str, deadline: float) -> str:
         """One PUT of `{prefix}/{name}`; its `s3://` URI. Never `Content-Encoding`: with it,
         S3 clients unpack the object on download and a `.csv.gz` is no longer gzip."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self.key(name)
         where = f"s3://{self.bucket}/{key}"
-        try:
-            self._get_client().put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+        headers = {"Content-Type": content_type}
+        response = self._request("PUT", key, body, headers, deadline, f"put {where}")
+        if not response.ok:
+            code = _error_code(response)
+            kind = (
+                ErrorKind.CREDENTIALS
+                if code in CREDENTIAL_ERRORS
+                else http_error_kind(response.status_code)
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            kind = ErrorKind.CREDENTIALS if code in CREDENTIAL_ERRORS else http_error_kind(status)
-            raise DeliveryError(f"put {where}: {code}: {exc}", kind) from exc
-        except BotoCoreError as exc:
-            raise DeliveryError(f"put {where}: {exc}") from exc
+            raise DeliveryError(f"put {where}: HTTP {response.status_code} {code}", kind)
         return where
+
+    def _request(
+        self,
+        method: str,
+        key: str,
+        body: bytes,
+        headers: dict[str, str],
+        deadline: float,
+        what: str,
+    ) -> requests.Response:
+        import requests
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeliveryError(f"{what}: no answer before the deadline")
+        request = AWSRequest(method=method, url=self._url(key), data=body, headers=headers)
+        S3SigV4Auth(self._signing_credentials(), "s3", self._region or SIGNING_REGION).add_auth(
+            request
+        )
+        signed = request.prepare()
+        if self._http is None:
+            self._http = requests.Session()
+            self._http.headers["User-Agent"] = USER_AGENT
+        try:
+            return self._http.request(
+                method,
+                signed.url,
+                data=body,
+                headers=dict(signed.headers.items()),
+                timeout=request_timeouts(left),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    def _url(self, key: str) -> str:
+        """Path-style on a custom endpoint; on AWS virtual-hosted, unless a dot in the bucket's
+        name would break the TLS certificate's match."""
+        path = "/" + quote(key, safe="/~") if key else ""
+        if self._endpoint_url:
+            return f"{self._endpoint_url}/{self.bucket}{path}"
+        region = self._region or SIGNING_REGION
+        host = f"s3.{region}.amazonaws.com" + (".cn" if region.startswith("cn-") else "")
+        if "." in self.bucket:
+            return f"https://{host}/{self.bucket}{path}"
+        return f"https://{self.bucket}.{host}{path or '/'}"
+
+    def _signing_credentials(self) -> Any:
+        if self._credentials is not None:
+            from botocore.credentials import ReadOnlyCredentials
+
+            given = self._credentials
+            return ReadOnlyCredentials(given.access_key, given.secret_key, given.session_token)
+        if self._chain is None:
+            import botocore.session
+
+            session = botocore.session.get_session()
+            self._chain = session.get_credentials()
+            if self._chain is None:
+                raise DeliveryError("no AWS credentials found", ErrorKind.REJECTED)
+            self._region = self._region or session.get_config_variable("region")
+        return self._chain.get_frozen_credentials()
+
+
+def _error_code(response: requests.Response) -> str:
+    """S3's error `Code` from the XML body; the reason phrase when there is none (HEAD)."""
+    from xml.etree import ElementTree
+
+    try:
+        code = ElementTree.fromstring(response.content).findtext("Code")
+    except ElementTree.ParseError:
+        code = None
+    return code or response.reason or ""
 
 
 class S3Destination:
@@ -222,17 +246,17 @@ class S3Destination:
         run_id = state.run_id or f"{self._name}-{time.strftime('%Y%m%dT%H%M%SZ', started)}"
         prefix = f"{self.s3_uri}/{run_id}"
         store = S3Store(prefix, region=self._region, endpoint_url=self._endpoint_url)
-        store.locate()
+        store.locate(deadline)
         self._store = store
         return dataclasses.replace(state, run_id=run_id, upload_uri_prefix=prefix)
 
     def put_chunk(self, name: str, body: bytes, deadline: float) -> str:
         """Upload the chunk `name`; its `s3://` URI."""
-        return self._opened().put(name, body, "application/gzip")
+        return self._opened().put(name, body, "application/gzip", deadline)
 
     def close(self, summary: RunSummary, spool: Spool, deadline: float) -> str | None:
         """Upload `run.json` next to the chunks."""
-        return self._opened().put("run.json", summary.to_json(), "application/json")
+        return self._opened().put("run.json", summary.to_json(), "application/json", deadline)
 
     def status(self) -> DestinationStatus:
         """Ready once the bucket's region is known."""

@@ -121,7 +121,7 @@ class SentinelDestination:
             ) from exc
         self._secret(credentials.secret_key, credentials.session_token)
         store.use_credentials(credentials)
-        store.locate()
+        store.locate(deadline)
         self._credentials = credentials
         self._store = store
         self._run_id = state.run_id
@@ -134,7 +134,7 @@ class SentinelDestination:
         if self._stale or (left is not None and left < REFRESH_MARGIN):
             self._refresh(deadline)
         try:
-            return store.put(name, body, "application/gzip")
+            return store.put(name, body, "application/gzip", deadline)
         except DeliveryError as exc:
             if exc.kind is ErrorKind.CREDENTIALS:
                 self._stale = True

@@ -13,15 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sentinel_sidecar import __version__
-from sentinel_sidecar.delivery.retry import request_timeouts
+from sentinel_sidecar.delivery.retry import USER_AGENT, request_timeouts
 
 if TYPE_CHECKING:
     import requests
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"sentinel-sidecar/{__version__}"  # on every call, so the service can tell versions
 
 # After a register answer the agent cannot use, wait this long before registering again: each
 # attempt may leave a run behind on the service.
