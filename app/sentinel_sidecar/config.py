@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -471,6 +470,8 @@ def unknown_settings(environ: Mapping[str, str], config_path: Path | None) -> li
 
 
 def _unknown(where: str, name: str, known: Sequence[str]) -> str:
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"{where} is not a setting and is ignored{hint}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ def demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFl
 
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ConfigError(f"demo --seconds: {args.seconds:g} is not allowed; expected > 0")
+    import tempfile  # here: `run` builds the demo's flags too, and needs no tempfile
+
     base: Path = args.dir or Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
     try:
         (base / "spool").mkdir(parents=True, exist_ok=True)
