@@ -190,6 +190,20 @@ def test_a_node_rbac_refuses_falls_back_to_the_metadata_service(api, account: Pa
     assert identity.values["job_name"] == "train"  # the pod still answered
 
 
+def test_without_rbac_the_downward_api_still_names_kubernetes_the_namespace_and_the_pod(
+    api, account: Path
+):
+    environ = in_cluster(api)
+    api.objects[POD_PATH] = (403, {"kind": "Status", "reason": "Forbidden", "code": 403})
+    identity = probe(settings(cloud_detect=False), environ, account)
+    body = register_body(identity.values)
+    assert _register_problem(body) is None  # the strict server takes it
+    assert body["orchestrator"] == "kubernetes"
+    assert body["tags"] == {"namespace": "ml", "pod": "train-x7k2p"}
+    assert identity.sources["orchestrator"] == "downward-api"
+    assert "job_name" not in body  # only the API knows the Job
+
+
 def test_the_metadata_service_is_not_asked_when_the_node_answered(api, account: Path):
     environ = in_cluster(api, NODES["gke"])
     server = MetadataServer("aws", AWS_DOCUMENT)

@@ -14,7 +14,7 @@ from sentinel_sidecar.identity.kube import KubeApi, KubeError
 from sentinel_sidecar.identity.record import ContainerResources, parse_resources
 
 if TYPE_CHECKING:
-    from sentinel_sidecar.config import Settings
+    from sentinel_sidecar.config import PodEnv, Settings
     from sentinel_sidecar.identity.record import Identity
 
 log = structlog.get_logger(__name__)
@@ -53,6 +53,18 @@ def pod_facts(pod: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
         "job_name": job,
         "container_image": workload.get("image") if workload else None,
         "tags": {key: str(value) for key, value in tags.items() if value},
+    }
+
+
+def downward_facts(pod: PodEnv) -> dict[str, Any]:
+    """What a pod knows of itself without asking the API (none of it outside a pod): it runs on
+    Kubernetes, and its namespace and name when the Downward API variables are set."""
+    if not pod.in_pod:
+        return {}
+    tags = {"namespace": pod.namespace, "pod": pod.name}
+    return {
+        "orchestrator": "kubernetes",
+        "tags": {key: value for key, value in tags.items() if value},
     }
 
 

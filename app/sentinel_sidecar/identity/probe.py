@@ -1,8 +1,8 @@
 """What ran where: the run metadata, `host_*` and `cloud_*` facts sent when a run is registered
 and kept in `run.json`. The first answer wins, and what the user set always wins: settings >
-the pod and node objects of the Kubernetes API (`pod.py`) > the cloud's metadata service
-(`cloud.py`) > the host (`host.py`). Nothing probed is ever fatal, and the whole probe is
-bounded in time."""
+the pod and node objects of the Kubernetes API (`pod.py`) > the Downward API variables >
+the cloud's metadata service (`cloud.py`) > the host (`host.py`). Nothing probed is ever fatal,
+and the whole probe is bounded in time."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sentinel_sidecar.deadline import Call
 from sentinel_sidecar.identity.cloud import metadata_services
 from sentinel_sidecar.identity.host import HOST_IDENTITY, host_fields
 from sentinel_sidecar.identity.kube import SERVICE_ACCOUNT_DIR
-from sentinel_sidecar.identity.pod import kubernetes
+from sentinel_sidecar.identity.pod import downward_facts, kubernetes
 from sentinel_sidecar.identity.record import Identity
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,7 @@ def gather(
     identity = Identity()
     identity.offer("settings", {**settings.metadata(), **settings.cloud()})
     kubernetes(identity, settings, account_dir, timeout=PROBE_SECONDS / 2)
+    identity.offer("downward-api", downward_facts(settings.pod))
     if settings.cloud_detect and "cloud_vendor_id" not in identity.values:
         left = PROBE_SECONDS - (time.monotonic() - started)
         if left > 0:
@@ -72,5 +73,6 @@ class IdentityProbe:
             log.warning("identity_probe_late", waited_s=round(timeout, 1))
         identity = Identity()
         identity.offer("settings", {**self._settings.metadata(), **self._settings.cloud()})
+        identity.offer("downward-api", downward_facts(self._settings.pod))
         identity.offer("env", {"external_run_id": self._settings.pod.uid})
         return identity
