@@ -1,4 +1,4 @@
-"""Health and metrics over HTTP: `/healthz`, `/readyz`, `/metrics` (Prometheus text format)."""
+"""Health and metrics over HTTP: `/healthz`, `/readyz`, `/metrics` (`exposition.py`)."""
 
 from __future__ import annotations
 
@@ -7,99 +7,17 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import structlog
 
-from sentinel_sidecar.delivery.destination import DestinationStatus
-from sentinel_sidecar.telemetry import SPOOL_FULL, SPOOL_UNWRITABLE, Telemetry
+if TYPE_CHECKING:
+    from sentinel_sidecar.exposition import Exposition
+    from sentinel_sidecar.readiness import Probe
 
 log = structlog.get_logger(__name__)
-
-# Ready means uploads have not been failing for longer than this many upload intervals.
-FAILING_INTERVALS = 3
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What the endpoints judge by."""
-
-    telemetry: Telemetry
-    interval: float
-    upload_interval: float
-    pending_bytes: Callable[[], int]
-    destination: Callable[[], DestinationStatus]
-    monotonic: Callable[[], float] = time.monotonic
-
-    def alive(self) -> bool:
-        """The sampling loop took a sample recently (or is still starting)."""
-        last = self.telemetry.last_sample_monotonic
-        return last is None or self.monotonic() - last < 3 * self.interval + 10
-
-    def ready(self) -> bool:
-        """Nothing stands in the way of delivery."""
-        return self.not_ready() is None
-
-    def not_ready(self) -> str | None:
-        """Why `/readyz` fails: rows cannot be written to the spool, the last sample could not
-        be read, undelivered rows fill the spool's cap, the destination is not open
-        (registered, where it needs that), or deliveries have been failing for long."""
-        failure = self.telemetry.sample_failure
-        if failure is not None:
-            return SPOOL_UNWRITABLE if failure == SPOOL_UNWRITABLE else "sampling_failing"
-        if self.telemetry.spool_full:
-            return SPOOL_FULL
-        if not self.destination().ready:
-            return "destination_not_open"
-        failing = self.telemetry.failing_since_monotonic
-        if (
-            failing is not None
-            and self.monotonic() - failing >= FAILING_INTERVALS * self.upload_interval
-        ):
-            return "deliveries_failing"
-        return None
-
-    def metrics(self) -> str:
-        """Prometheus text exposition."""
-        stats = self.telemetry
-        left = self.destination().credentials_left
-        series = [
-            ("rows_sampled_total", "counter", "Rows appended to the spool.", stats.rows_sampled),
-            ("read_errors_total", "counter",
-             "Kernel files that could not be read or parsed (their cells stay empty).",
-             stats.read_errors),
-            ("sample_failures_total", "counter",
-             "Samples not taken or not written (read error, spool unwritable).",
-             stats.sample_failures),
-            ("rows_merged_total", "counter",
-             "Samples folded into a neighbouring row to keep the spool in its cap (totals kept).",
-             stats.rows_merged),
-            ("rows_dropped_total", "counter",
-             "Samples given up to keep the spool in its cap.", stats.rows_dropped),
-            ("chunks_uploaded_total", "counter", "Chunks confirmed.", stats.chunks_uploaded),
-            ("chunks_refused_total", "counter",
-             "Chunks refused for good by the destination and set aside in the spool's refused/.",
-             stats.chunks_refused),
-            ("upload_failures_total", "counter", "Failed delivery attempts.",
-             stats.upload_failures),
-            ("ingestion_errors_total", "counter",
-             "Finished runs whose data Sentinel reported as not ingested.", stats.ingestion_errors),
-            ("pending_bytes", "gauge", "Spooled bytes not yet uploaded.", self.pending_bytes()),
-            ("credentials_seconds_left", "gauge", "Seconds until the upload credentials expire.",
-             left),
-            ("last_upload_timestamp_seconds", "gauge", "UNIX time of the last confirmed upload.",
-             stats.last_upload_wall),
-            ("ready", "gauge", "1 when /readyz answers 200.", int(self.ready())),
-        ]  # fmt: skip
-        lines = []
-        for name, kind, help_text, value in series:
-            if value is None:
-                continue
-            full = "sentinel_sidecar_" + name
-            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]
-        return "\n".join(lines) + "\n"
 
 
 class HealthServer:
@@ -125,6 +43,7 @@ class HealthServer:
         self._wakeup, self._wake = socket.socketpair()
         self._selector.register(self._wakeup, selectors.EVENT_READ)
         self._open: dict[socket.socket, _Request] = {}  # insertion order: oldest first
+        self._exposition: Exposition | None = None  # made at the first scrape
         self._thread = threading.Thread(target=self._serve, name="health", daemon=True)
 
     def start(self) -> None:
@@ -187,30 +106,43 @@ class HealthServer:
         if b"\r\n\r\n" in request.data or b"\n\n" in request.data:
             self._send(connection, *self._answer(request.data))
         elif len(request.data) > self.MAX_REQUEST_BYTES:
-            self._send(connection, 431, "request too large\n")
+            self._send(connection, 431, b"request too large\n", "text/plain")
 
-    def _answer(self, data: bytes) -> tuple[int, str, str]:
-        method, _, rest = data.partition(b" ")
+    def _answer(self, data: bytes) -> tuple[int, bytes, str]:
+        head, _, _ = data.partition(b"\r\n\r\n")
+        request_line, *header_lines = head.replace(b"\r\n", b"\n").split(b"\n")
+        method, _, rest = request_line.partition(b" ")
         path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
-            return 405, "only GET\n", "text/plain"
+            return 405, b"only GET\n", "text/plain"
         probe = self.probe
         if path == b"/healthz":
-            ok = probe.alive()
-            return (200, "ok\n", "text/plain") if ok else (503, "sampling stalled\n", "text/plain")
+            if probe.alive():
+                return 200, b"ok\n", "text/plain"
+            return 503, b"sampling stalled\n", "text/plain"
         if path == b"/readyz":
             reason = probe.not_ready()
             if reason:
-                return 503, f"not ready: {reason}\n", "text/plain"
-            return 200, "ready\n", "text/plain"
+                return 503, f"not ready: {reason}\n".encode(), "text/plain"
+            return 200, b"ready\n", "text/plain"
         if path == b"/metrics":
-            return 200, probe.metrics(), "text/plain; version=0.0.4"
-        return 404, "not found\n", "text/plain"
+            try:
+                return (200, *self._metrics(_header(header_lines, b"accept")))
+            except Exception as exc:  # a scrape must never stop the probes' server
+                log.error("metrics_failed", error=f"{type(exc).__name__}: {exc}")
+                return 500, b"metrics failed\n", "text/plain"
+        return 404, b"not found\n", "text/plain"
+
+    def _metrics(self, accept: str) -> tuple[bytes, str]:
+        if self._exposition is None:
+            from sentinel_sidecar.exposition import Exposition
+
+            self._exposition = Exposition(self.probe)
+        return self._exposition.render(accept)
 
     def _send(
-        self, connection: socket.socket, status: int, body: str, content_type: str = "text/plain"
+        self, connection: socket.socket, status: int, payload: bytes, content_type: str
     ) -> None:
-        payload = body.encode()
         head = (
             f"HTTP/1.0 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
@@ -231,6 +163,15 @@ class HealthServer:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(connection)
         connection.close()
+
+
+def _header(lines: list[bytes], name: bytes) -> str:
+    """The value of the request header `name` (lower case), empty when it was not sent."""
+    for line in lines:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
 
 
 @dataclass

@@ -20,13 +20,15 @@ from sentinel_sidecar.delivery.destination import Destination, DestinationStatus
 from sentinel_sidecar.delivery.retry import DeliveryError, retry_until
 from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
 from sentinel_sidecar.exit_code import workload_exit_code
-from sentinel_sidecar.health import HealthServer, Probe
+from sentinel_sidecar.health import HealthServer
+from sentinel_sidecar.identity.record import Identity
 from sentinel_sidecar.launch import Command
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.measure.collect import Collector
 from sentinel_sidecar.measure.reading import Reading
 from sentinel_sidecar.measure.rows import Schema, header_line, make_row
 from sentinel_sidecar.measure.values import ReadErrors
+from sentinel_sidecar.readiness import Probe
 from sentinel_sidecar.schedule import Ticker, WorkloadWatch
 from sentinel_sidecar.signals import StopFlag
 from sentinel_sidecar.spool.state import State, StateStore
@@ -84,6 +86,7 @@ class Runner:
         self.stop = stop
         self.telemetry = Telemetry()
         self._uploader: Uploader | None = None  # once the spool is open
+        self._identity_known: Callable[[], Identity | None] = lambda: None  # for /metrics
         self._destination: Destination | None = None
         self._read_errors = ReadErrors()
         self._context = context or RunContext()
@@ -107,6 +110,7 @@ class Runner:
         settings = self.settings
         sources = assemble.sources(self._read_errors)
         self._identity = assemble.identity_probe(settings, sources)  # in the background
+        self._identity_known = self._identity.known
         collector = assemble.collector(
             settings, self._read_errors, sources, wall_clock=self._wall_clock,
             monotonic=self._monotonic,
@@ -261,6 +265,7 @@ class Runner:
             interval=self.settings.interval,
             upload_interval=self.settings.upload_interval,
             pending_bytes=lambda: self._uploader.pending_bytes if self._uploader else 0,
+            identity=lambda: self._identity_known(),
             destination=lambda: (
                 self._uploader.status() if self._uploader else DestinationStatus(ready=False)
             ),
@@ -342,7 +347,8 @@ class Runner:
         the next row covers the interval from the last reading that was written."""
         try:
             reading = collector.read()
-            row = ",".join(make_row(previous, reading, self._schema)) + "\n"
+            cells = make_row(previous, reading, self._schema)
+            row = ",".join(cells) + "\n"
             loss = spool.append(row)
         except Exception as exc:
             # The sampler must survive anything /proc, cgroupfs or the disk throws at it.
@@ -352,6 +358,7 @@ class Runner:
         log.debug("sampled", processes=reading.workload.process_count, row_bytes=len(row),
                   took_ms=round((self._monotonic() - reading.monotonic) * 1000, 2))  # fmt: skip
         self.telemetry.read_errors = self._read_errors.count
+        self.telemetry.usage.add(cells)  # first: a scrape reads the count, then the totals
         self.telemetry.rows_sampled += 1
         self.telemetry.last_sample_monotonic = self._monotonic()
         self.telemetry.spool_full = spool.full

@@ -1,8 +1,10 @@
-"""What the agent has done so far, for `/metrics` and `/readyz`."""
+"""What the agent has done so far, and what the workload used, for `/metrics` and `/readyz`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from sentinel_sidecar.measure.usage import WorkloadUsage
 
 SPOOL_UNWRITABLE = "spool_unwritable"
 SPOOL_FULL = "spool_full"
@@ -29,3 +31,4 @@ class Telemetry:
     spool_full: bool = False  # undelivered rows fill the spool's cap and are being merged
     rows_merged: int = 0
     rows_dropped: int = 0
+    usage: WorkloadUsage = field(default_factory=WorkloadUsage)  # the spooled rows' totals

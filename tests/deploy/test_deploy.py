@@ -1,7 +1,6 @@
 """Offline validation of the ways to deploy: Dockerfile, manifests, kustomize, compose (the
 chart: test_helm.py)."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from tests.support.manifests import (
     pod_spec,
     validate_all,
 )
+from tests.support.tools import require
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 K8S = ROOT / "k8s"
@@ -78,11 +78,7 @@ def test_role_only_gets_pods():
 
 
 def test_kustomize_renders_valid_manifests():
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        reason = "kubectl is not installed (.ci/run fetches one with .ci/fetch-k8s-tools)"
-        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
-    assert kubectl is not None
+    kubectl = require("kubectl", ".ci/run fetches one with .ci/fetch-k8s-tools")
     rendered = subprocess.run(
         [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
     ).stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
 import pytest
 import yaml
 
@@ -16,7 +17,14 @@ import sentinel_sidecar
 from sentinel_sidecar import config
 from tests.support import helm
 from tests.support.helm import ENGINES, RenderError
-from tests.support.manifests import check_sidecar_pod, documents, pod_spec, sidecar_of, validate_all
+from tests.support.manifests import (
+    check_sidecar_pod,
+    documents,
+    pod_spec,
+    sidecar_of,
+    validate_all,
+    validate_custom,
+)
 from tests.support.peers import KubeApiServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -349,3 +357,53 @@ def test_helm3_refuses_a_cluster_older_than_the_chart_supports(api, account, tmp
     discovery(api, minor=28)
     with pytest.raises(RenderError, match="kubeVersion"):
         helm3_install(api, account, tmp_path)
+
+
+PODMONITOR_CRD = Path(__file__).parent / "crds" / "monitoring.coreos.com_podmonitors.yaml"
+
+
+def test_scrape_annotations_come_with_the_pod_template_and_follow_the_health_port(render):
+    [job] = [d for d in render({"exampleJob": {"enabled": True}}) if d["kind"] == "Job"]
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }  # fmt: skip
+    for values in ({"metrics": {"scrapeAnnotations": False}}, {"agent": {"healthPort": 0}}):
+        [job] = [d for d in render({"exampleJob": {"enabled": True}, **values})
+                 if d["kind"] == "Job"]  # fmt: skip
+        assert "annotations" not in job["spec"]["template"]["metadata"]
+
+
+def test_the_pod_monitor_is_off_by_default_and_valid_against_the_operators_crd(render):
+    assert not [d for d in render({}) if d["kind"] == "PodMonitor"]
+    for values in (
+        {},
+        {"labels": {"release": "kube-prometheus-stack"}, "podLabels": {"app": "train"},
+         "namespaceSelector": {"matchNames": ["ml", "batch"]}, "interval": "15s"},
+    ):  # fmt: skip
+        docs = render({"metrics": {"podMonitor": {"enabled": True, **values}}})
+        [monitor] = [d for d in docs if d["kind"] == "PodMonitor"]
+        validate_custom(monitor, PODMONITOR_CRD)
+        [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("sentinel-health", "/metrics")
+        assert monitor["spec"]["selector"] == (
+            {"matchLabels": values["podLabels"]} if values else {}
+        )
+    # the port it scrapes is the agent's
+    [job] = [d for d in render({"exampleJob": {"enabled": True}}) if d["kind"] == "Job"]
+    ports = sidecar_of(pod_spec(job), True)["ports"]
+    assert ports == [{"name": "sentinel-health", "containerPort": 8080}]
+    with pytest.raises(RenderError, match="healthPort"):
+        render({"metrics": {"podMonitor": {"enabled": True}}, "agent": {"healthPort": 0}})
+
+
+def test_the_crd_check_catches_what_the_api_server_would_prune_or_refuse():
+    def monitor(endpoint: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+                "metadata": {"name": "m"},
+                "spec": {"selector": {}, "podMetricsEndpoints": [endpoint]}}  # fmt: skip
+
+    with pytest.raises(AssertionError, match="intervall"):
+        validate_custom(monitor({"port": "x", "intervall": "1s"}), PODMONITOR_CRD)
+    with pytest.raises(jsonschema.ValidationError):  # a port's name, not its number
+        validate_custom(monitor({"port": 8080}), PODMONITOR_CRD)

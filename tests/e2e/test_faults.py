@@ -28,6 +28,7 @@ from tests.support.agent import (
     health_answers,
     log_events,
     run_args,
+    scrape,
     segments,
     sigterm,
     spool_rows,
@@ -164,9 +165,7 @@ def readyz(port: int) -> tuple[int, str]:
 
 def rows_sampled(port: int) -> int:
     """Rows the agent has written so far, from its /metrics (delivered segments are deleted)."""
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    [line] = [line for line in text.splitlines() if line.startswith("sentinel_sidecar_rows_s")]
-    return int(line.split()[1])
+    return int(scrape(port)["sentinel_sidecar_rows_sampled_total"])
 
 
 def stop(agent: subprocess.Popen[str]) -> tuple[float, list[dict[str, Any]]]:

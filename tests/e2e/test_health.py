@@ -9,9 +9,10 @@ import pytest
 import requests
 
 from sentinel_sidecar.delivery.destination import DestinationStatus
-from sentinel_sidecar.health import HealthServer, Probe
+from sentinel_sidecar.health import HealthServer
+from sentinel_sidecar.readiness import Probe
 from sentinel_sidecar.telemetry import Telemetry
-from tests.support.agent import health_answers, start_agent, wait_until
+from tests.support.agent import health_answers, scrape, start_agent, wait_until
 from tests.support.peers import free_port
 
 
@@ -35,12 +36,13 @@ def test_endpoints_follow_sampling_and_upload_health():
         stats.last_sample_monotonic = clock.now
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
         assert requests.get(base + "/readyz", timeout=5).status_code == 200
-        metrics = requests.get(base + "/metrics", timeout=5).text
-        assert "sentinel_sidecar_rows_sampled_total 5" in metrics
-        assert "sentinel_sidecar_pending_bytes 123" in metrics
-        assert "sentinel_sidecar_ingestion_errors_total 1" in metrics
-        assert "sentinel_sidecar_credentials_seconds_left 250.0" in metrics
-        assert "# TYPE sentinel_sidecar_upload_failures_total counter" in metrics
+        metrics = scrape(server.port)
+        assert metrics["sentinel_sidecar_rows_sampled_total"] == 5
+        assert metrics["sentinel_sidecar_pending_bytes"] == 123
+        assert metrics["sentinel_sidecar_ingestion_errors_total"] == 1
+        assert metrics["sentinel_sidecar_credentials_seconds_left"] == 250
+        text = requests.get(base + "/metrics", timeout=5).text
+        assert "# TYPE sentinel_sidecar_upload_failures_total counter" in text
         stats.failing_since_monotonic = clock.now
         clock.now += 29
         assert requests.get(base + "/readyz", timeout=5).status_code == 200

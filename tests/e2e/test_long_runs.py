@@ -21,6 +21,7 @@ from tests.support import fakefs
 from tests.support.agent import (
     delivered,
     log_events,
+    scrape,
     segments,
     sentinel_env,
     start_agent,
@@ -197,10 +198,9 @@ def test_a_long_outage_fills_the_cap_and_the_rows_are_merged_counted_and_loud(
         return (marks / "burned").exists() and readyz(port) == "503 not ready: spool_full"
 
     wait_until(full_and_burned, 30, "the spool full and the CPU burned")
-    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    series = dict(line.split() for line in metrics.splitlines() if not line.startswith("#"))
-    assert int(series["sentinel_sidecar_rows_merged_total"]) > 0
-    assert series["sentinel_sidecar_rows_dropped_total"] == "0"
+    series = scrape(port)
+    assert series["sentinel_sidecar_rows_merged_total"] > 0
+    assert series["sentinel_sidecar_rows_dropped_total"] == 0
     out.unlink()  # the outage ends
     wait_until(lambda: readyz(port) == "200 ready", 30, "delivery caught up")
     (marks / "quit").touch()  # the workload ends, and with it the run

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from sentinel_sidecar.identity.record import cpu_cores, memory_mib
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from sentinel_sidecar.report.recommend import (
     Rules,
     Usage,
-    cpu_cores,
     cpu_quantity,
-    memory_mib,
     memory_quantity,
     percentile,
     recommend,

@@ -128,6 +128,20 @@ def health_answers(port: int) -> bool:
     return True
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The agent's /metrics as {series: value}; a series with labels as `name{k="v",...}`
+    (labels sorted), parsed by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
 def sentinel_env(sentinel: SentinelServer, proxy: S3Proxy) -> dict[str, str]:
     return {
         "SENTINEL_API_URL": sentinel.url,

@@ -61,6 +61,15 @@ class IdentityProbe:
             lambda: gather(settings, gpu_facts=gpu_facts), what="identity"
         )
 
+    def known(self) -> Identity | None:
+        """The identity when the probe is done (and did not fail), else None; never waits."""
+        if self._call.running:
+            return None
+        try:
+            return self._call.result()
+        except Exception:  # result() logs why when it is asked for
+            return None
+
     def result(self, timeout: float) -> Identity:
         """The identity, waiting up to `timeout` s; the settings alone (and the pod UID) when
         the probe failed or is not done by then."""

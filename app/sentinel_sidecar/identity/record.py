@@ -33,6 +33,25 @@ def amount(resources: ContainerResources, kind: str, name: str) -> str:
     return amounts.get(name, "-")
 
 
+_SUFFIXES = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "k": 1e3 / 2**20,
+             "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}  # fmt: skip
+
+
+def cpu_cores(quantity: str | float) -> float:
+    """A Kubernetes CPU quantity in cores (`250m`, `1.5`, `2`)."""
+    text = str(quantity).strip()
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def memory_mib(quantity: str | float) -> float:
+    """A Kubernetes memory quantity in MiB (`768Mi`, `2Gi`, `1G`, bytes)."""
+    text = str(quantity).strip()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(text) / 2**20
+
+
 @dataclass
 class Identity:
     """Field values and where each came from (`settings`, `pod`, `node`, `aws-imds`, ...)."""

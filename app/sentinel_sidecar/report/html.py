@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sentinel_sidecar.identity.record import amount
-from sentinel_sidecar.report.recommend import Recommendation, Rules, cpu_cores, memory_mib
+from sentinel_sidecar.identity.record import amount, cpu_cores, memory_mib
+from sentinel_sidecar.report.recommend import Recommendation, Rules
 from sentinel_sidecar.report.runs import Run, as_yaml
 
 POINTS = 1500  # per series: a week of 1 s rows is drawn from bucket maxima, not 600 000 points

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel_sidecar.identity.record import ContainerResources
+from sentinel_sidecar.identity.record import ContainerResources, cpu_cores, memory_mib
 
 
 @dataclass(frozen=True)
@@ -90,25 +90,6 @@ def memory_quantity(mib: float) -> str:
     """MiB rounded up to 16 Mi (at least 16Mi): `768Mi`, `2Gi`."""
     rounded = max(16, math.ceil(round(mib, 6) / 16) * 16)
     return f"{rounded // 1024}Gi" if rounded % 1024 == 0 else f"{rounded}Mi"
-
-
-_SUFFIXES = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "k": 1e3 / 2**20,
-             "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}  # fmt: skip
-
-
-def cpu_cores(quantity: str | float) -> float:
-    """A Kubernetes CPU quantity in cores (`250m`, `1.5`, `2`)."""
-    text = str(quantity).strip()
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-
-
-def memory_mib(quantity: str | float) -> float:
-    """A Kubernetes memory quantity in MiB (`768Mi`, `2Gi`, `1G`, bytes)."""
-    text = str(quantity).strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(text) / 2**20
 
 
 def recommend(

@@ -208,24 +208,24 @@ env:
   {{- include "sentinel-sidecar.env" . | nindent 2 }}
 {{- if .Values.agent.healthPort }}
 ports:
-  - name: health
+  - name: sentinel-health
     containerPort: {{ .Values.agent.healthPort }}
 startupProbe:
   httpGet:
     path: /healthz
-    port: health
+    port: sentinel-health
   periodSeconds: 1
   failureThreshold: 30
 livenessProbe:
   httpGet:
     path: /healthz
-    port: health
+    port: sentinel-health
   periodSeconds: 10
   failureThreshold: 3
 readinessProbe:
   httpGet:
     path: /readyz
-    port: health
+    port: sentinel-health
   periodSeconds: 10
 {{- end }}
 resources:
@@ -241,6 +241,17 @@ volumeMounts:
   - name: sentinel-token
     mountPath: /var/run/secrets/sentinel
     readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Annotations for a Prometheus that scrapes pods by `prometheus.io/*` annotations; include
+     them in your pod template's metadata.annotations. Empty when metrics.scrapeAnnotations is
+     false or the health server is off. */}}
+{{- define "sentinel-sidecar.podAnnotations" -}}
+{{- if and .Values.metrics.scrapeAnnotations .Values.agent.healthPort }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.agent.healthPort | quote }}
+prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
