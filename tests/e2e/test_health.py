@@ -54,6 +54,22 @@ def test_endpoints_follow_sampling_and_upload_health():
         server.stop()
 
 
+def test_a_failing_metrics_source_answers_500_and_the_probes_go_on():
+    def broken() -> int:
+        raise OSError("the spool's directory is gone")
+
+    probe = Probe(Telemetry(), 1, 10, broken, lambda: DestinationStatus(ready=True))
+    server = HealthServer(0, probe, host="127.0.0.1")
+    server.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert requests.get(base + "/metrics", timeout=5).status_code == 500
+        assert requests.get(base + "/healthz", timeout=5).status_code == 200
+        assert requests.get(base + "/metrics", timeout=5).status_code == 500  # still serving
+    finally:
+        server.stop()
+
+
 def test_not_ready_before_registration():
     probe = Probe(Telemetry(), 1, 10, lambda: 0, lambda: DestinationStatus(ready=False))
     assert not probe.ready() and probe.alive()
