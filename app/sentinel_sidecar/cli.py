@@ -23,6 +23,7 @@ COMMAND_EXIT_WAIT = 10.0  # s for `run -- CMD` to be reaped after the run ended
 def _parser() -> argparse.ArgumentParser:
     from sentinel_sidecar import config
     from sentinel_sidecar.demo import run as demo_run
+    from sentinel_sidecar.inject import command as inject_command
     from sentinel_sidecar.report import command as report_command
 
     parser = argparse.ArgumentParser(
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     config.add_flags(run)
     demo_run.add_parser(commands)
     report_command.add_parser(commands)
+    inject_command.add_parser(commands)
     return parser
 
 
@@ -97,6 +99,10 @@ def _main(argv: Sequence[str] | None, stop: signals.StopFlag) -> int:
             from sentinel_sidecar.demo.run import demo
 
             return demo(args, environ, stop)
+        if args.action == "inject":
+            from sentinel_sidecar.inject.command import inject
+
+            return inject(args, environ, stop)
         settings = config.load(args, environ)
         _check_target(settings, command)
     except ConfigError as exc:

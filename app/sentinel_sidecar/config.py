@@ -355,7 +355,9 @@ DEFAULTS: dict[str, Any] = {name: field.default for name, field in _FIELDS.items
 HELP: dict[str, str] = {name: field.metadata["help"] for name, field in _FIELDS.items()}
 
 
-def _validate(field: str, value: Any, source: str) -> Any:
+def validate(field: str, value: Any, source: str) -> Any:
+    """`value` of the setting `field` as its rule parses it; ConfigError naming the field and
+    `source` (where the value came from) when the rule refuses it."""
     rule = _RULES[field]
     try:
         parsed = rule.parse(value)
@@ -390,7 +392,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         if key not in _RULES:
             continue  # warned about by unknown_settings, with the closest known name
         if value is not None:
-            values[key] = _validate(key, value, f"config file {path}")
+            values[key] = validate(key, value, f"config file {path}")
     return values
 
 
@@ -401,7 +403,7 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         name = env_name(field)
         raw = environ.get(name)
         if raw:
-            values[field] = _validate(field, raw, f"env {name}")
+            values[field] = validate(field, raw, f"env {name}")
     return values
 
 
@@ -506,7 +508,7 @@ def load(
     for field in FIELDS:
         raw = getattr(args, field, None)
         if raw is not None:
-            values[field] = _validate(field, raw, f"flag {flag_name(field)}")
+            values[field] = validate(field, raw, f"flag {flag_name(field)}")
     pod = PodEnv.from_environ(environ)
     if values.get("cloud_detect") is None:
         values["cloud_detect"] = pod.in_pod
