@@ -3,8 +3,10 @@ subchart of a parent chart, and installed (client dry run) against a Kubernetes 
 127.0.0.1 that serves discovery over TLS."""
 
 import argparse
+import base64
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import yaml
 
 import sentinel_sidecar
 from sentinel_sidecar import config
+from sentinel_sidecar.inject.template import load_template
 from tests.support import helm
 from tests.support.helm import ENGINES, RenderError
 from tests.support.manifests import (
@@ -49,7 +52,8 @@ def test_chart_lints_strict(tmp_path: Path):
     report = helm_python.lint(CHART, strict=True)
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
-    for values in ({}, {"exampleJob": {"enabled": True}}, {"sidecarMode": "classic"}):
+    for values in ({}, {"exampleJob": {"enabled": True}}, {"sidecarMode": "classic"},
+                   {"injector": {"enabled": True}}):  # fmt: skip
         (tmp_path / "values.json").write_text(json.dumps(values))
         helm.helm3_run(["lint", "--strict", str(CHART), "-f", str(tmp_path / "values.json")],
                        tmp_path)  # fmt: skip
@@ -215,7 +219,7 @@ def render_parent(engine: str, tmp_path: Path, values: dict[str, Any]) -> list[d
     return helm.render(engine, parent, values, name="nightly", namespace="ml", home=tmp_path / "h")
 
 
-SUBCHART_VALUES = {
+SUBCHART_VALUES: dict[str, dict[str, Any]] = {
     "global": {"imageRegistry": "registry.example.com", "storageClass": "fast"},
     "sentinel-sidecar": {
         "enabled": True,
@@ -407,3 +411,98 @@ def test_the_crd_check_catches_what_the_api_server_would_prune_or_refuse():
         validate_custom(monitor({"port": "x", "intervall": "1s"}), PODMONITOR_CRD)
     with pytest.raises(jsonschema.ValidationError):  # a port's name, not its number
         validate_custom(monitor({"port": 8080}), PODMONITOR_CRD)
+
+
+def _injector(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in docs if "injector" in d["metadata"]["name"]}
+
+
+def test_the_injector_is_off_by_default_and_never_in_a_pods_way_when_on(render, tmp_path: Path):
+    assert not _injector(render({}))
+    docs = render({"injector": {"enabled": True}, "token": {"secretName": "sentinel-api"}})
+    validate_all(docs)  # strict, 1.29 and 1.31: ConfigMap, Deployment, Service, PDB, webhook
+    found = _injector(docs)
+    assert set(found) == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Secret",
+                          "MutatingWebhookConfiguration"}  # fmt: skip
+    webhooks = found["MutatingWebhookConfiguration"]["webhooks"]
+    assert [w["name"] for w in webhooks] == ["namespace.inject.sentinel.sparecores.com",
+                                            "pod.inject.sentinel.sparecores.com"]  # fmt: skip
+    for webhook in webhooks:
+        assert webhook["failurePolicy"] == "Ignore" and webhook["sideEffects"] == "None"
+        assert webhook["timeoutSeconds"] <= 5 and webhook["reinvocationPolicy"] == "Never"
+        [excluded, label] = webhook["namespaceSelector"]["matchExpressions"]
+        assert excluded["operator"] == "NotIn"
+        assert {"kube-system", "ml"} <= set(excluded["values"])  # ml: the release's own
+        assert label["key"] == "sentinel.sparecores.com/inject"
+        assert webhook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"],
+                                     "operations": ["CREATE"], "resources": ["pods"],
+                                     "scope": "Namespaced"}]  # fmt: skip
+    assert found["Deployment"]["spec"]["replicas"] == 2
+    assert found["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    # the CA in the webhook signed the serving certificate in the Secret, for the Service's name
+    ca = base64.b64decode(webhooks[0]["clientConfig"]["caBundle"])
+    cert = base64.b64decode(found["Secret"]["data"]["tls.crt"])
+    (tmp_path / "ca.pem").write_bytes(ca)
+    (tmp_path / "cert.pem").write_bytes(cert)
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"),
+                               str(tmp_path / "cert.pem")], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    names = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                            str(tmp_path / "cert.pem")], capture_output=True, text=True,
+                           timeout=30).stdout  # fmt: skip
+    assert "rel-sentinel-sidecar-injector.ml.svc" in names
+    # the template the injector reads is what its own loader accepts, the token read optionally
+    path = tmp_path / "template.yaml"
+    path.write_text(found["ConfigMap"]["data"]["template.yaml"])
+    template = load_template(path)
+    assert template.native["restartPolicy"] == "Always" and template.native_by_default
+    assert {v["name"] for v in template.volumes} == {"sentinel-spool", "sentinel-tmp"}
+
+
+def test_the_injector_with_cert_manager_asks_it_for_the_certificate(render):
+    docs = render({"injector": {"enabled": True, "certManager": {"enabled": True}}})
+    found = _injector(docs)
+    assert "Secret" not in found
+    webhook = found["MutatingWebhookConfiguration"]
+    assert webhook["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "ml/rel-sentinel-sidecar-injector"
+    }
+    assert all("caBundle" not in w["clientConfig"] for w in webhook["webhooks"])
+    certificate = found["Certificate"]
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["spec"]["secretName"] == "rel-sentinel-sidecar-injector-tls"
+    assert certificate["spec"]["dnsNames"] == ["rel-sentinel-sidecar-injector.ml.svc"]
+    issuer = {"kind": "Issuer", "name": "rel-sentinel-sidecar-injector"}
+    assert certificate["spec"]["issuerRef"] == issuer
+    assert found["Issuer"]["spec"] == {"selfSigned": {}}
+    validate_all([d for d in docs if not d["apiVersion"].startswith("cert-manager.io/")])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"injector": {"enabled": True, "timeoutSeconds": 10}},
+     {"injector": {"enabled": True, "certManager": {"issuerKind": "Vault"}}}],
+)  # fmt: skip
+def test_the_injector_values_are_checked(render, values):
+    with pytest.raises(RenderError, match=r"sentinel-sidecar:\n- "):
+        render(values)
+
+
+def test_the_injector_refuses_a_mounted_token_that_other_namespaces_lack(render):
+    with pytest.raises(RenderError, match=r"token\.as env"):
+        render({"injector": {"enabled": True},
+                "token": {"secretName": "sentinel-api", "as": "file"}})  # fmt: skip
+
+
+def test_the_injector_renders_from_a_parent_chart(engine: str, tmp_path: Path):
+    values = {"sentinel-sidecar": {**SUBCHART_VALUES["sentinel-sidecar"],
+                                   "injector": {"enabled": True}}}  # fmt: skip
+    docs = render_parent(engine, tmp_path, values)
+    validate_all(docs)
+    found = _injector(docs)
+    assert found["Deployment"]["metadata"]["name"] == "nightly-sentinel-sidecar-injector"
+    [container] = found["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert (
+        container["image"] == f"ghcr.io/sparecores/sentinel-sidecar:{sentinel_sidecar.__version__}"
+    )
