@@ -113,6 +113,14 @@ class Injector:
     def metrics(self) -> str:
         return requests.get(self.url + "/metrics", verify=str(self.ca), timeout=5).text
 
+    def counter(self, series: str) -> float:
+        """The value of `series` (name and labels as printed) on /metrics; 0 before its first."""
+        for line in self.metrics().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == series:
+                return float(value)
+        return 0.0
+
     def stop(self) -> str:
         self.process.terminate()
         _out, err = self.process.communicate(timeout=20)
@@ -355,10 +363,20 @@ def test_hostile_requests_get_4xx_and_the_server_goes_on(injector: Injector):
     waited = time.monotonic() - started
     assert waited < 10
     assert "patch" not in meanwhile["response"]
-    metrics = injector.metrics()
-    assert 'sentinel_inject_requests_refused_total{reason="not_a_review"} 3.0' in metrics
-    assert 'sentinel_inject_requests_refused_total{reason="too_large"} 1.0' in metrics
+    refused = "sentinel_inject_requests_refused_total"
+    assert injector.counter(refused + '{reason="not_a_review"}') == 3
+    assert injector.counter(refused + '{reason="too_large"}') == 1
     print(f"slow client cut off after {waited:.1f} s")
+
+
+def test_a_pod_the_decision_cannot_read_is_admitted_as_it_is_and_counted(injector: Injector):
+    pod = job_pod(**{"sentinel.sparecores.com/inject": "true"})
+    pod["spec"]["containers"] = "not a list"  # the decision fails on it
+    errors = 'sentinel_inject_reviews_total{result="error"}'
+    before = injector.counter(errors)
+    review = injector.review(pod)
+    assert "patch" not in review["response"]
+    assert injector.counter(errors) == before + 1
 
 
 def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path):
@@ -403,7 +421,7 @@ def test_more_requests_than_its_slots_are_closed_at_once_and_counted(injector: I
         for connection in held:
             connection.close()
     wait_until(lambda: injector.healthy(), 10, "slots free again")
-    assert 'sentinel_inject_requests_refused_total{reason="busy"}' in injector.metrics()
+    assert injector.counter('sentinel_inject_requests_refused_total{reason="busy"}') >= 1
 
 
 FIELD_VALUES = {"metadata.name": "train-x7k2p", "metadata.namespace": "ml",
