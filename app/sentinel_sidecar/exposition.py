@@ -95,6 +95,23 @@ _WORKLOAD_TOTALS = (
      "(the pod's)."),
 )  # fmt: skip
 
+# Gauges: the last row's level (GPU ones only once the workload used a GPU).
+_Level = tuple[str, str, Callable[["WorkloadUsage"], float | None]]
+_LEVELS: tuple[_Level, ...] = (
+    ("memory_bytes", "Memory of the workload's processes (the CSV's process_memory_mib).",
+     lambda u: u.memory_bytes),
+    ("memory_peak_bytes", "Highest memory_bytes of the run so far.",
+     lambda u: u.memory_peak_bytes),
+    ("processes", "The workload's processes now.", lambda u: u.processes),
+)  # fmt: skip
+_GPU_LEVELS: tuple[_Level, ...] = (
+    ("gpu_usage", "GPUs' worth of busy time of the workload's GPUs (1 = one GPU busy).",
+     lambda u: u.gpu_usage),
+    ("gpu_memory_bytes", "GPU memory the workload's processes use.",
+     lambda u: u.gpu_memory_bytes),
+    ("gpus", "GPUs the workload's processes use.", lambda u: u.gpus_utilized),
+)  # fmt: skip
+
 _RESOURCES = (
     ("cpu_request_cores", "requests", "cpu", cpu_cores),
     ("cpu_limit_cores", "limits", "cpu", cpu_cores),
@@ -148,29 +165,9 @@ def _workload(usage: WorkloadUsage, labels: dict[str, str]) -> Iterator[Metric]:
     yield cpu
     for name, text in _WORKLOAD_TOTALS:
         yield from family(CounterMetricFamily, name, text, usage.totals[name])
-    yield from family(GaugeMetricFamily, "memory_bytes",
-                      "Memory of the workload's processes (the CSV's process_memory_mib).",
-                      usage.memory_bytes)  # fmt: skip
-    yield from family(
-        GaugeMetricFamily,
-        "memory_peak_bytes",
-        "Highest memory_bytes of the run so far.",
-        usage.memory_peak_bytes,
-    )
-    yield from family(GaugeMetricFamily, "processes", "The workload's processes now.",
-                      usage.processes)  # fmt: skip
-    if usage.gpus_used:
-        yield from family(GaugeMetricFamily, "gpu_usage",
-                          "GPUs' worth of busy time of the workload's GPUs (1 = one GPU busy).",
-                          usage.gpu_usage)  # fmt: skip
-        yield from family(
-            GaugeMetricFamily,
-            "gpu_memory_bytes",
-            "GPU memory the workload's processes use.",
-            usage.gpu_memory_bytes,
-        )
-        yield from family(GaugeMetricFamily, "gpus", "GPUs the workload's processes use.",
-                          usage.gpus_utilized)  # fmt: skip
+    levels = _LEVELS + (_GPU_LEVELS if usage.gpus_used else ())
+    for name, text, value in levels:
+        yield from family(GaugeMetricFamily, name, text, value(usage))
 
 
 def _resources(identity: Identity, labels: dict[str, str]) -> Iterator[Metric]:

@@ -39,6 +39,13 @@ def columns(rows: list[str]) -> list[dict[str, str]]:
     return list(csv.DictReader([",".join(SENTINEL_COLUMNS), *rows]))
 
 
+def local_agent(tmp_path: Path, pid: int, interval: float, port: int) -> subprocess.Popen[str]:
+    """A local-mode agent on `pid` that keeps every row in its spool (no upload during a test)."""
+    return start_agent(run_args(tmp_path / "spool", "--interval", str(interval),
+                                "--upload-interval", "3600", "--pid", str(pid),
+                                "--health-port", str(port), output=tmp_path / "out"))  # fmt: skip
+
+
 def promtool_check(text: str) -> str:
     """promtool's lint of an exposition; its output (empty when clean)."""
     promtool = require("promtool", PROMETHEUS_PACKAGE)
@@ -91,11 +98,8 @@ def test_metrics_pass_promtool_in_every_mode_and_openmetrics_is_served_when_aske
 
 
 def test_the_workload_totals_are_the_sums_of_the_spooled_rows(tmp_path: Path, workload):
-    port = free_port()
-    spool = tmp_path / "spool"
-    agent = start_agent(run_args(spool, "--interval", "0.1", "--upload-interval", "3600", "--pid",
-                                 str(workload.pid), "--health-port", str(port),
-                                 output=tmp_path / "out"))  # fmt: skip
+    spool, port = tmp_path / "spool", free_port()
+    agent = local_agent(tmp_path, workload.pid, 0.1, port)
     try:
         wait_for_rows(spool, 30)
         series = scrape(port)
@@ -203,11 +207,8 @@ CPU_BOUND = 0.1  # cores: scrapes (1 s) and rows (0.5 s) fall at different insta
 
 
 def test_a_real_prometheus_scrapes_the_agent_and_its_answers_match_the_spool(tmp_path: Path, busy):
-    port = free_port()
-    spool = tmp_path / "spool"
-    agent = start_agent(run_args(spool, "--interval", "0.5", "--upload-interval", "3600", "--pid",
-                                 str(busy.pid), "--health-port", str(port),
-                                 output=tmp_path / "out"))  # fmt: skip
+    spool, port = tmp_path / "spool", free_port()
+    agent = local_agent(tmp_path, busy.pid, 0.5, port)
     prometheus = None
     try:
         wait_until(lambda: health_answers(port), 20, "the agent's health port")

@@ -43,8 +43,8 @@ class WorkloadUsage:
         totals = self.totals
         for column, total in _SUMMED.items():
             cell = cells[_AT[column]]
-            if cell:
-                totals[total] += float(cell)
+            if cell:  # rounded: the cells have at most 4 decimals, the sum no float noise
+                totals[total] = round(totals[total] + float(cell), 6)
         memory = _number(cells[_AT["process_memory_mib"]])
         if memory is not None:
             memory *= MIB
