@@ -434,8 +434,9 @@ def upload_path(repeats: int) -> dict[str, Any]:
             AWS_SECRET_ACCESS_KEY=moto.user["aws_secret_access_key"],
         )
         destination = S3Destination(
-            f"s3://{bucket}/cycle", name="bench", region="us-east-1", endpoint_url=moto.endpoint
-        )
+            f"s3://{bucket}/cycle", name="bench", identity=lambda deadline: {"job_name": "bench"},
+            region="us-east-1", endpoint_url=moto.endpoint,
+        )  # fmt: skip
         cycle_wall, cycle_cpu = [], []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as spool_dir:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ def s3_case(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Case:
         return bytes(client.get_object(Bucket=name, Key=key)["Body"].read())
 
     return Case(lambda resumed: S3Destination(f"s3://{bucket}/direct", name="pod-1",
+                                              identity=lambda deadline: {"job_name": "train"},
                                               region=REGION, endpoint_url=moto.endpoint),
                 read)  # fmt: skip
 
@@ -163,3 +165,20 @@ def test_a_resumed_run_goes_on_in_the_same_place_without_a_second_run(case: Case
     next_uri = second.put_chunk(again.chunk_name(2), chunk("2,b"), soon())
     assert next_uri.rpartition("/")[0] == uri.rpartition("/")[0]
     assert case.registrations() <= 1
+
+
+def test_direct_s3_runs_land_in_hive_partitions_and_older_runs_resume_where_they_were(
+    moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+):
+    case = s3_case(moto, monkeypatch)
+    state = case.make(False).open(fresh_state(), soon())
+    assert state.upload_uri_prefix is not None
+    assert re.search(r"/direct/job=train/run=pod-1-\d{8}T\d{6}Z$", state.upload_uri_prefix)
+    # A run an earlier version started (`{uri}/{run_id}`) goes on under its own prefix.
+    older = dataclasses.replace(state, upload_uri_prefix=state.upload_uri_prefix.split("/job=")[0]
+                                + f"/{state.run_id}")  # fmt: skip
+    destination = case.make(True)
+    resumed = destination.open(older, soon())
+    assert resumed.upload_uri_prefix == older.upload_uri_prefix
+    uri = destination.put_chunk(resumed.chunk_name(1), chunk("1,a"), soon())
+    assert uri == f"{older.upload_uri_prefix}/{resumed.chunk_name(1)}"

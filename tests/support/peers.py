@@ -151,6 +151,37 @@ class MotoServer:
         self._process.wait(10)
 
 
+class S3rver:
+    """A second S3 implementation (the npm package s3rver) on 127.0.0.1: its own key listing,
+    no `x-amz-bucket-region` on HeadBucket, its default keys (S3RVER/S3RVER) checked."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.keys = {"aws_access_key_id": "S3RVER", "aws_secret_access_key": "S3RVER"}
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._process = subprocess.Popen(
+            [binary, "--directory", str(directory), "--address", "127.0.0.1", "--port",
+             str(self.port), "--silent"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def client(self) -> Any:
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint, region_name=REGION, **self.keys
+        )
+
+    def objects(self, bucket: str) -> dict[str, bytes]:
+        s3 = self.client()
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in sorted(keys)}
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+
+
 _SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/")
 
 

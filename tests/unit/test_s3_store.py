@@ -2,7 +2,7 @@
 
 import pytest
 
-from sentinel_sidecar.delivery.s3 import S3Store
+from sentinel_sidecar.delivery.s3 import S3Store, partition_value
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,12 @@ def test_the_bucket_itself_is_addressed_without_a_key():
     assert S3Store("s3://runs/a", region="eu-west-1", endpoint_url=None)._url("") == (
         "https://runs.s3.eu-west-1.amazonaws.com/"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "partition"),
+    [("train", "train"), ("nightly-train.v2", "nightly-train.v2"), ("a b/c=d", "a%20b%2Fc%3Dd"),
+     (None, "__HIVE_DEFAULT_PARTITION__"), ("", "__HIVE_DEFAULT_PARTITION__")],
+)  # fmt: skip
+def test_partition_values_are_escaped_as_hive_does(value, partition):
+    assert partition_value(value) == partition

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -50,6 +51,17 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
     return bucket, prefix
+
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # how Hive, Athena, Trino and Spark spell a null
+
+
+def partition_value(value: object) -> str:
+    """`value` as a Hive partition value in a key: characters other than letters, digits, `.`,
+    `_` and `-` percent-encoded as Hive does; a missing value as Hive's null."""
+    if value in (None, ""):
+        return HIVE_NULL
+    return quote(str(value), safe="-_.")
 
 
 def _s3_uri(value: Any) -> str:
@@ -224,27 +236,40 @@ def _error_code(response: requests.Response) -> str:
 
 
 class S3Destination:
-    """Direct-S3 mode: chunks and `run.json` under `{s3_uri}/{run_id}`, where the run id is
-    the pod's name and the run's start time."""
+    """Direct-S3 mode: chunks and `run.json` under `{s3_uri}/job={job}/run={run_id}/`, Hive-style
+    partitions a query engine can prune by job (docs/fleet.md), where the run id is the pod's
+    name and the run's start time. A resumed run keeps the prefix it started with (runs of
+    earlier versions: `{s3_uri}/{run_id}/`)."""
 
     inline_max_bytes = 0
     kept_bytes = 0
 
     def __init__(
-        self, s3_uri: str, *, name: str, region: str | None, endpoint_url: str | None
+        self,
+        s3_uri: str,
+        *,
+        name: str,
+        identity: Callable[[float], Mapping[str, Any]],
+        region: str | None,
+        endpoint_url: str | None,
     ) -> None:
         parse_s3_uri(s3_uri)
         self.s3_uri = s3_uri.rstrip("/")
         self._name = name
+        self._identity = identity  # the run's identity values, by a deadline
         self._region = region
         self._endpoint_url = endpoint_url
         self._store: S3Store | None = None
 
     def open(self, state: State, deadline: float) -> State:
         """Name the run (or resume the named one) and find the bucket's region."""
-        started = time.gmtime(state.started_at)
-        run_id = state.run_id or f"{self._name}-{time.strftime('%Y%m%dT%H%M%SZ', started)}"
-        prefix = f"{self.s3_uri}/{run_id}"
+        if state.run_id and state.upload_uri_prefix:
+            run_id, prefix = state.run_id, state.upload_uri_prefix
+        else:
+            started = time.gmtime(state.started_at)
+            run_id = f"{self._name}-{time.strftime('%Y%m%dT%H%M%SZ', started)}"
+            job = self._identity(deadline).get("job_name")
+            prefix = f"{self.s3_uri}/job={partition_value(job)}/run={partition_value(run_id)}"
         store = S3Store(prefix, region=self._region, endpoint_url=self._endpoint_url)
         store.locate(deadline)
         self._store = store
@@ -273,6 +298,7 @@ def _build(settings: S3Settings, wiring: Wiring) -> S3Destination:
     return S3Destination(
         settings.s3_uri,
         name=wiring.run_name,
+        identity=wiring.register_body,
         region=settings.aws_region,
         endpoint_url=settings.s3_endpoint_url,
     )
