@@ -88,6 +88,59 @@ def test_several_runs_make_one_recommendation():
     assert rec.savings() == {"core_hours": 2.2, "gib_hours": round((2048 - 928) / 1024 * 2, 3)}
 
 
+def test_a_run_that_ended_oom_killed_raises_memory_as_the_vpa_does_and_is_flagged():
+    killed = Usage([0.5] * 100, [1000.0] * 100, [0.0] * 100, 1.0, oom_killed=True)
+    rec = recommend([killed, usage([0.5] * 100, [900.0] * 100), usage([0.5] * 10, [800.0] * 10)])
+    assert rec.memory == "1392Mi"  # max(1000 x 1.2, 1000 + 100) x 1.15 = 1380, up to 16 Mi
+    assert rec.oom_runs == 1 and rec.flags[0].startswith("oom: 1 of 3 run(s)")
+    small = Usage([0.1] * 10, [200.0] * 10, [0.0] * 10, 1.0, oom_killed=True)
+    rec = recommend([small] * 3, Rules(memory_margin=0.0))
+    assert rec.memory == "304Mi"  # the +100 MiB minimum wins over x 1.2 for a small peak
+    assert recommend([usage([0.5] * 10, [1000.0] * 10)] * 3).memory == "1152Mi"  # no OOM
+
+
+def test_floors_and_too_few_runs():
+    rec = recommend([usage([0.01] * 10, [50.0] * 10)],
+                    Rules(min_cpu_cores=0.25, min_memory_mib=512, min_runs=2))  # fmt: skip
+    assert (rec.cpu_request, rec.memory) == ("250m", "512Mi")
+    assert rec.flags == ("few runs: 1 (fewer than 2); repeated runs of the job make a firmer "
+                         "recommendation",)  # fmt: skip
+    assert recommend([usage([0.5] * 10, [100.0] * 10)] * 2, Rules(min_runs=2)).flags == ()
+
+
+def test_report_reads_an_oom_kill_from_the_exit_code_and_from_the_cgroup(tmp_path: Path):
+    rows = [row(1_700_000_000 + i, 0.4, 600.0) for i in range(60)]
+    killed = output_dir(tmp_path / "killed", rows, {"run_id": "k", "exit_code": 137})
+    fine = output_dir(tmp_path / "fine", rows, {"run_id": "f", "exit_code": 0})
+    extended = tmp_path / "extended"
+    extended.mkdir()
+    header = HEADER.rstrip("\n") + ",cgroup_oom_kills\n"
+    body = header + "".join(r.rstrip("\n") + (",1\n" if i == 59 else ",0\n")
+                            for i, r in enumerate(rows))  # fmt: skip
+    (extended / "000001.csv.gz").write_bytes(gzip.compress(body.encode()))
+    result = report(str(killed), str(fine), str(extended), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [run["oom_killed"] for run in data["runs"]] == [True, False, True]
+    assert data["basis"]["oom_killed_runs"] == 2
+    assert data["resources"]["requests"]["memory"] == "832Mi"  # 600 x 1.2 x 1.15 = 828
+    assert data["flags"][0].startswith("oom: 2 of 3 run(s)")
+    table = report(str(killed)).stdout
+    assert "raised for OOM kills" in table and "flag: oom: 1 of 1" in table
+    assert "flag: few runs: 1" in table
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--oom-bump-ratio", "0.5"), ("--oom-min-bump-mib", "-1"), ("--min-cpu", "lots"),
+     ("--min-memory", "-5Mi"), ("--min-runs", "0")],
+)  # fmt: skip
+def test_bad_recommendation_flags_exit_2_naming_the_flag(tmp_path: Path, flag: str, value: str):
+    out = output_dir(tmp_path / "out", [row(1_700_000_000 + i, 0.4, 600.0) for i in range(10)])
+    result = report(str(out), flag, value)
+    assert result.returncode == 2 and flag in result.stderr
+
+
 @pytest.mark.parametrize(
     ("cores", "quantity"),
     [(0.0, "10m"), (0.001, "10m"), (0.2501, "260m"), (0.25, "250m"), (1.0, "1"),
@@ -229,8 +282,10 @@ def test_the_page_says_which_job_when_how_it_ended_what_to_set_and_the_totals(tm
     # The recommendation as a table, and the block to paste as it is.
     assert "<td>cpu request</td><td>860m</td><td>2</td>" in page
     assert "<pre>resources:\n  requests:\n    cpu: 860m\n" in page
-    # 1200 s at a mean of 0.595 cores and 460 MiB; 4096 B read per 1 s row; p95 0.86 cores.
-    assert "current requests minus recommended +0.38 core-hours, +0.14 GiB-hours" in text
+    # 1200 s at a mean of 0.595 cores and 460 MiB; 4096 B read per 1 s row; p95 0.86 cores;
+    # it ended with exit 137: memory raised for an OOM kill, and said.
+    assert "current requests minus recommended +0.38 core-hours, +0.10 GiB-hours" in text
+    assert "oom: 1 of 1 run(s) ended OOM-killed" in text and "raised for OOM kills" in page
     assert "CPU 0.198 core-hours" in text and "memory 0.15 GiB-hours" in text
     assert "disk read 4.9 MB" in text and "disk written 9.8 MB" in text
     assert "<td>cloud_region_id</td><td>us-east-1</td><td>node</td>" in page

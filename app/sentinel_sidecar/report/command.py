@@ -6,10 +6,12 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.config import EXIT_USAGE, ConfigError, PodEnv
+from sentinel_sidecar.identity.record import cpu_cores, memory_mib
 
 EXIT_TOO_LITTLE = 3  # too few samples of the workload to recommend from
 
@@ -34,6 +36,16 @@ def add_parser(commands: Any) -> None:
                          help="memory request = limit: the peak x (1 + margin) [0.15]")  # fmt: skip
     summary.add_argument("--cpu-limit-factor", type=float, default=None,
                          help="CPU limit = request x factor [none: no CPU limit]")  # fmt: skip
+    summary.add_argument("--oom-bump-ratio", type=float, default=1.2,
+                         help="after an OOM kill: memory from the peak x this [1.2]")  # fmt: skip
+    summary.add_argument("--oom-min-bump-mib", type=float, default=100.0,
+                         help="... and at least the peak + this many MiB [100]")  # fmt: skip
+    summary.add_argument("--min-cpu", default="10m",
+                         help="floor of the CPU request, a Kubernetes quantity [10m]")  # fmt: skip
+    summary.add_argument("--min-memory", default="16Mi",
+                         help="floor of the memory, a Kubernetes quantity [16Mi]")  # fmt: skip
+    summary.add_argument("--min-runs", type=int, default=3,
+                         help="fewer runs than this: the result is flagged [3]")  # fmt: skip
 
 
 def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -47,7 +59,22 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         raise ConfigError(f"report --memory-margin: {args.memory_margin:g} is not >= 0")
     if args.cpu_limit_factor is not None and not args.cpu_limit_factor >= 1:
         raise ConfigError(f"report --cpu-limit-factor: {args.cpu_limit_factor:g} is not >= 1")
-    rules = Rules(args.cpu_percentile, args.memory_margin, args.cpu_limit_factor)
+    if not (math.isfinite(args.oom_bump_ratio) and args.oom_bump_ratio >= 1):
+        raise ConfigError(f"report --oom-bump-ratio: {args.oom_bump_ratio:g} is not >= 1")
+    if not (math.isfinite(args.oom_min_bump_mib) and args.oom_min_bump_mib >= 0):
+        raise ConfigError(f"report --oom-min-bump-mib: {args.oom_min_bump_mib:g} is not >= 0")
+    if args.min_runs < 1:
+        raise ConfigError(f"report --min-runs: {args.min_runs} is not >= 1")
+    rules = Rules(
+        args.cpu_percentile,
+        args.memory_margin,
+        args.cpu_limit_factor,
+        oom_bump_ratio=args.oom_bump_ratio,
+        oom_min_bump_mib=args.oom_min_bump_mib,
+        min_cpu_cores=_quantity(cpu_cores, "--min-cpu", args.min_cpu),
+        min_memory_mib=_quantity(memory_mib, "--min-memory", args.min_memory),
+        min_runs=args.min_runs,
+    )
     # boto3's chain asks the instance metadata service last: only where there is one to ask.
     instance_metadata = PodEnv.from_environ(environ).in_pod or (
         environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
@@ -70,6 +97,17 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     else:
         print(runs.as_table(recommendation, rules))
     return 0
+
+
+def _quantity(parse: Callable[[str], float], flag: str, text: str) -> float:
+    """A Kubernetes quantity flag's value; ConfigError naming the flag when it is not one."""
+    try:
+        value = parse(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"report {flag}: {text!r} is not a quantity (e.g. 250m, 512Mi)")
+    return value
 
 
 def _write_html(path: Path, found: Any, recommendation: Any, rules: Any) -> None:

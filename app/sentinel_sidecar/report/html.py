@@ -229,7 +229,8 @@ def _recommendation_rows(rec: Recommendation, rules: Rules) -> list[list[str]]:
          "none: a CPU limit throttles a job that could use idle cores"
          if rec.cpu_limit is None else f"request x {rules.cpu_limit_factor:g}"],
         ["memory request", rec.memory, now("requests", "memory"),
-         f"peak {rec.memory_peak_mib:.0f} MiB + {rules.memory_margin:.0%}"],
+         f"peak {rec.memory_peak_mib:.0f} MiB"
+         + (" raised for OOM kills" if rec.oom_runs else "") + f" + {rules.memory_margin:.0%}"],
         ["memory limit", rec.memory, now("limits", "memory"),
          "= request: a pod over its request is evicted first"],
     ]  # fmt: skip
@@ -288,6 +289,7 @@ th, td {{ text-align: left; padding: 3px 14px 3px 0; border-bottom: 1px solid #e
 .totals td:first-child {{ color: #555; }}
 .chart svg {{ width: 100%; height: auto; }}
 .note {{ color: #666; font-size: 12px; }}
+.flag {{ color: #8a5300; }}
 </style></head><body>
 <header><h1>{html.escape(title)}</h1><p>{header}</p></header>
 <h2>Recommendation</h2>
@@ -297,6 +299,7 @@ th, td {{ text-align: left; padding: 3px 14px 3px 0; border-bottom: 1px solid #e
             _recommendation_rows(recommendation, rules),
         )
     }
+{"".join(f'<p class="flag">{html.escape(flag)}</p>' for flag in recommendation.flags)}
 <p class="note">For the workload container; copy into its spec:</p>
 <pre>{html.escape(as_yaml(recommendation))}</pre>
 <h2>In all</h2>

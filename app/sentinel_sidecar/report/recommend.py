@@ -1,5 +1,8 @@
 """Right-sizing from what runs used (pure): the workload container's requests and limits, as
-Kubernetes quantities, by the rules of the Vertical Pod Autoscaler's recommender."""
+Kubernetes quantities, by the rules of the Vertical Pod Autoscaler's recommender — including
+its answer to an OOM kill (the peak raised by `--oom-bump-ratio`, at least
+`--oom-min-bump-mib`) — with floors for CPU and memory, and flags where the runs are few or
+ended OOM-killed."""
 
 from __future__ import annotations
 
@@ -18,6 +21,13 @@ class Rules:
     cpu_percentile: float = 95.0  # CPU request: this percentile of process_cpu_usage
     memory_margin: float = 0.15  # memory request = limit: the peak x (1 + margin)
     cpu_limit_factor: float | None = None  # CPU limit = request x factor; None: no limit
+    # After an OOM kill the peak seen is not what the job needs (the VPA recommender's
+    # --oom-bump-up-ratio and --oom-min-bump-up-bytes): the peak x ratio, at least + MiB.
+    oom_bump_ratio: float = 1.2
+    oom_min_bump_mib: float = 100.0
+    min_cpu_cores: float = 0.01  # floors of the recommendation (10m, 16Mi: the rounding's own)
+    min_memory_mib: float = 16.0
+    min_runs: int = 3  # fewer runs than this: the recommendation is flagged
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class Usage:
     memory_mib: Sequence[float]
     gpus: Sequence[float]  # process_gpu_utilized per row
     hours: float
+    oom_killed: bool = False  # the run ended OOM-killed (exit 137 or a cgroup OOM kill)
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class Recommendation:
     rows: int
     hours: float
     current: ContainerResources = field(default_factory=ContainerResources)
+    oom_runs: int = 0  # runs that ended OOM-killed: memory raised for them
+    flags: tuple[str, ...] = ()  # what a reader should know before trusting it
 
     def resources(self) -> dict[str, Any]:
         """The `resources:` block, ready to paste."""
@@ -103,20 +116,34 @@ def recommend(
     memory = [value for run in runs for value in run.memory_mib]
     basis = percentile(cpu, rules.cpu_percentile)
     peak = max(memory, default=0.0)
-    request = cpu_quantity(basis)
+    request = cpu_quantity(max(basis, rules.min_cpu_cores))
     limit = None
     if rules.cpu_limit_factor is not None:
         limit = cpu_quantity(cpu_cores(request) * rules.cpu_limit_factor)
     gpus = math.ceil(max((value for run in runs for value in run.gpus), default=0.0))
+    oom_runs = sum(1 for run in runs if run.oom_killed)
+    needed = peak
+    flags = []
+    if oom_runs:
+        needed = max(peak * rules.oom_bump_ratio, peak + rules.oom_min_bump_mib)
+        flags.append(f"oom: {oom_runs} of {len(runs)} run(s) ended OOM-killed; memory rests on "
+                     f"the peak x {rules.oom_bump_ratio:g}, at least +{rules.oom_min_bump_mib:g} "
+                     "MiB")  # fmt: skip
+    if len(runs) < rules.min_runs:
+        flags.append(f"few runs: {len(runs)} (fewer than {rules.min_runs}); repeated runs of "
+                     "the job make a firmer recommendation")  # fmt: skip
+    memory_target = max(needed * (1 + rules.memory_margin), rules.min_memory_mib)
     return Recommendation(
         cpu_request=request,
         cpu_limit=limit,
-        memory=memory_quantity(peak * (1 + rules.memory_margin)),
+        memory=memory_quantity(memory_target),
         gpus=gpus,
         cpu_basis=basis,
         memory_peak_mib=peak,
         runs=len(runs),
         rows=len(cpu),
         hours=sum(run.hours for run in runs),
+        oom_runs=oom_runs,
+        flags=tuple(flags),
         current=current or ContainerResources(),
     )

@@ -27,8 +27,9 @@ EXPECTED = (
 COLUMNS = (
     "timestamp", "process_cpu_usage", "process_memory_mib", "process_disk_read_bytes",
     "process_disk_write_bytes", "process_gpu_usage", "process_gpu_vram_mib",
-    "process_gpu_utilized",
+    "process_gpu_utilized", "cgroup_oom_kills",
 )  # fmt: skip
+EXIT_OOM_KILLED = 137  # SIGKILL: what the kernel's OOM killer leaves as a container's exit code
 # Fewer samples of the workload than this and a recommendation would rest on noise: `report`
 # says so and exits TOO_LITTLE instead.
 MIN_SAMPLES = 5
@@ -67,11 +68,18 @@ class Run:
         """The column's known values."""
         return [value for value in self.columns.get(column, []) if value is not None]
 
+    @property
+    def oom_killed(self) -> bool:
+        """Ended OOM-killed: exit code 137 in its run.json, or an OOM kill in its cgroup (the
+        extended schema's `cgroup_oom_kills`)."""
+        code = self.summary.exit_code if self.summary else None
+        return code == EXIT_OOM_KILLED or sum(self.values("cgroup_oom_kills")) > 0
+
     def usage(self) -> Usage:
         stamps = self.values("timestamp")
         hours = (stamps[-1] - stamps[0]) / 3600 if len(stamps) > 1 else 0.0
         return Usage(self.values("process_cpu_usage"), self.values("process_memory_mib"),
-                     self.values("process_gpu_utilized"), hours)  # fmt: skip
+                     self.values("process_gpu_utilized"), hours, self.oom_killed)  # fmt: skip
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -242,9 +250,11 @@ def as_dict(runs: Sequence[Run], recommendation: Recommendation) -> dict[str, An
             "cpu_percentile_cores": round(recommendation.cpu_basis, 4),
             "memory_peak_mib": round(recommendation.memory_peak_mib, 1),
             "runs": recommendation.runs,
+            "oom_killed_runs": recommendation.oom_runs,
             "rows": recommendation.rows,
             "hours": round(recommendation.hours, 3),
         },
+        "flags": list(recommendation.flags),
         "current": dict(recommendation.current),
         "difference": recommendation.savings(),
         "runs": [
@@ -252,6 +262,7 @@ def as_dict(runs: Sequence[Run], recommendation: Recommendation) -> dict[str, An
                 "source": run.source,
                 "rows": run.rows,
                 "run_id": run.summary.run_id if run.summary else None,
+                "oom_killed": run.oom_killed,
             }
             for run in runs
         ],
@@ -281,13 +292,17 @@ def as_table(recommendation: Recommendation, rules: Rules) -> str:
               "none: a CPU limit throttles a job that could use idle cores"
               if rec.cpu_limit is None else f"request x {rules.cpu_limit_factor:g}"),
         _line("memory request", rec.memory, current, "requests", "memory",
-              f"peak process_memory_mib {rec.memory_peak_mib:.1f} + {rules.memory_margin:.0%}"),
+              f"peak process_memory_mib {rec.memory_peak_mib:.1f}"
+              + (" raised for OOM kills" if rec.oom_runs else "")
+              + f" + {rules.memory_margin:.0%}"),
         _line("memory limit", rec.memory, current, "limits", "memory",
               "= request: a pod over its request is evicted first"),
     ]  # fmt: skip
     if rec.gpus:
         lines.append(_line("nvidia.com/gpu", str(rec.gpus), current, "limits", "nvidia.com/gpu",
                            "GPUs the workload kept busy at once"))  # fmt: skip
+    if rec.flags:
+        lines += ["", *(f"flag: {flag}" for flag in rec.flags)]
     savings = rec.savings()
     if savings:
         parts = [f"{value:+.2f} {unit.replace('_', '-')}" for unit, value in savings.items()]
