@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def test_report_reads_an_oom_kill_from_the_exit_code_and_from_the_cgroup(tmp_pat
     body = header + "".join(r.rstrip("\n") + (",1\n" if i == 59 else ",0\n")
                             for i, r in enumerate(rows))  # fmt: skip
     (extended / "000001.csv.gz").write_bytes(gzip.compress(body.encode()))
-    result = report(str(killed), str(fine), str(extended), "--format", "json")
+    result = report(str(killed), str(fine), str(extended), "--format", "json",
+                    "--group-by", "all")  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [run["oom_killed"] for run in data["runs"]] == [True, False, True]
@@ -128,6 +130,46 @@ def test_report_reads_an_oom_kill_from_the_exit_code_and_from_the_cgroup(tmp_pat
     table = report(str(killed)).stdout
     assert "raised for OOM kills" in table and "flag: oom: 1 of 1" in table
     assert "flag: few runs: 1" in table
+
+
+def fleet_run(directory: Path, job: str | None, started: str, cpu: float, memory: float) -> Path:
+    """One run as the agent leaves it in an output directory, with its job and start time."""
+    identity = {"job_name": {"value": job, "source": "pod"}} if job else {}
+    first = datetime.fromisoformat(started).timestamp()
+    rows = [row(first + i, cpu, memory) for i in range(60)]
+    return output_dir(directory, rows, {"run_id": directory.name, "started_at": started,
+                                        "identity": identity})  # fmt: skip
+
+
+def test_a_directory_of_many_runs_is_reported_per_job_within_the_time_asked(tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    fleet_run(fleet / "a" / "train-1", "train", "2026-11-01T02:00:00+00:00", 0.5, 400.0)
+    fleet_run(fleet / "a" / "train-2", "train", "2026-11-02T02:00:00+00:00", 1.5, 800.0)
+    fleet_run(fleet / "b" / "etl-1", "etl", "2026-11-02T03:00:00+00:00", 0.2, 100.0)
+    fleet_run(fleet / "b" / "old-train", "train", "2026-10-01T02:00:00+00:00", 9.0, 9000.0)
+    fleet_run(fleet / "c" / "loose", None, "2026-11-03T00:00:00+00:00", 0.3, 50.0)
+    result = report(str(fleet), "--format", "json", "--since", "2026-11-01")
+    assert result.returncode == 0, result.stderr
+    groups = {group["group"]: group for group in json.loads(result.stdout)["groups"]}
+    assert set(groups) == {"job=train", "job=etl", f"run={fleet / 'c' / 'loose'}"}
+    train = groups["job=train"]
+    assert train["basis"]["runs"] == 2  # the October run left out by --since
+    assert train["resources"]["requests"] == {"cpu": "1500m", "memory": "928Mi"}
+    assert any(flag.startswith("few runs: 2") for flag in train["flags"])
+    assert groups["job=etl"]["basis"]["runs"] == 1
+    until = json.loads(report(str(fleet), "--format", "json", "--until", "2026-11-02").stdout)
+    assert until["basis"]["runs"] == 2  # train-1 and the October run: one group, one answer
+    table = report(str(fleet), "--since", "2026-11-01").stdout
+    assert "== job=train ==" in table and "== job=etl ==" in table
+    everything = json.loads(report(str(fleet), "--format", "json", "--group-by", "all").stdout)
+    assert everything["basis"]["runs"] == 5
+
+
+def test_bad_fleet_flags_exit_2_naming_the_flag(tmp_path: Path):
+    out = output_dir(tmp_path / "out", [row(1_700_000_000 + i, 0.4, 600.0) for i in range(10)])
+    for flag, value in (("--group-by", "team"), ("--since", "last tuesday")):
+        result = report(str(out), flag, value)
+        assert result.returncode == 2 and flag in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -181,7 +223,7 @@ def test_an_output_and_a_spool_and_the_current_resources(tmp_path: Path):
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / "metrics.csv").write_text(HEADER + "".join(rows))
-    result = report(str(out), str(spool), "--format", "json")
+    result = report(str(out), str(spool), "--format", "json", "--group-by", "all")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["resources"] == {"requests": {"cpu": "400m", "memory": "704Mi"},

@@ -4,6 +4,7 @@ keys checked. The agent writes a run in Hive-style partitions; `report` reads it
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests.support.agent import (
     agent_env,
     chunk_rows,
@@ -74,3 +76,31 @@ def test_a_direct_s3_run_on_s3rver_is_written_in_partitions_and_read_back(
         data = json.loads(result.stdout)
         assert data["basis"]["rows"] == len(spool_rows(spool))
     print(f"s3rver: {len(chunks)} chunks under {run_prefix}, report exit {result.returncode}")
+
+
+def test_many_runs_under_a_prefix_are_found_by_their_run_json_and_grouped_by_job(
+    s3rver: S3rver,
+):
+    s3 = s3rver.client()
+    s3.create_bucket(Bucket="fleet")
+    header = ",".join(SENTINEL_COLUMNS) + "\n"
+    for job, run, cpu in (("train", "p-1", 0.5), ("train", "p-2", 0.7), ("etl", "p-3", 0.2)):
+        prefix = f"runs/job={job}/run={run}"
+        cells = dict.fromkeys(SENTINEL_COLUMNS, "0")
+        rows = [",".join({**cells, "timestamp": str(1_700_000_000 + i), "process_cpu_usage":
+                          str(cpu), "process_memory_mib": "300"}[c] for c in SENTINEL_COLUMNS)
+                for i in range(30)]  # fmt: skip
+        body = gzip.compress((header + "\n".join(rows) + "\n").encode())
+        s3.put_object(Bucket="fleet", Key=f"{prefix}/000001.csv.gz", Body=body)
+        summary = {"run_id": run, "identity": {"job_name": {"value": job, "source": "pod"}}}
+        s3.put_object(Bucket="fleet", Key=f"{prefix}/run.json", Body=json.dumps(summary).encode())
+    env = {"AWS_ENDPOINT_URL_S3": s3rver.endpoint, "AWS_REGION": REGION,
+           "AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "sentinel_sidecar", "report", "s3://fleet/runs", "--format", "json"],
+        capture_output=True, text=True, timeout=120, env=agent_env(env),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)["groups"]
+    runs = {group["group"]: group["basis"]["runs"] for group in answer}
+    assert runs == {"job=etl": 1, "job=train": 2}

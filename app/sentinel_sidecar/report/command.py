@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ def add_parser(commands: Any) -> None:
         "requests and limits (see README 'Right-sizing').",
     )
     summary.add_argument("inputs", nargs="+", metavar="INPUT",
-                         help="output dir, spool dir or s3://bucket/prefix/<run>")  # fmt: skip
+                         help="a run (output dir, spool dir, s3://bucket/prefix/<run>) or a "
+                         "directory or S3 prefix holding many")  # fmt: skip
+    summary.add_argument("--group-by", default="job", metavar="job|run|all|tag:NAME",
+                         help="one recommendation per job (its job_name, else per run), per "
+                         "run, over all runs, or per value of a tag [job]")  # fmt: skip
+    summary.add_argument("--since", metavar="TIME", help="only runs started at or after TIME "
+                         "(ISO 8601, UTC unless it says otherwise)")  # fmt: skip
+    summary.add_argument("--until", metavar="TIME", help="only runs started before TIME")
     summary.add_argument("--format", choices=("table", "json", "yaml"), default="table")
     summary.add_argument("--html", type=Path, metavar="FILE",
                          help="also write one self-contained HTML page of the run")  # fmt: skip
@@ -50,7 +58,7 @@ def add_parser(commands: Any) -> None:
 
 def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     # Here, not at the top: `run` builds this parser too and must not load the report.
-    from sentinel_sidecar.report import runs
+    from sentinel_sidecar.report import fleet, runs
     from sentinel_sidecar.report.recommend import Rules
 
     if not 0 < args.cpu_percentile <= 100:
@@ -80,7 +88,25 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
     )
     try:
-        found, recommendation = runs.build(args.inputs, rules, instance_metadata=instance_metadata)
+        group_by = fleet.check_group_by(args.group_by)
+    except ValueError:
+        raise ConfigError(
+            f"report --group-by: {args.group_by!r} is not job, run, all or tag:NAME"
+        ) from None
+    since, until = _time("--since", args.since), _time("--until", args.until)
+    try:
+        sources = [run for given in args.inputs
+                   for run in fleet.expand(given, instance_metadata=instance_metadata)]  # fmt: skip
+        loaded = [runs.load(source, instance_metadata=instance_metadata) for source in sources]
+        found = fleet.within(loaded, since, until)
+        if not found:
+            raise runs.ReportError(f"none of the {len(loaded)} run(s) started in the time asked")
+        groups = fleet.grouped(found, group_by)
+        if len(groups) > 1:
+            if args.html is not None:
+                raise runs.ReportError(f"--html shows one group; these runs are {len(groups)}")
+            return _groups(groups, rules, args.format)
+        recommendation = runs.recommend_runs(found, rules)
         refusal = runs.too_little(found)
         if refusal is not None:
             print(f"sentinel-sidecar: report: {refusal}", file=sys.stderr)
@@ -97,6 +123,48 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     else:
         print(runs.as_table(recommendation, rules))
     return 0
+
+
+def _groups(groups: dict[str, list[Any]], rules: Any, output: str) -> int:
+    """One recommendation per group, in `output`'s format; groups with too little data are
+    named, not hidden. EXIT_TOO_LITTLE when no group has enough."""
+    from sentinel_sidecar.report import runs
+
+    answers, tables, blocks, recommended = [], [], {}, 0
+    for key, members in groups.items():
+        refusal = runs.too_little(members)
+        if refusal is not None:
+            answers.append({"group": key, "refused": refusal})
+            tables.append(f"== {key}: {len(members)} run(s) ==\n{refusal}")
+            continue
+        recommended += 1
+        recommendation = runs.recommend_runs(members, rules)
+        answers.append({"group": key, **runs.as_dict(members, recommendation)})
+        tables.append(f"== {key} ==\n{runs.as_table(recommendation, rules)}")
+        blocks[key] = recommendation.resources()
+    if output == "json":
+        print(json.dumps({"groups": answers}, indent=2))
+    elif output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(blocks, sort_keys=False), end="")
+    else:
+        print("\n\n".join(tables))
+    return 0 if recommended else EXIT_TOO_LITTLE
+
+
+def _time(flag: str, text: str | None) -> float | None:
+    """A `--since`/`--until` value as UNIX time; ConfigError naming the flag when it is not
+    ISO 8601 (a time without a zone is UTC)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"report {flag}: {text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _quantity(parse: Callable[[str], float], flag: str, text: str) -> float:

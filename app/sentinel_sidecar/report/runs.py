@@ -105,7 +105,7 @@ def load(source: str, *, instance_metadata: bool = False) -> Run:
             _add_rows(run, path.read_text(errors="replace"), str(path))
         summary = directory / "output" / "run.json"
     else:
-        inside = [child for child in sorted(directory.iterdir()) if _holds_a_run(child)]
+        inside = [child for child in sorted(directory.iterdir()) if holds_a_run(child)]
         hint = f"; did you mean {inside[0]}?" if inside else ""
         raise ReportError(f"{directory} holds no chunk; expected {EXPECTED}{hint}")
     if summary.is_file():
@@ -120,12 +120,12 @@ def _chunks(directory: Path) -> list[Path]:
     return sorted(numbered, key=lambda path: int(path.name[:-7]))
 
 
-def _holds_a_run(path: Path) -> bool:
+def holds_a_run(path: Path) -> bool:
     """A directory `report` can read (a run's output or spool), for "did you mean"."""
     return path.is_dir() and bool(spool_files(path) or _chunks(path))
 
 
-def _s3_client(instance_metadata: bool) -> Any:
+def s3_client(instance_metadata: bool) -> Any:
     """An S3 client on boto3's credential chain, without its instance-metadata step unless
     asked (on a laptop that step waits on 169.254.169.254); ReportError without credentials."""
     import boto3
@@ -148,7 +148,7 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
         bucket, prefix = parse_s3_uri(uri)
     except ValueError as exc:
         raise ReportError(f"{exc}; expected {EXPECTED}") from exc
-    s3 = _s3_client(instance_metadata)
+    s3 = s3_client(instance_metadata)
     run = Run(uri)
 
     def get(name: str) -> bytes | None:
@@ -223,10 +223,16 @@ def build(
     """The runs and one recommendation over all of them; the current requests and limits of
     the latest run that recorded them."""
     runs = [load(source, instance_metadata=instance_metadata) for source in sources]
+    return runs, recommend_runs(runs, rules)
+
+
+def recommend_runs(runs: Sequence[Run], rules: Rules) -> Recommendation:
+    """One recommendation over `runs`, beside the current requests and limits of the latest
+    run that recorded them."""
     current = ContainerResources()
     for run in runs:
         current = (run.summary.resources if run.summary else None) or current
-    return runs, recommend([run.usage() for run in runs], rules, current)
+    return recommend([run.usage() for run in runs], rules, current)
 
 
 def too_little(runs: Sequence[Run]) -> str | None:
