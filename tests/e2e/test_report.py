@@ -27,6 +27,7 @@ from sentinel_sidecar.report.recommend import (
     percentile,
     recommend,
 )
+from sentinel_sidecar.spool.segment import segment_name
 from tests.support.agent import agent_env
 from tests.support.peers import REGION
 
@@ -163,6 +164,28 @@ def test_a_directory_of_many_runs_is_reported_per_job_within_the_time_asked(tmp_
     assert "== job=train ==" in table and "== job=etl ==" in table
     everything = json.loads(report(str(fleet), "--format", "json", "--group-by", "all").stdout)
     assert everything["basis"]["runs"] == 5
+
+
+def test_a_fleet_directory_may_hold_spools_and_several_groups_refuse_one_html_page(
+    tmp_path: Path,
+):
+    fleet = tmp_path / "fleet"
+    fleet_run(fleet / "out-1", "train", "2026-11-01T02:00:00+00:00", 0.5, 400.0)
+    spool = fleet / "pod-b" / "spool"  # a spool dir: its rows, its output's run.json
+    spool.mkdir(parents=True)
+    first = datetime.fromisoformat("2026-11-02T02:00:00+00:00").timestamp()
+    body = HEADER + "".join(row(first + i, 0.2, 100.0) for i in range(60))
+    (spool / segment_name(0, 0)).write_text(body)
+    (spool / "output").mkdir()
+    identity = {"job_name": {"value": "etl", "source": "pod"}}
+    (spool / "output" / "run.json").write_text(json.dumps({"run_id": "b", "identity": identity}))
+    result = report(str(fleet), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    groups = {g["group"]: g for g in json.loads(result.stdout)["groups"]}
+    assert set(groups) == {"job=train", "job=etl"}
+    assert groups["job=etl"]["runs"][0]["source"] == str(spool)
+    page = report(str(fleet), "--html", str(tmp_path / "page.html"))
+    assert page.returncode == 2 and "--html shows one group" in page.stderr
 
 
 def test_bad_fleet_flags_exit_2_naming_the_flag(tmp_path: Path):
