@@ -135,39 +135,41 @@ class _Collector(Collector):
             kind = CounterMetricFamily if series.counter else GaugeMetricFamily
             yield kind(AGENT + series.name, series.help, value=value)
         identity = probe.identity()
-        yield from _workload(probe.telemetry.usage, labels_of(identity))
+        labels = labels_of(identity)
+        yield from _workload(probe.telemetry.usage, labels)
         if identity is not None:
-            yield from _resources(identity, labels_of(identity))
+            yield from _resources(identity, labels)
+
+
+def _family(
+    kind: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    text: str,
+    labels: dict[str, str],
+    value: float | None,
+) -> Iterator[Metric]:
+    """One workload series with the run's labels; nothing when its value is not known."""
+    if value is None:
+        return
+    metric = kind(WORKLOAD + name, text, labels=list(labels))
+    metric.add_metric(list(labels.values()), value)
+    yield metric
 
 
 def _workload(usage: WorkloadUsage, labels: dict[str, str]) -> Iterator[Metric]:
-    names, values = list(labels), list(labels.values())
-
-    def family(
-        kind: type[CounterMetricFamily | GaugeMetricFamily],
-        name: str,
-        text: str,
-        value: float | None,
-    ) -> Iterator[Metric]:
-        if value is None:
-            return
-        metric = kind(WORKLOAD + name, text, labels=names)
-        metric.add_metric(values, value)
-        yield metric
-
     cpu = CounterMetricFamily(
         WORKLOAD + "cpu_seconds",
         "CPU time of the workload's processes (exited children included), by mode.",
-        labels=[*names, "mode"],
+        labels=[*labels, "mode"],
     )
-    cpu.add_metric([*values, "user"], usage.totals["cpu_user_seconds"])
-    cpu.add_metric([*values, "system"], usage.totals["cpu_system_seconds"])
+    cpu.add_metric([*labels.values(), "user"], usage.totals["cpu_user_seconds"])
+    cpu.add_metric([*labels.values(), "system"], usage.totals["cpu_system_seconds"])
     yield cpu
     for name, text in _WORKLOAD_TOTALS:
-        yield from family(CounterMetricFamily, name, text, usage.totals[name])
+        yield from _family(CounterMetricFamily, name, text, labels, usage.totals[name])
     levels = _LEVELS + (_GPU_LEVELS if usage.gpus_used else ())
     for name, text, value in levels:
-        yield from family(GaugeMetricFamily, name, text, value(usage))
+        yield from _family(GaugeMetricFamily, name, text, labels, value(usage))
 
 
 def _resources(identity: Identity, labels: dict[str, str]) -> Iterator[Metric]:
@@ -180,12 +182,8 @@ def _resources(identity: Identity, labels: dict[str, str]) -> Iterator[Metric]:
             value = parse(quantity)
         except ValueError:
             continue  # a quantity written in a way this reader does not know: left out
-        metric = GaugeMetricFamily(
-            WORKLOAD + name, f"The workload container's {resource} {kind} (its pod spec).",
-            labels=list(labels),
-        )  # fmt: skip
-        metric.add_metric(list(labels.values()), value)
-        yield metric
+        text = f"The workload container's {resource} {kind} (its pod spec)."
+        yield from _family(GaugeMetricFamily, name, text, labels, value)
 
 
 class Exposition:

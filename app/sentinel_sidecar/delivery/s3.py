@@ -237,7 +237,7 @@ def _error_code(response: requests.Response) -> str:
 
 class S3Destination:
     """Direct-S3 mode: chunks and `run.json` under `{s3_uri}/job={job}/run={run_id}/`, Hive-style
-    partitions a query engine can prune by job (docs/fleet.md), where the run id is the pod's
+    partitions a query engine can prune by job (docs/delivery.md), where the run id is the pod's
     name and the run's start time. A resumed run keeps the prefix it started with (runs of
     earlier versions: `{s3_uri}/{run_id}/`)."""
 
