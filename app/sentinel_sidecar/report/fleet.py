@@ -37,7 +37,8 @@ def expand(source: str, *, instance_metadata: bool = False) -> list[str]:
 
 
 def _s3_runs(uri: str, instance_metadata: bool) -> list[str]:
-    """The run prefixes under `uri` (their `run.json`); empty when `uri` is one run itself."""
+    """The run prefixes under `uri` (their `run.json`); empty when `uri` is one run itself or
+    cannot be listed."""
     try:
         bucket, prefix = parse_s3_uri(uri)
     except ValueError as exc:
@@ -52,13 +53,15 @@ def _s3_runs(uri: str, instance_metadata: bool) -> list[str]:
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> set[str]:
-    from botocore.exceptions import BotoCoreError, ClientError
+    """The keys under `prefix`; none when listing is refused (an uploader's credentials may
+    read objects without listing them: the input is then read as one run, by name)."""
+    from botocore.exceptions import ClientError
 
     try:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return {item["Key"] for page in pages for item in page.get("Contents", [])}
-    except (BotoCoreError, ClientError) as exc:
-        raise ReportError(f"s3://{bucket}/{prefix}: cannot list the runs under it: {exc}") from exc
+    except ClientError:
+        return set()
 
 
 def group_key(run: Run, group_by: str) -> str:

@@ -5,6 +5,7 @@ workload container should have (`recommend.py`), as a table, JSON, YAML or an HT
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import json
@@ -125,9 +126,11 @@ def holds_a_run(path: Path) -> bool:
     return path.is_dir() and bool(spool_files(path) or _chunks(path))
 
 
+@functools.cache
 def s3_client(instance_metadata: bool) -> Any:
     """An S3 client on boto3's credential chain, without its instance-metadata step unless
-    asked (on a laptop that step waits on 169.254.169.254); ReportError without credentials."""
+    asked (on a laptop that step waits on 169.254.169.254); ReportError without credentials.
+    One per process: every input of a report shares it."""
     import boto3
     import botocore.session
 
