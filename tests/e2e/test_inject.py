@@ -6,6 +6,7 @@ server then admits the pod by `failurePolicy: Ignore`) and never stop the server
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import os
@@ -469,3 +470,25 @@ def test_the_injected_agent_measures_the_workload_in_a_simulated_pod(
     assert abs(cpu / truth - 1) <= 0.03
     [stopped] = [e for e in log_events(log.read_text()) if e["event"] == "stop_requested"]
     assert stopped["signal"] == "SIGTERM"
+
+
+def test_a_client_that_trickles_its_request_is_cut_off_within_the_request_time(
+    injector: Injector,
+):
+    # One byte a second never trips a per-read timeout: only a bound on the whole request does.
+    context = ssl.create_default_context(cafile=str(injector.ca))
+    raw = socket.create_connection(("127.0.0.1", injector.port), timeout=20)
+    started = time.monotonic()
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as slow:
+        slow.sendall(b"POST /mutate HTTP/1.1\r\n")
+        try:
+            for byte in b"X-Slow: " + b"a" * 30:
+                slow.sendall(bytes([byte]))
+                time.sleep(1)
+        except OSError:
+            pass  # cut off while sending
+        slow.settimeout(10)
+        with contextlib.suppress(ConnectionResetError, ssl.SSLError):  # cut off: a reset
+            assert slow.recv(1024) == b""
+    waited = time.monotonic() - started
+    assert waited < 8, f"a trickling client held a slot for {waited:.1f} s"

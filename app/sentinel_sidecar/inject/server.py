@@ -5,17 +5,20 @@ the webhook entry whose namespace selector opted the namespace in), `/healthz`, 
 Never in the way: whatever goes wrong inside, a well-formed review is answered `allowed: true`
 without a patch (and counted), and what is not a review gets a 4xx, which the API server treats
 by the webhook's `failurePolicy: Ignore`. Bounded: at most `max_concurrency` requests at once
-(more are closed at once), a request whole within `request_seconds` and `max_request_bytes`.
+(more are closed at once), a request within `max_request_bytes`, and a connection's whole
+exchange within `request_seconds` (a kept-alive connection is closed then; the API server opens
+another).
 TLS from a certificate and key on disk (a mounted Secret), loaded again when either changes."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,7 +73,7 @@ class Limits:
 
     max_concurrency: int = 8
     max_request_bytes: int = 3 * 1024 * 1024  # the API server's own limit on an object
-    request_seconds: float = 5.0  # TLS handshake, head and body, all of it
+    request_seconds: float = 5.0  # TLS handshake, head and body, all of it (one timer)
 
 
 class AdmissionServer(ThreadingHTTPServer):
@@ -115,24 +118,53 @@ class AdmissionServer(ThreadingHTTPServer):
             self.slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """TLS first, in the request's own thread and within its time (a client that never
-        finishes its handshake holds one slot for `request_seconds`, never the accept loop)."""
-        deadline = time.monotonic() + self.limits.request_seconds
+        """TLS first, in the request's own thread (never the accept loop's), and the whole
+        exchange — handshake, head and body — within `request_seconds`: a timer shuts the
+        connection then, so a client that trickles a byte at a time (which no per-read timeout
+        catches) holds its slot no longer."""
         request.settimeout(self.limits.request_seconds)
+        cutter = _Cutter(request.fileno(), self.limits.request_seconds)
         try:
-            secure = self.tls.context().wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError) as exc:
-            self.refused.labels("tls").inc()
-            log.debug("tls_failed", error=str(exc))
-            return
-        try:
-            self.RequestHandlerClass(secure, client_address, self)  # type: ignore[arg-type]
-        except TimeoutError:
-            self.refused.labels("slow").inc()
+            try:
+                secure = self.tls.context().wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                self.refused.labels("tls").inc()
+                log.debug("tls_failed", error=str(exc))
+                return
+            try:
+                self.RequestHandlerClass(secure, client_address, self)  # type: ignore[arg-type]
+            except (TimeoutError, ConnectionError, ssl.SSLError):
+                self.refused.labels("slow").inc()
+            finally:
+                cutter.done()  # before the socket closes: its fd may be reused at once
+                secure.close()
         finally:
-            secure.close()
-        if time.monotonic() > deadline:
-            log.debug("request_slow", seconds=self.limits.request_seconds)
+            cutter.done()
+
+
+class _Cutter:
+    """Shuts the connection on `fd` down after `seconds` unless `done()` came first (through a
+    duplicate: the SSL socket owns `fd`); its reads end, and so does its handler."""
+
+    def __init__(self, fd: int, seconds: float) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._finished = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def done(self) -> None:
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+
+    def _cut(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            if not self._finished:
+                duplicate = socket.fromfd(self._fd, socket.AF_INET, socket.SOCK_STREAM)
+                with duplicate:
+                    duplicate.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -184,17 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.refused.labels("too_large").inc()
             self._reply(413, b"request too large\n", "text/plain")
             return None
-        deadline = time.monotonic() + limits.request_seconds
-        chunks, left = [], length
-        while left:
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            chunk = self.rfile.read1(min(left, 65536))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        body = self.rfile.read(length)  # the connection's timer bounds how long this takes
+        return body if len(body) == length else None
 
     def _answer(self, uid: str, request: dict[str, Any], namespaced: bool) -> None:
         response: dict[str, Any] = {"uid": uid, "allowed": True}
