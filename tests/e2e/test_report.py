@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
 import threading
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +23,7 @@ import pytest
 from sentinel_sidecar.identity.record import cpu_cores, memory_mib
 from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from sentinel_sidecar.report.recommend import (
+    Prices,
     Rules,
     Usage,
     cpu_quantity,
@@ -56,58 +60,91 @@ def output_dir(directory: Path, rows: list[str], summary: dict | None = None,
     return directory
 
 
-def usage(cpu: list[float], memory: list[float], hours: float = 1.0) -> Usage:
-    return Usage(cpu, memory, [0.0] * len(cpu), hours)
+@dataclass
+class Sampled:
+    """One run's rows, as lists, for the pure recommendation."""
+
+    cpu: list[float]
+    memory: list[float]
+    hours: float = 1.0
+    oom_killed: bool = False
+
+
+def usage(*runs: Sampled, percent: float = 95.0) -> Usage:
+    """What the engine hands `recommend` for these runs, computed here from the lists."""
+    cpu = sorted(value for run in runs for value in run.cpu)
+    return Usage(
+        cpu_basis=cpu[max(1, math.ceil(percent / 100 * len(cpu))) - 1],
+        memory_peak_mib=max(value for run in runs for value in run.memory),
+        gpus_peak=0.0,
+        runs=len(runs),
+        rows=len(cpu),
+        hours=sum(run.hours for run in runs),
+        oom_runs=sum(run.oom_killed for run in runs),
+    )
 
 
 def test_a_flat_run():
-    rec = recommend([usage([0.5] * 100, [700.0] * 100)])
+    rec = recommend(usage(Sampled([0.5] * 100, [700.0] * 100)))
     assert (rec.cpu_request, rec.cpu_limit, rec.memory, rec.gpus) == ("500m", None, "816Mi", 0)
     assert rec.resources() == {"requests": {"cpu": "500m", "memory": "816Mi"},
                                "limits": {"memory": "816Mi"}}  # fmt: skip
 
 
+def test_the_percentile_of_counted_values_is_the_nearest_rank():
+    values = [0.1] * 97 + [4.0] * 3
+    counts = sorted(Counter(values).items())
+    assert percentile(counts, 95) == 0.1 and percentile(counts, 99) == 4.0
+    assert percentile(counts, 97) == 0.1 and percentile(counts, 97.01) == 4.0
+    assert percentile([], 95) == 0.0 and percentile([(2.5, 1)], 1) == 2.5
+
+
 def test_a_spiky_run_requests_its_percentile_and_keeps_its_peak_memory():
-    cpu = [0.1] * 97 + [4.0] * 3  # rare spikes: the p95 is the everyday level
-    memory = [300.0] * 99 + [1500.0]
-    rec = recommend([usage(cpu, memory)])
+    spiky = Sampled([0.1] * 97 + [4.0] * 3, [300.0] * 99 + [1500.0])  # rare spikes
+    rec = recommend(usage(spiky))
     assert rec.cpu_request == "100m" and rec.cpu_basis == 0.1
     assert rec.memory == "1728Mi"  # 1500 x 1.15 = 1725, up to 16 Mi
-    assert recommend([usage(cpu, memory)], Rules(cpu_percentile=99)).cpu_request == "4"
+    assert recommend(usage(spiky, percent=99), Rules(cpu_percentile=99)).cpu_request == "4"
 
 
 def test_growing_memory_is_sized_for_its_end():
     memory = [100.0 + 9 * i for i in range(101)]  # 100 -> 1000 MiB
-    rec = recommend([usage([0.2] * 101, memory)], Rules(memory_margin=0.0))
+    rec = recommend(usage(Sampled([0.2] * 101, memory)), Rules(memory_margin=0.0))
     assert rec.memory == "1008Mi" and rec.memory_peak_mib == 1000
 
 
 def test_several_runs_make_one_recommendation():
-    runs = [usage([0.2] * 50, [500.0] * 50, 0.5), usage([0.9] * 50, [800.0] * 50, 1.5)]
+    runs = usage(Sampled([0.2] * 50, [500.0] * 50, 0.5), Sampled([0.9] * 50, [800.0] * 50, 1.5))
     rec = recommend(runs, Rules(cpu_limit_factor=2), {"requests": {"cpu": "2", "memory": "2Gi"}})
     assert (rec.runs, rec.rows, rec.hours) == (2, 100, 2.0)
     assert rec.cpu_request == "900m" and rec.cpu_limit == "1800m" and rec.memory == "928Mi"
     assert rec.savings() == {"core_hours": 2.2, "gib_hours": round((2048 - 928) / 1024 * 2, 3)}
+    priced = rec.savings(Prices(core_hour=0.04, gib_hour=0.005))
+    assert priced == {"core_hours": 2.2, "gib_hours": 2.188,
+                      "money": round(2.2 * 0.04 + 2.188 * 0.005, 2)}  # fmt: skip
 
 
 def test_a_run_that_ended_oom_killed_raises_memory_as_the_vpa_does_and_is_flagged():
-    killed = Usage([0.5] * 100, [1000.0] * 100, [0.0] * 100, 1.0, oom_killed=True)
-    rec = recommend([killed, usage([0.5] * 100, [900.0] * 100), usage([0.5] * 10, [800.0] * 10)])
+    killed = Sampled([0.5] * 100, [1000.0] * 100, oom_killed=True)
+    rec = recommend(usage(killed, Sampled([0.5] * 100, [900.0] * 100),
+                          Sampled([0.5] * 10, [800.0] * 10)))  # fmt: skip
     assert rec.memory == "1392Mi"  # max(1000 x 1.2, 1000 + 100) x 1.15 = 1380, up to 16 Mi
     assert rec.oom_runs == 1 and rec.flags[0].startswith("oom: 1 of 3 run(s)")
-    small = Usage([0.1] * 10, [200.0] * 10, [0.0] * 10, 1.0, oom_killed=True)
-    rec = recommend([small] * 3, Rules(memory_margin=0.0))
+    small = Sampled([0.1] * 10, [200.0] * 10, oom_killed=True)
+    rec = recommend(usage(small, small, small), Rules(memory_margin=0.0))
     assert rec.memory == "304Mi"  # the +100 MiB minimum wins over x 1.2 for a small peak
-    assert recommend([usage([0.5] * 10, [1000.0] * 10)] * 3).memory == "1152Mi"  # no OOM
+    fine = Sampled([0.5] * 10, [1000.0] * 10)
+    assert recommend(usage(fine, fine, fine)).memory == "1152Mi"  # no OOM
 
 
 def test_floors_and_too_few_runs():
-    rec = recommend([usage([0.01] * 10, [50.0] * 10)],
+    rec = recommend(usage(Sampled([0.01] * 10, [50.0] * 10)),
                     Rules(min_cpu_cores=0.25, min_memory_mib=512, min_runs=2))  # fmt: skip
     assert (rec.cpu_request, rec.memory) == ("250m", "512Mi")
     assert rec.flags == ("few runs: 1 (fewer than 2); repeated runs of the job make a firmer "
                          "recommendation",)  # fmt: skip
-    assert recommend([usage([0.5] * 10, [100.0] * 10)] * 2, Rules(min_runs=2)).flags == ()
+    two = Sampled([0.5] * 10, [100.0] * 10)
+    assert recommend(usage(two, two), Rules(min_runs=2)).flags == ()
 
 
 def test_report_reads_an_oom_kill_from_the_exit_code_and_from_the_cgroup(tmp_path: Path):
@@ -166,7 +203,7 @@ def test_a_directory_of_many_runs_is_reported_per_job_within_the_time_asked(tmp_
     assert everything["basis"]["runs"] == 5
 
 
-def test_a_fleet_directory_may_hold_spools_and_several_groups_refuse_one_html_page(
+def test_a_fleet_directory_may_hold_spools_and_several_groups_share_one_html_page(
     tmp_path: Path,
 ):
     fleet = tmp_path / "fleet"
@@ -185,7 +222,10 @@ def test_a_fleet_directory_may_hold_spools_and_several_groups_refuse_one_html_pa
     assert set(groups) == {"job=train", "job=etl"}
     assert groups["job=etl"]["runs"][0]["source"] == str(spool)
     page = report(str(fleet), "--html", str(tmp_path / "page.html"))
-    assert page.returncode == 2 and "--html shows one group" in page.stderr
+    assert page.returncode == 0, page.stderr
+    text = (tmp_path / "page.html").read_text()
+    assert "<h1>2 jobs: what they used</h1>" in text
+    assert text.count('<section class="group">') == 2 and "<h2>job=etl</h2>" in text
 
 
 def test_bad_fleet_flags_exit_2_naming_the_flag(tmp_path: Path):
@@ -229,7 +269,6 @@ def test_memory_quantities_round_up(mib: float, quantity: str):
 def test_quantities_as_kubernetes_writes_them():
     assert memory_mib("1G") == pytest.approx(953.674, rel=1e-4)
     assert memory_mib("536870912") == 512 and memory_mib("512Ki") == 0.5
-    assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([], 95) == 0.0
 
 
 def report(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -271,8 +310,8 @@ def test_chunks_are_read_in_the_order_of_their_numbers(tmp_path: Path):
     assert data["basis"]["rows"] == 20
     from sentinel_sidecar.report.runs import load
 
-    stamps = load(str(directory)).values("timestamp")
-    assert stamps == sorted(stamps)
+    names = [Path(name).name for name in load(str(directory)).files]
+    assert names == ["9999.csv.gz", "10000.csv.gz"]
 
 
 def test_a_direct_s3_run_prefix(tmp_path: Path, moto):
@@ -368,11 +407,17 @@ def test_too_little_data_is_refused_not_recommended_from(tmp_path: Path):
     assert result.returncode == 3 and "the workload was never seen" in result.stderr
 
 
-def test_a_runs_parent_directory_names_the_run_inside(tmp_path: Path):
+def test_a_runs_parent_directory_is_read_for_the_run_inside_even_without_run_json(
+    tmp_path: Path,
+):
     output_dir(tmp_path / "demo" / "output", [row(1.0 + i, 0.5, 100.0) for i in range(10)])
-    result = report(str(tmp_path / "demo"))
-    assert result.returncode == 2
-    assert result.stderr.rstrip().endswith(f"did you mean {tmp_path / 'demo' / 'output'}?")
+    result = report(str(tmp_path / "demo"), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["runs"][0]["source"] == str(tmp_path / "demo" / "output")
+    empty = tmp_path / "empty"
+    (empty / "nothing").mkdir(parents=True)
+    result = report(str(empty))
+    assert result.returncode == 2 and "holds no chunk" in result.stderr
 
 
 def test_s3_without_credentials_says_so_and_asks_no_metadata_service(tmp_path: Path):

@@ -40,6 +40,7 @@ class RunSummary:
     rows_merged: int = 0  # samples folded into a neighbouring row to keep the spool in its cap
     rows_dropped: int = 0  # samples given up to keep the spool in its cap
     rows_refused: int = 0  # rows of chunks the destination refused for good (`refused/`)
+    oom_killed: bool = False  # the pod said the workload container was OOMKilled
     # {"value": ..., "source": "settings" | "pod" | "node" | "host" | ...} per field
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The workload container's requests and limits from its pod spec, where they were read.
@@ -79,6 +80,7 @@ class RunSummary:
             rows_merged=count("rows_merged"),
             rows_dropped=count("rows_dropped"),
             rows_refused=count("rows_refused"),
+            oom_killed=data.get("oom_killed") is True,
             identity=identity if isinstance(identity, dict) else {},
             resources=parse_resources(data.get("resources")),
         )

@@ -26,8 +26,6 @@ def add_parser(commands: Any) -> None:
 
 
 def demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFlag) -> int:
-    from sentinel_sidecar.report import runs as report
-
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ConfigError(f"demo --seconds: {args.seconds:g} is not allowed; expected > 0")
     import tempfile  # here: `run` builds the demo's flags too, and needs no tempfile
@@ -61,9 +59,8 @@ def demo(args: argparse.Namespace, environ: dict[str, str], stop: signals.StopFl
     output = output_dir(settings)
     print(f"\nchunks: {output}/NNNNNN.csv.gz   summary: {outcome.summary_uri}")
     print(f"spool:  {settings.spool_dir}/segment-*.csv\n")
-    from sentinel_sidecar.report.recommend import Rules
+    from sentinel_sidecar.report import command as report
 
-    runs, recommendation = report.build([str(output)], Rules())
-    print(report.too_little(runs) or report.as_table(recommendation, Rules()))
-    print(f"\nthe page (needs matplotlib): sentinel-sidecar report {output} --html report.html")
+    report.main([str(output)], environ)
+    print(f"\nthe page: sentinel-sidecar report {output} --html report.html")
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,12 @@ def add_parser(commands: Any) -> None:
     summary.add_argument("--since", metavar="TIME", help="only runs started at or after TIME "
                          "(ISO 8601, UTC unless it says otherwise)")  # fmt: skip
     summary.add_argument("--until", metavar="TIME", help="only runs started before TIME")
-    summary.add_argument("--format", choices=("table", "json", "yaml"), default="table")
+    summary.add_argument("--format", choices=("table", "json", "yaml", "csv"), default="table",
+                         help="table, JSON, YAML (a resources: block per group) or CSV (a "
+                         "line per group) [table]")  # fmt: skip
     summary.add_argument("--html", type=Path, metavar="FILE",
-                         help="also write one self-contained HTML page of the run")  # fmt: skip
+                         help="also write one self-contained HTML page: a section per group, "
+                         "the most wasted core-hours first")  # fmt: skip
     summary.add_argument("--cpu-percentile", type=float, default=95.0,
                          help="CPU request: this percentile of process_cpu_usage [95]")  # fmt: skip
     summary.add_argument("--memory-margin", type=float, default=0.15,
@@ -54,11 +56,75 @@ def add_parser(commands: Any) -> None:
                          help="floor of the memory, a Kubernetes quantity [16Mi]")  # fmt: skip
     summary.add_argument("--min-runs", type=int, default=3,
                          help="fewer runs than this: the result is flagged [3]")  # fmt: skip
+    summary.add_argument("--price-core-hour", type=float, metavar="PRICE",
+                         help="what a core-hour of requests costs: the difference in money "
+                         "too")  # fmt: skip
+    summary.add_argument("--price-gib-hour", type=float, metavar="PRICE",
+                         help="what a GiB-hour of memory requests costs")  # fmt: skip
+
+
+def main(argv: Sequence[str], environ: dict[str, str]) -> int:
+    """`sentinel-sidecar report` with these arguments (the demo's last step)."""
+    parser = argparse.ArgumentParser(prog="sentinel-sidecar")
+    add_parser(parser.add_subparsers())
+    return report(parser.parse_args(["report", *argv]), environ)
 
 
 def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     # Here, not at the top: `run` builds this parser too and must not load the report.
-    from sentinel_sidecar.report import fleet, runs
+    from sentinel_sidecar.report import fleet, render, runs
+    from sentinel_sidecar.report.engine import Engine
+
+    rules, prices = _rules(args), _prices(args)
+    # boto3's chain asks the instance metadata service last: only where there is one to ask.
+    instance_metadata = PodEnv.from_environ(environ).in_pod or (
+        environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
+    )
+    try:
+        group_by = fleet.check_group_by(args.group_by)
+    except ValueError:
+        raise ConfigError(
+            f"report --group-by: {args.group_by!r} is not job, run, all or tag:NAME"
+        ) from None
+    since, until = _time("--since", args.since), _time("--until", args.until)
+    try:
+        engine = Engine(instance_metadata=instance_metadata)
+        sources = [run for given in args.inputs
+                   for run in fleet.expand(given, instance_metadata=instance_metadata)]  # fmt: skip
+        loaded = [runs.load(source, instance_metadata=instance_metadata) for source in sources]
+        found = fleet.within(loaded, since, until)  # by run.json: nothing read for the rest
+        for run in found:
+            run.measured = engine.measure(run, series=args.html is not None)
+            for why in run.measured.skipped:
+                print(f"sentinel-sidecar: report: left out {why}", file=sys.stderr)
+        if all(run.measured and not run.measured.figures.rows for run in found):
+            raise runs.ReportError(f"no row could be read from {len(found)} run(s)")
+        found = fleet.within(found, since, until)  # runs without run.json: by their first row
+        if not found:
+            raise runs.ReportError(f"none of the {len(loaded)} run(s) started in the time asked")
+        groups = [fleet.summarize(engine, key, members, rules)
+                  for key, members in fleet.grouped(found, group_by).items()]  # fmt: skip
+        if len(groups) == 1 and groups[0].refused:
+            print(f"sentinel-sidecar: report: {groups[0].refused}", file=sys.stderr)
+            return EXIT_TOO_LITTLE
+        if args.html is not None:
+            _write_html(args.html, groups, rules, prices)
+    except runs.ReportError as exc:
+        print(f"sentinel-sidecar: report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "json":
+        print(render.as_json(groups, prices))
+    elif args.format == "yaml":
+        print(render.as_yaml(groups), end="")
+    elif args.format == "csv":
+        print(render.as_csv(groups, prices), end="")
+    else:
+        print(render.as_table(groups, rules, prices))
+    return 0 if any(group.recommendation for group in groups) else EXIT_TOO_LITTLE
+
+
+def _rules(args: argparse.Namespace) -> Any:
+    """The recommendation's rules from the flags; ConfigError naming a flag out of range."""
     from sentinel_sidecar.report.recommend import Rules
 
     if not 0 < args.cpu_percentile <= 100:
@@ -73,7 +139,7 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         raise ConfigError(f"report --oom-min-bump-mib: {args.oom_min_bump_mib:g} is not >= 0")
     if args.min_runs < 1:
         raise ConfigError(f"report --min-runs: {args.min_runs} is not >= 1")
-    rules = Rules(
+    return Rules(
         args.cpu_percentile,
         args.memory_margin,
         args.cpu_limit_factor,
@@ -83,74 +149,17 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         min_memory_mib=_quantity(memory_mib, "--min-memory", args.min_memory),
         min_runs=args.min_runs,
     )
-    # boto3's chain asks the instance metadata service last: only where there is one to ask.
-    instance_metadata = PodEnv.from_environ(environ).in_pod or (
-        environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
-    )
-    try:
-        group_by = fleet.check_group_by(args.group_by)
-    except ValueError:
-        raise ConfigError(
-            f"report --group-by: {args.group_by!r} is not job, run, all or tag:NAME"
-        ) from None
-    since, until = _time("--since", args.since), _time("--until", args.until)
-    try:
-        sources = [run for given in args.inputs
-                   for run in fleet.expand(given, instance_metadata=instance_metadata)]  # fmt: skip
-        loaded = [runs.load(source, instance_metadata=instance_metadata) for source in sources]
-        found = fleet.within(loaded, since, until)
-        if not found:
-            raise runs.ReportError(f"none of the {len(loaded)} run(s) started in the time asked")
-        groups = fleet.grouped(found, group_by)
-        if len(groups) > 1:
-            if args.html is not None:
-                raise runs.ReportError(f"--html shows one group; these runs are {len(groups)}")
-            return _groups(groups, rules, args.format)
-        recommendation = runs.recommend_runs(found, rules)
-        refusal = runs.too_little(found)
-        if refusal is not None:
-            print(f"sentinel-sidecar: report: {refusal}", file=sys.stderr)
-            return EXIT_TOO_LITTLE
-        if args.html is not None:
-            _write_html(args.html, found, recommendation, rules)
-    except runs.ReportError as exc:
-        print(f"sentinel-sidecar: report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.format == "json":
-        print(json.dumps(runs.as_dict(found, recommendation), indent=2))
-    elif args.format == "yaml":
-        print(runs.as_yaml(recommendation), end="")
-    else:
-        print(runs.as_table(recommendation, rules))
-    return 0
 
 
-def _groups(groups: dict[str, list[Any]], rules: Any, output: str) -> int:
-    """One recommendation per group, in `output`'s format; groups with too little data are
-    named, not hidden. EXIT_TOO_LITTLE when no group has enough."""
-    from sentinel_sidecar.report import runs
+def _prices(args: argparse.Namespace) -> Any:
+    """`--price-core-hour` and `--price-gib-hour`; ConfigError naming one that is not >= 0."""
+    from sentinel_sidecar.report.recommend import Prices
 
-    answers, tables, blocks, recommended = [], [], {}, 0
-    for key, members in groups.items():
-        refusal = runs.too_little(members)
-        if refusal is not None:
-            answers.append({"group": key, "refused": refusal})
-            tables.append(f"== {key}: {len(members)} run(s) ==\n{refusal}")
-            continue
-        recommended += 1
-        recommendation = runs.recommend_runs(members, rules)
-        answers.append({"group": key, **runs.as_dict(members, recommendation)})
-        tables.append(f"== {key} ==\n{runs.as_table(recommendation, rules)}")
-        blocks[key] = recommendation.resources()
-    if output == "json":
-        print(json.dumps({"groups": answers}, indent=2))
-    elif output == "yaml":
-        import yaml
-
-        print(yaml.safe_dump(blocks, sort_keys=False), end="")
-    else:
-        print("\n\n".join(tables))
-    return 0 if recommended else EXIT_TOO_LITTLE
+    for flag, value in (("--price-core-hour", args.price_core_hour),
+                        ("--price-gib-hour", args.price_gib_hour)):  # fmt: skip
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"report {flag}: {value:g} is not a price >= 0")
+    return Prices(args.price_core_hour, args.price_gib_hour)
 
 
 def _time(flag: str, text: str | None) -> float | None:
@@ -178,14 +187,14 @@ def _quantity(parse: Callable[[str], float], flag: str, text: str) -> float:
     return value
 
 
-def _write_html(path: Path, found: Any, recommendation: Any, rules: Any) -> None:
+def _write_html(path: Path, groups: Any, rules: Any, prices: Any) -> None:
     from sentinel_sidecar.report import html, runs  # matplotlib only when a chart is drawn
 
     try:
-        text = html.render(found, recommendation, rules)
+        text = html.render(groups, rules, prices)
     except ImportError as exc:
         raise runs.ReportError(
-            "--html needs matplotlib: pip install matplotlib (in a checkout: "
+            "--html needs matplotlib: pip install 'sentinel-sidecar[report]' (in a checkout: "
             f"pip install -e '.[report]') ({exc})"
         ) from exc
     try:

@@ -1,21 +1,49 @@
 """Many runs from a few inputs, and their groups. `report` expands each input into the runs it
-holds — itself when it is one run, else every run below it, found by its `run.json` (local
-output directories, spool directories, S3 run prefixes, in any mix) — keeps those that started
-within `--since`/`--until`, and groups them by job (`--group-by`)."""
+holds — itself when it is one run, else every run below it, found by its `run.json` or its
+first chunk (local output directories, spool directories, S3 run prefixes, in any mix) — keeps
+those that started within `--since`/`--until`, groups them by job (`--group-by`), and makes one
+recommendation per group from what the engine measured."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentinel_sidecar.delivery.s3 import parse_s3_uri
-from sentinel_sidecar.report.runs import ReportError, Run, holds_a_run, s3_client
-from sentinel_sidecar.spool.state import chunk_name
-from sentinel_sidecar.spool.store import spool_files
+from sentinel_sidecar.identity.record import ContainerResources
+from sentinel_sidecar.report.recommend import Recommendation, Rules, Usage, recommend
+from sentinel_sidecar.report.runs import ReportError, Run, chunk_number, holds_a_run, s3_keys
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.report.engine import Engine
 
 RUN_JSON = "run.json"
+# Fewer samples of the workload than this and a recommendation would rest on noise: the group
+# says so instead.
+MIN_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs of one job and what to set for it; `refused` says why there is no recommendation."""
+
+    key: str
+    runs: Sequence[Run]
+    recommendation: Recommendation | None
+    refused: str | None = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The recommendation's flags, and every chunk the engine had to leave out."""
+        own = self.recommendation.flags if self.recommendation else ()
+        left_out = [why for run in self.runs if run.measured for why in run.measured.skipped]
+        if not left_out:
+            return own
+        return (*own, f"unreadable: {len(left_out)} chunk(s) left out, first {left_out[0]}")
 
 
 def expand(source: str, *, instance_metadata: bool = False) -> list[str]:
@@ -27,41 +55,29 @@ def expand(source: str, *, instance_metadata: bool = False) -> list[str]:
     if not directory.is_dir() or holds_a_run(directory):
         return [source]
     found = []
-    for summary in sorted(directory.rglob(RUN_JSON)):
-        parent = summary.parent
-        if parent.name == "output" and spool_files(parent.parent):
-            found.append(str(parent.parent))  # a spool dir: its rows, its output's run.json
-        elif holds_a_run(parent):
-            found.append(str(parent))
-    return list(dict.fromkeys(found)) or [source]
+    for parent, children, _files in os.walk(directory):
+        if holds_a_run(Path(parent)):
+            found.append(parent)
+            children.clear()  # a spool dir's output/ is the same run
+    return sorted(found) or [source]
 
 
 def _s3_runs(uri: str, instance_metadata: bool) -> list[str]:
-    """The run prefixes under `uri` (their `run.json`); empty when `uri` is one run itself or
-    cannot be listed."""
+    """The run prefixes under `uri` (each with a `run.json` or a chunk); empty when `uri` is
+    one run itself or cannot be listed."""
     try:
         bucket, prefix = parse_s3_uri(uri)
     except ValueError as exc:
         raise ReportError(str(exc)) from exc
     base = f"{prefix}/" if prefix else ""
-    s3 = s3_client(instance_metadata)
-    keys = _keys(s3, bucket, base)
-    if f"{base}{chunk_name(1)}" in keys or f"{base}{RUN_JSON}" in keys:
+    runs = set()
+    for key in s3_keys(bucket, base, instance_metadata):
+        parent, _, name = key.rpartition("/")
+        if name == RUN_JSON or chunk_number(name):
+            runs.add(parent)
+    if base.rstrip("/") in runs:
         return []
-    runs = [key.removesuffix("/" + RUN_JSON) for key in keys if key.endswith("/" + RUN_JSON)]
     return [f"s3://{bucket}/{run}" for run in sorted(runs)]
-
-
-def _keys(s3: Any, bucket: str, prefix: str) -> set[str]:
-    """The keys under `prefix`; none when listing is refused (an uploader's credentials may
-    read objects without listing them: the input is then read as one run, by name)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return {item["Key"] for page in pages for item in page.get("Contents", [])}
-    except ClientError:
-        return set()
 
 
 def group_key(run: Run, group_by: str) -> str:
@@ -101,12 +117,11 @@ def started(run: Run) -> float | None:
             return datetime.fromisoformat(text).timestamp()
         except ValueError:
             pass
-    stamps = run.values("timestamp")
-    return stamps[0] if stamps else None
+    return run.measured.figures.first if run.measured else None
 
 
 def within(runs: Iterable[Run], since: float | None, until: float | None) -> list[Run]:
-    """The runs that started in [since, until) (a run with no start time is kept)."""
+    """The runs that started in [since, until) (a run with no start time yet is kept)."""
     kept = []
     for run in runs:
         at = started(run)
@@ -123,3 +138,40 @@ def grouped(runs: Sequence[Run], group_by: str) -> dict[str, list[Run]]:
     for run in runs:
         groups.setdefault(group_key(run, group_by), []).append(run)
     return groups
+
+
+def too_little(runs: Sequence[Run]) -> str | None:
+    """Why no recommendation can be made from these measured runs, or None when one can."""
+    figures = [run.measured.figures for run in runs if run.measured]
+    samples = sum(figure.workload_samples for figure in figures)
+    if samples >= MIN_SAMPLES:
+        return None
+    rows = sum(figure.rows for figure in figures)
+    seen = "the workload was never seen" if samples == 0 else f"{samples} of the workload"
+    return (
+        f"too little to recommend from: {rows} row(s), {seen}; at least {MIN_SAMPLES} samples "
+        "of the workload are needed (a longer run, or a shorter --interval)"
+    )
+
+
+def summarize(engine: Engine, key: str, runs: Sequence[Run], rules: Rules) -> Group:
+    """One group's recommendation from its measured runs, beside the current requests and
+    limits of the latest run that recorded them; refused when they hold too little."""
+    refusal = too_little(runs)
+    if refusal is not None:
+        return Group(key, runs, None, refusal)
+    figures = [run.measured.figures for run in runs if run.measured]
+    current = ContainerResources()
+    for run in runs:
+        current = (run.summary.resources if run.summary else None) or current
+    keys = [run.measured.key for run in runs if run.measured]
+    usage = Usage(
+        cpu_basis=engine.percentile(keys, rules.cpu_percentile),
+        memory_peak_mib=max(figure.memory_peak_mib for figure in figures),
+        gpus_peak=max(figure.gpus_peak for figure in figures),
+        runs=len(runs),
+        rows=sum(figure.cpu_rows for figure in figures),
+        hours=sum(figure.hours for figure in figures),
+        oom_runs=sum(1 for run in runs if run.oom_killed),
+    )
+    return Group(key, runs, recommend(usage, rules, current))

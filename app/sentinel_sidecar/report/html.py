@@ -8,50 +8,18 @@ from __future__ import annotations
 
 import html
 import io
-import itertools
 import math
-import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sentinel_sidecar.identity.record import amount, cpu_cores, memory_mib
-from sentinel_sidecar.report.recommend import Recommendation, Rules
-from sentinel_sidecar.report.runs import Run, as_yaml
-
-POINTS = 1500  # per series: a week of 1 s rows is drawn from bucket maxima, not 600 000 points
-MB = 1e6
-
-
-def _thinned(
-    times: Sequence[float], values: Sequence[float | None]
-) -> tuple[list[float], list[float]]:
-    """At most POINTS points: the maximum of each bucket (peaks stay visible)."""
-    pairs = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
-    step = max(1, math.ceil(len(pairs) / POINTS))
-    xs, ys = [], []
-    for start in range(0, len(pairs), step):
-        bucket = pairs[start : start + step]
-        xs.append(bucket[0][0])
-        ys.append(max(value for _t, value in bucket))
-    return xs, ys
-
-
-def _intervals(run: Run) -> list[float]:
-    """Seconds each row covers (the first: the run's usual interval)."""
-    stamps = [stamp or 0.0 for stamp in run.columns.get("timestamp", [])]
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    usual = statistics.median(gaps) if gaps else 1.0
-    return [usual, *gaps] if stamps else []
-
-
-def _per_second(run: Run, column: str, scale: float) -> list[float | None]:
-    """A per-interval counter as a rate (`scale` units per second)."""
-    return [
-        None if value is None or seconds <= 0 else value / seconds / scale
-        for value, seconds in zip(run.columns[column], _intervals(run), strict=True)
-    ]
+from sentinel_sidecar.report.figures import Figures, Series
+from sentinel_sidecar.report.fleet import Group
+from sentinel_sidecar.report.recommend import Prices, Recommendation, Rules
+from sentinel_sidecar.report.render import as_yaml
+from sentinel_sidecar.report.runs import Run
 
 
 @dataclass(frozen=True)
@@ -65,33 +33,27 @@ class Totals:
     gpu_hours: float
 
 
+def _figures(run: Run) -> Figures:
+    return run.measured.figures if run.measured else Figures()
+
+
 def totals(runs: Sequence[Run]) -> Totals:
     """Core-hours, GiB-hours, bytes read and written and GPU-hours over every row."""
-    core = gib = read = written = gpu = 0.0
-    for run in runs:
-        seconds = _intervals(run)
-
-        def hours(column: str, run: Run = run, seconds: list[float] = seconds) -> float:
-            cells = zip(run.columns[column], seconds, strict=True)
-            return sum((value or 0.0) * span for value, span in cells) / 3600
-
-        core += hours("process_cpu_usage")
-        gib += hours("process_memory_mib") / 1024
-        gpu += hours("process_gpu_usage")
-        read += sum(run.values("process_disk_read_bytes"))
-        written += sum(run.values("process_disk_write_bytes"))
-    return Totals(core, gib, read, written, gpu)
+    figures = [_figures(run) for run in runs]
+    return Totals(sum(f.core_hours for f in figures), sum(f.gib_hours for f in figures),
+                  sum(f.read_bytes for f in figures), sum(f.written_bytes for f in figures),
+                  sum(f.gpu_hours for f in figures))  # fmt: skip
 
 
 def _chart(
     title: str,
     unit: str,
     runs: Sequence[Run],
-    series: Sequence[tuple[str, str, Any]],
+    series: Sequence[tuple[str, str, Callable[[Series], list[float | None]]]],
     lines: Sequence[tuple[str, float, str]] = (),
 ) -> str:
-    """One chart as inline SVG; `series` are (column, label, values of a run); each series'
-    group carries `id="series-<column>-<run>"`. The legend sits right of the axes."""
+    """One chart as inline SVG; `series` are (column, label, values of a run's series); each
+    line's group carries `id="series-<column>-<run>"`. The legend sits right of the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,13 +63,15 @@ def _chart(
     figure = Figure(figsize=(9.6, 2.6))
     axes = figure.add_subplot()
     for number, run in enumerate(runs, start=1):
-        stamps = run.columns["timestamp"]
-        start = next((stamp for stamp in stamps if stamp is not None), 0.0)
-        minutes = [((stamp or start) - start) / 60 for stamp in stamps]
+        drawn = run.measured.series if run.measured else None
+        if drawn is None:
+            continue
         for column, label, values in series:
-            xs, ys = _thinned(minutes, values(run))
+            pairs = [(x, y) for x, y in zip(drawn.minutes, values(drawn), strict=True)
+                     if y is not None]  # fmt: skip
             name = label if len(runs) == 1 else f"{label}, run {number}"
-            (line,) = axes.plot(xs, ys, linewidth=1.0, label=name)
+            (line,) = axes.plot([x for x, _ in pairs], [y for _, y in pairs], linewidth=1.0,
+                                label=name)  # fmt: skip
             line.set_gid(f"series-{column}-{number}")
     for label, value, style in lines:
         guide = axes.axhline(value, linestyle=style, linewidth=1.2, color="#444", label=label)
@@ -126,10 +90,6 @@ def _chart(
     return svg[svg.index("<svg") :]
 
 
-def _column(column: str) -> Any:
-    return lambda run: run.columns[column]
-
-
 def _charts(runs: Sequence[Run], recommendation: Recommendation) -> list[str]:
     current = recommendation.current
     cpu_lines = [("recommended request", cpu_cores(recommendation.cpu_request), "--")]
@@ -140,20 +100,17 @@ def _charts(runs: Sequence[Run], recommendation: Recommendation) -> list[str]:
         memory_lines.append(("current request", memory_mib(current["requests"]["memory"]), ":"))
     charts = [
         _chart("CPU", "cores", runs,
-               [("process_cpu_usage", "workload", _column("process_cpu_usage"))], cpu_lines),
+               [("process_cpu_usage", "workload", lambda s: s.cpu)], cpu_lines),
         _chart("Memory (PSS)", "MiB", runs,
-               [("process_memory_mib", "workload", _column("process_memory_mib"))],
-               memory_lines),
+               [("process_memory_mib", "workload", lambda s: s.memory)], memory_lines),
         _chart("Disk", "MB/s", runs, [
-            ("process_disk_read_bytes", "read",
-             lambda run: _per_second(run, "process_disk_read_bytes", MB)),
-            ("process_disk_write_bytes", "written",
-             lambda run: _per_second(run, "process_disk_write_bytes", MB)),
+            ("process_disk_read_bytes", "read", lambda s: s.read),
+            ("process_disk_write_bytes", "written", lambda s: s.written),
         ]),
     ]  # fmt: skip
-    if any(max(run.values("process_gpu_usage"), default=0) > 0 for run in runs):
-        gpu = [("process_gpu_usage", "workload", _column("process_gpu_usage"))]
-        charts.append(_chart("GPU", "GPUs busy", runs, gpu))
+    if any(_figures(run).gpu_usage_peak > 0 for run in runs):
+        charts.append(_chart("GPU", "GPUs busy", runs,
+                             [("process_gpu_usage", "workload", lambda s: s.gpu)]))  # fmt: skip
     return charts
 
 
@@ -190,8 +147,8 @@ def _duration(seconds: float) -> str:
 
 
 def _run_seconds(run: Run) -> float:
-    """How long the run was sampled: its rows' intervals added up."""
-    return sum(_intervals(run))
+    """How long the run was sampled: the seconds its rows cover."""
+    return _figures(run).seconds
 
 
 def _ended(run: Run) -> str:
@@ -240,44 +197,49 @@ def _recommendation_rows(rec: Recommendation, rules: Rules) -> list[list[str]]:
     return rows
 
 
-def render(runs: Sequence[Run], recommendation: Recommendation, rules: Rules) -> str:
-    """The page for `report --html`."""
-    latest = _identity(runs[-1])
-    job = latest.get("job_name", ("", ""))[0] or latest.get("project_name", ("", ""))[0]
-    title = f"{job}: what it used" if job else "What the workload used"
-    facts = [
-        ("project", latest.get("project_name", ("", ""))[0]),
-        ("job", latest.get("job_name", ("", ""))[0]),
-        ("started", _when(_started(runs[0]))),
-        ("duration", _duration(sum(_run_seconds(run) for run in runs))),
-        ("ended", _ended(runs[-1]) if len(runs) == 1 else f"{len(runs)} runs"),
-    ]
-    header = " · ".join(
-        f"<span><b>{html.escape(name)}</b> {html.escape(value)}</span>"
-        for name, value in facts
-        if value not in ("", "-")
-    )
-    total = totals(runs)
-    sums = [("CPU", f"{total.core_hours:.3g} core-hours"),
-            ("memory", f"{total.gib_hours:.3g} GiB-hours"),
-            ("disk read", _bytes(total.read_bytes)),
-            ("disk written", _bytes(total.written_bytes))]  # fmt: skip
-    if total.gpu_hours:
-        sums.append(("GPU", f"{total.gpu_hours:.3g} GPU-hours"))
-    difference = recommendation.savings() or {}
-    if difference:
-        units = {"core_hours": "core-hours", "gib_hours": "GiB-hours"}
-        parts = [f"{value:+.2f} {units[unit]}" for unit, value in difference.items()]
-        sums.append(("current requests minus recommended", ", ".join(parts)))
-    run_rows = [[str(number), _when(_started(run)), _duration(_run_seconds(run)),
-                 _ended(run), str(run.rows), run.source]
-                for number, run in enumerate(runs, start=1)]  # fmt: skip
-    where = [[name, value, source] for name, (value, source) in sorted(latest.items())]
-    charts = _charts(runs, recommendation)
-    sections = "".join(f'<section class="chart">{chart}</section>' for chart in charts)
-    in_all = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sums
-    )
+def _wasted(group: Group) -> float:
+    """Core-hours the group's current requests hold beyond the recommendation (-inf: none)."""
+    savings = group.recommendation.savings() if group.recommendation else None
+    return (savings or {}).get("core_hours", -math.inf)
+
+
+def render(groups: Sequence[Group], rules: Rules, prices: Prices) -> str:
+    """The page for `report --html`: one group's page, or a fleet page — a line per group,
+    then a section per group, the most wasted core-hours first."""
+    if len(groups) == 1:
+        group = groups[0]
+        latest = _identity(group.runs[-1])
+        job = latest.get("job_name", ("", ""))[0] or latest.get("project_name", ("", ""))[0]
+        title = f"{job}: what it used" if job else "What the workload used"
+        return _page(title, _section(group, rules, prices, title, 1))
+    ordered = sorted(groups, key=_wasted, reverse=True)
+    head = ["group", "runs", "hours", "cpu request", "memory", "core-hours", "GiB-hours"]
+    head += ["money"] if prices.given else []
+    lines = []
+    for group in ordered:
+        rec = group.recommendation
+        if rec is None:
+            lines.append([group.key, str(len(group.runs)), "-", "too little to recommend from",
+                          *["-"] * (len(head) - 4)])  # fmt: skip
+            continue
+        difference = rec.savings(prices) or {}
+        line = [group.key, str(rec.runs), f"{rec.hours:.1f}",
+                f"{amount(rec.current, 'requests', 'cpu')} → {rec.cpu_request}",
+                f"{amount(rec.current, 'requests', 'memory')} → {rec.memory}",
+                *(f"{difference[unit]:+.2f}" if unit in difference else "-"
+                  for unit in ("core_hours", "gib_hours"))]  # fmt: skip
+        if prices.given:
+            line.append(f"{difference['money']:+.2f}" if "money" in difference else "-")
+        lines.append(line)
+    title = f"{len(groups)} jobs: what they used"
+    sections = "".join(_section(group, rules, prices, group.key, 2) for group in ordered)
+    body = (f"<header><h1>{html.escape(title)}</h1></header>\n"
+            "<p class=\"note\">Current requests minus recommended over the runs' hours, the "
+            f"most wasted core-hours first.</p>\n{_table(head, lines)}{sections}")  # fmt: skip
+    return _page(title, body)
+
+
+def _page(title: str, body: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -290,26 +252,79 @@ th, td {{ text-align: left; padding: 3px 14px 3px 0; border-bottom: 1px solid #e
 .chart svg {{ width: 100%; height: auto; }}
 .note {{ color: #666; font-size: 12px; }}
 .flag {{ color: #8a5300; }}
+section.group {{ border-top: 2px solid #ddd; margin-top: 32px; }}
 </style></head><body>
-<header><h1>{html.escape(title)}</h1><p>{header}</p></header>
-<h2>Recommendation</h2>
-{
-        _table(
-            ["resource", "recommended", "current", "basis"],
-            _recommendation_rows(recommendation, rules),
-        )
-    }
-{"".join(f'<p class="flag">{html.escape(flag)}</p>' for flag in recommendation.flags)}
-<p class="note">For the workload container; copy into its spec:</p>
-<pre>{html.escape(as_yaml(recommendation))}</pre>
-<h2>In all</h2>
-<table class="totals"><tbody>{in_all}</tbody></table>
-<h2>Over time</h2>
-<p class="note">The workload's own processes (the agent and node-wide figures left out).</p>
-{sections}
-<h2>Runs</h2>
-{_table(["#", "started", "duration", "ended", "rows", "source"], run_rows)}
-<h2>Where it ran</h2>
-{_table(["field", "value", "source"], where) if where else "<p>no run.json with an identity</p>"}
+{body}
 </body></html>
 """
+
+
+def _section(group: Group, rules: Rules, prices: Prices, title: str, level: int) -> str:
+    """One group: its facts, the recommendation, the totals, the charts, the runs, where the
+    latest ran. `level` 1: the page's own heading; 2: a section of a fleet page."""
+    runs = group.runs
+    latest = _identity(runs[-1])
+    facts = [
+        ("project", latest.get("project_name", ("", ""))[0]),
+        ("job", latest.get("job_name", ("", ""))[0]),
+        ("started", _when(_started(runs[0]))),
+        ("duration", _duration(sum(_run_seconds(run) for run in runs))),
+        ("ended", _ended(runs[-1]) if len(runs) == 1 else f"{len(runs)} runs"),
+    ]
+    header = " · ".join(
+        f"<span><b>{html.escape(name)}</b> {html.escape(value)}</span>"
+        for name, value in facts
+        if value not in ("", "-")
+    )
+    h1, h2 = f"h{level}", f"h{level + 1}"
+    top = f"<header><{h1}>{html.escape(title)}</{h1}><p>{header}</p></header>"
+    run_rows = [[str(number), _when(_started(run)), _duration(_run_seconds(run)),
+                 _ended(run), str(_figures(run).rows), run.source]
+                for number, run in enumerate(runs, start=1)]  # fmt: skip
+    flags = "".join(f'<p class="flag">{html.escape(flag)}</p>' for flag in group.flags)
+    runs_table = f"<{h2}>Runs</{h2}>\n" + _table(
+        ["#", "started", "duration", "ended", "rows", "source"], run_rows
+    )
+    rec = group.recommendation
+    if rec is None:
+        refused = f'<p class="flag">{html.escape(group.refused or "")}</p>'
+        return f'<section class="group">{top}\n{refused}{flags}\n{runs_table}</section>'
+    total = totals(runs)
+    sums = [("CPU", f"{total.core_hours:.3g} core-hours"),
+            ("memory", f"{total.gib_hours:.3g} GiB-hours"),
+            ("disk read", _bytes(total.read_bytes)),
+            ("disk written", _bytes(total.written_bytes))]  # fmt: skip
+    if total.gpu_hours:
+        sums.append(("GPU", f"{total.gpu_hours:.3g} GPU-hours"))
+    difference = rec.savings(prices) or {}
+    if difference:
+        units = {"core_hours": "core-hours", "gib_hours": "GiB-hours", "money": "in money"}
+        parts = [f"{value:+.2f} {units[unit]}" for unit, value in difference.items()]
+        sums.append(("current requests minus recommended", ", ".join(parts)))
+    where = [[name, value, source] for name, (value, source) in sorted(latest.items())]
+    charts = "".join(f'<section class="chart">{chart}</section>' for chart in _charts(runs, rec))
+    in_all = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sums
+    )
+    recommendation = _table(["resource", "recommended", "current", "basis"],
+                            _recommendation_rows(rec, rules))  # fmt: skip
+    place = (
+        _table(["field", "value", "source"], where)
+        if where
+        else ("<p>no run.json with an identity</p>")
+    )
+    return f"""<section class="group">{top}
+<{h2}>Recommendation</{h2}>
+{recommendation}
+{flags}
+<p class="note">For the workload container; copy into its spec:</p>
+<pre>{html.escape(as_yaml([group]))}</pre>
+<{h2}>In all</{h2}>
+<table class="totals"><tbody>{in_all}</tbody></table>
+<{h2}>Over time</{h2}>
+<p class="note">The workload's own processes (the agent and node-wide figures left out).</p>
+{charts}
+{runs_table}
+<{h2}>Where it ran</{h2}>
+{place}
+</section>"""

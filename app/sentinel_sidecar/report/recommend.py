@@ -31,14 +31,29 @@ class Rules:
 
 
 @dataclass(frozen=True)
-class Usage:
-    """What one run used: per-row samples and its length."""
+class Prices:
+    """What a core-hour and a GiB-hour of requests cost (`--price-core-hour`,
+    `--price-gib-hour`), in the user's currency; None: not given."""
 
-    cpu_cores: Sequence[float]
-    memory_mib: Sequence[float]
-    gpus: Sequence[float]  # process_gpu_utilized per row
+    core_hour: float | None = None
+    gib_hour: float | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.core_hour is not None or self.gib_hour is not None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a group of runs used, over every row of every run (the report's engine sums it)."""
+
+    cpu_basis: float  # cores at the rules' percentile of every row's process_cpu_usage
+    memory_peak_mib: float
+    gpus_peak: float  # the most GPUs the workload kept busy at once (process_gpu_utilized)
+    runs: int
+    rows: int  # rows with a CPU figure
     hours: float
-    oom_killed: bool = False  # the run ended OOM-killed (exit 137 or a cgroup OOM kill)
+    oom_runs: int = 0  # runs that ended OOM-killed (exit 137, a cgroup OOM kill, OOMKilled)
 
 
 @dataclass(frozen=True)
@@ -68,9 +83,10 @@ class Recommendation:
             limits["nvidia.com/gpu"] = self.gpus
         return {"requests": requests, "limits": limits}
 
-    def savings(self) -> dict[str, float] | None:
+    def savings(self, prices: Prices | None = None) -> dict[str, float] | None:
         """Core-hours and GiB-hours the current requests hold beyond the recommendation over
-        the runs' hours (negative: the job used more than it asked for); None without them."""
+        the runs' hours (negative: the job used more than it asked for), and what they cost
+        at `prices`; None without current requests."""
         requests = self.current.get("requests") or {}
         if not requests:
             return None
@@ -81,16 +97,26 @@ class Recommendation:
         if "memory" in requests:
             spare = memory_mib(requests["memory"]) - memory_mib(self.memory)
             result["gib_hours"] = round(spare / 1024 * self.hours, 3)
+        if prices is not None and prices.given:
+            cost = (result.get("core_hours", 0.0) * (prices.core_hour or 0.0)
+                    + result.get("gib_hours", 0.0) * (prices.gib_hour or 0.0))  # fmt: skip
+            result["money"] = round(cost, 2)
         return result
 
 
-def percentile(values: Sequence[float], percent: float) -> float:
-    """The `percent` percentile (nearest rank) of `values`; 0 for none."""
-    if not values:
+def percentile(counts: Sequence[tuple[float, int]], percent: float) -> float:
+    """The `percent` percentile (nearest rank) of the values counted in `counts` ((value,
+    how many) pairs in ascending order of value); 0 for none."""
+    total = sum(count for _value, count in counts)
+    if not total:
         return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    rank = max(1, math.ceil(percent / 100 * total))
+    seen = 0
+    for value, count in counts:
+        seen += count
+        if seen >= rank:
+            return value
+    return counts[-1][0]
 
 
 def cpu_quantity(cores: float) -> str:
@@ -106,44 +132,39 @@ def memory_quantity(mib: float) -> str:
 
 
 def recommend(
-    runs: Sequence[Usage],
+    usage: Usage,
     rules: Rules | None = None,
     current: ContainerResources | None = None,
 ) -> Recommendation:
-    """One recommendation over every row of every run (repeated runs of one job)."""
+    """One recommendation from what a group of runs (repeated runs of one job) used."""
     rules = rules or Rules()
-    cpu = [value for run in runs for value in run.cpu_cores]
-    memory = [value for run in runs for value in run.memory_mib]
-    basis = percentile(cpu, rules.cpu_percentile)
-    peak = max(memory, default=0.0)
-    request = cpu_quantity(max(basis, rules.min_cpu_cores))
+    request = cpu_quantity(max(usage.cpu_basis, rules.min_cpu_cores))
     limit = None
     if rules.cpu_limit_factor is not None:
         limit = cpu_quantity(cpu_cores(request) * rules.cpu_limit_factor)
-    gpus = math.ceil(max((value for run in runs for value in run.gpus), default=0.0))
-    oom_runs = sum(1 for run in runs if run.oom_killed)
+    peak = usage.memory_peak_mib
     needed = peak
     flags = []
-    if oom_runs:
+    if usage.oom_runs:
         needed = max(peak * rules.oom_bump_ratio, peak + rules.oom_min_bump_mib)
-        flags.append(f"oom: {oom_runs} of {len(runs)} run(s) ended OOM-killed; memory rests on "
-                     f"the peak x {rules.oom_bump_ratio:g}, at least +{rules.oom_min_bump_mib:g} "
-                     "MiB")  # fmt: skip
-    if len(runs) < rules.min_runs:
-        flags.append(f"few runs: {len(runs)} (fewer than {rules.min_runs}); repeated runs of "
+        flags.append(f"oom: {usage.oom_runs} of {usage.runs} run(s) ended OOM-killed; memory "
+                     f"rests on the peak x {rules.oom_bump_ratio:g}, at least "
+                     f"+{rules.oom_min_bump_mib:g} MiB")  # fmt: skip
+    if usage.runs < rules.min_runs:
+        flags.append(f"few runs: {usage.runs} (fewer than {rules.min_runs}); repeated runs of "
                      "the job make a firmer recommendation")  # fmt: skip
     memory_target = max(needed * (1 + rules.memory_margin), rules.min_memory_mib)
     return Recommendation(
         cpu_request=request,
         cpu_limit=limit,
         memory=memory_quantity(memory_target),
-        gpus=gpus,
-        cpu_basis=basis,
+        gpus=math.ceil(usage.gpus_peak),
+        cpu_basis=usage.cpu_basis,
         memory_peak_mib=peak,
-        runs=len(runs),
-        rows=len(cpu),
-        hours=sum(run.hours for run in runs),
-        oom_runs=oom_runs,
+        runs=usage.runs,
+        rows=usage.rows,
+        hours=usage.hours,
+        oom_runs=usage.oom_runs,
         flags=tuple(flags),
         current=current or ContainerResources(),
     )
