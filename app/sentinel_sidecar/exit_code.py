@@ -1,11 +1,12 @@
-"""The workload's exit code: its own with `run -- CMD`, else the file its wrapper leaves in the
-spool volume (`exit_code`), else (with `k8s_exit_code`) the workload container's state in the
-own pod's status."""
+"""How the workload ended: its exit code — its own with `run -- CMD`, else the file its wrapper
+leaves in the spool volume (`exit_code`), else (with `k8s_exit_code`) the workload container's
+state in the own pod's status, which also says whether it was OOMKilled."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,28 +24,38 @@ log = structlog.get_logger(__name__)
 
 EXIT_CODE_FILE = "exit_code"
 _POLL_SECONDS = 0.5
+OOM_KILLED = "OOMKilled"  # a terminated container's reason when the kernel's OOM killer hit
 
 
-def workload_exit_code(
+@dataclass(frozen=True)
+class Ending:
+    """How the workload ended: its exit code (None: unknown), and whether the pod's status says
+    it was OOMKilled — at the end, or before a restart (`lastState`)."""
+
+    code: int | None
+    oom_killed: bool = False
+
+
+def workload_ending(
     settings: Settings,
     command: Command | None,
     deadline: float,
     monotonic: Callable[[], float] = time.monotonic,
-) -> int | None:
-    """The exit code by the first way that knows it, before `deadline` (monotonic); None when
-    none does."""
+) -> Ending:
+    """The exit code by the first way that knows it, before `deadline` (monotonic)."""
     if command is not None:
-        return command.exit_code(min(1.0, max(0.0, deadline - monotonic())))
+        return Ending(command.exit_code(min(1.0, max(0.0, deadline - monotonic()))))
     code = read_exit_code(settings.spool_dir)
     if code is None and settings.k8s_exit_code:
-        code = pod_exit_code(
+        ending = pod_ending(
             settings.pod,
             deadline,
             own_container=settings.k8s_container_name,
             workload_container=settings.k8s_workload_container,
             monotonic=monotonic,
         )
-    return code
+        return ending or Ending(None)
+    return Ending(code)
 
 
 def read_exit_code(directory: Path) -> int | None:
@@ -55,29 +66,33 @@ def read_exit_code(directory: Path) -> int | None:
         return None
 
 
-def terminated_exit_code(
+def terminated(
     pod: Mapping[str, Any], own_container: str, workload_container: str | None
-) -> int | None:
-    """The exit code of the terminated workload container(s) in a pod object; None if none.
+) -> Ending | None:
+    """How the workload container(s) in a pod object ended; None while one still runs.
 
-    With several terminated workload containers the first non-zero code wins.
+    With several terminated workload containers the first non-zero code wins; OOMKilled when
+    any of them was, now or before a restart.
     """
     statuses = pod.get("status", {}).get("containerStatuses") or []
     codes = []
+    oom_killed = False
     for status in statuses:
         name = status.get("name")
         if name == own_container or (workload_container and name != workload_container):
             continue
-        terminated = (status.get("state") or {}).get("terminated")
-        if terminated is None or "exitCode" not in terminated:
+        ended = (status.get("state") or {}).get("terminated")
+        if ended is None or "exitCode" not in ended:
             return None  # a workload container still runs: no final code yet
-        codes.append(int(terminated["exitCode"]))
+        codes.append(int(ended["exitCode"]))
+        before = (status.get("lastState") or {}).get("terminated") or {}
+        oom_killed |= OOM_KILLED in (ended.get("reason"), before.get("reason"))
     if not codes:
         return None
-    return next((code for code in codes if code != 0), 0)
+    return Ending(next((code for code in codes if code != 0), 0), oom_killed)
 
 
-def pod_exit_code(
+def pod_ending(
     pod: PodEnv,
     deadline: float,
     *,
@@ -87,7 +102,7 @@ def pod_exit_code(
     session: requests.Session | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> int | None:
+) -> Ending | None:
     """Poll the own pod until the workload container terminated or the deadline passes.
 
     Every failure is logged and means "exit code unknown" (None); it never raises.
@@ -104,11 +119,11 @@ def pod_exit_code(
             return None
         try:
             status = api.get(api.pod_path, min(5.0, left))
-            code = terminated_exit_code(status, own_container, workload_container)
+            ending = terminated(status, own_container, workload_container)
         except (KubeError, ValueError, TypeError, AttributeError) as exc:
             log.warning("k8s_exit_code_unavailable", error=str(exc))
             return None
-        if code is not None:
-            log.info("k8s_exit_code_read", exit_code=code)
-            return code
+        if ending is not None:
+            log.info("k8s_exit_code_read", exit_code=ending.code, oom_killed=ending.oom_killed)
+            return ending
         sleep(min(_POLL_SECONDS, max(0.0, deadline - monotonic())))

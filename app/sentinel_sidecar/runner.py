@@ -19,7 +19,7 @@ from sentinel_sidecar.delivery import registry
 from sentinel_sidecar.delivery.destination import Destination, DestinationStatus, RunSummary
 from sentinel_sidecar.delivery.retry import DeliveryError, retry_until
 from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
-from sentinel_sidecar.exit_code import workload_exit_code
+from sentinel_sidecar.exit_code import Ending, workload_ending
 from sentinel_sidecar.health import HealthServer
 from sentinel_sidecar.identity.record import Identity
 from sentinel_sidecar.launch import Command
@@ -402,7 +402,7 @@ class Runner:
         uploads_until = deadline - min(5.0, settings.shutdown_timeout / 3)
         spool.sync()
         worker.stop(uploads_until)
-        exit_code = self._exit_code(deadline)  # while the worker drains
+        ending = self._ending(deadline) or Ending(None)  # while the worker drains
         if not worker.done_before(min(deadline, uploads_until + 0.5)):
             log.error("upload_worker_not_done", waited_s=round(settings.shutdown_timeout, 1))
         uploader.close()
@@ -419,7 +419,8 @@ class Runner:
             rows_refused=state.rows_refused,
             chunks=state.seq,
             uris=state.uris(),
-            exit_code=exit_code,
+            exit_code=ending.code,
+            oom_killed=ending.oom_killed,
             bytes_not_uploaded=0 if worker.inline else uploader.pending_bytes,
             inline=worker.inline,
             identity=identity.record(),
@@ -457,18 +458,18 @@ class Runner:
             closed=summary_uri is not None,
             inline=summary.inline,
             bytes_not_uploaded=summary.bytes_not_uploaded,
-            exit_code=exit_code,
+            exit_code=ending.code,
             agent_max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )
         return RunOutcome(summary, summary_uri)
 
-    def _exit_code(self, deadline: float) -> int | None:
-        """The workload's exit code (`exit_code.workload_exit_code`), within half the time left
-        and at most 10 s."""
+    def _ending(self, deadline: float) -> Ending | None:
+        """How the workload ended (`exit_code.workload_ending`), within half the time left and
+        at most 10 s."""
         until = self._monotonic() + min(10.0, self._left(deadline) / 2)
         return self._within(
             until,
-            lambda: workload_exit_code(self.settings, self._command, until, self._monotonic),
+            lambda: workload_ending(self.settings, self._command, until, self._monotonic),
             "exit code of the workload",
         )
 

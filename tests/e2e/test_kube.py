@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.config import PodEnv
-from sentinel_sidecar.exit_code import pod_exit_code, terminated_exit_code
+from sentinel_sidecar.exit_code import Ending, pod_ending, terminated
 from tests.support.peers import KubeApiServer
 
 
@@ -51,7 +51,12 @@ def environ(api: KubeApiServer) -> dict[str, str]:
 
 
 def lookup(api: KubeApiServer, account: Path, seconds: float = 5.0) -> int | None:
-    return pod_exit_code(
+    ending = ending_of(api, account, seconds)
+    return ending.code if ending else None
+
+
+def ending_of(api: KubeApiServer, account: Path, seconds: float = 5.0) -> Ending | None:
+    return pod_ending(
         PodEnv.from_environ(environ(api)),
         time.monotonic() + seconds,
         own_container="sentinel-sidecar",
@@ -64,6 +69,9 @@ def test_waits_for_the_workload_to_terminate_and_reads_its_code(api, account):
     api.answers = [(200, pod(RUNNING)), (200, pod(TERMINATED))]
     assert lookup(api, account) == 3
     assert api.seen[0] == ("/api/v1/namespaces/ml/pods/train-x7k2p", "Bearer sa-token")
+    killed = {"terminated": {**TERMINATED["terminated"], "exitCode": 137, "reason": "OOMKilled"}}
+    api.answers = [(200, pod(killed))]
+    assert ending_of(api, account) == Ending(137, oom_killed=True)  # run.json's oom_killed
 
 
 def test_forbidden_means_unknown(api, account):
@@ -84,7 +92,7 @@ def test_garbage_answer_means_unknown(api, account):
 
 
 def test_outside_a_cluster_means_unknown(tmp_path: Path):
-    assert pod_exit_code(PodEnv(), time.monotonic() + 1, own_container="s", workload_container=None,
+    assert pod_ending(PodEnv(), time.monotonic() + 1, own_container="s", workload_container=None,
                          account_dir=tmp_path) is None  # fmt: skip
 
 
@@ -113,5 +121,20 @@ def test_classic_sidecar_ignores_its_own_status_and_picks_the_failed_container()
             ]
         }
     }
-    assert terminated_exit_code(classic, "sentinel-sidecar", None) == 137
-    assert terminated_exit_code(classic, "sentinel-sidecar", "train") == 0
+    assert terminated(classic, "sentinel-sidecar", None) == Ending(137)
+    assert terminated(classic, "sentinel-sidecar", "train") == Ending(0)
+
+
+def test_an_oom_kill_is_read_from_the_state_and_from_the_last_state_before_a_restart():
+    def status(state: dict, last: dict | None = None) -> dict:
+        entry = {"name": "train", "state": {"terminated": state}}
+        if last is not None:
+            entry["lastState"] = {"terminated": last}
+        return {"status": {"containerStatuses": [entry]}}
+
+    killed = {"exitCode": 137, "reason": "OOMKilled"}
+    assert terminated(status(killed), "sentinel-sidecar", None) == Ending(137, oom_killed=True)
+    restarted = status({"exitCode": 0, "reason": "Completed"}, killed)  # restartPolicy OnFailure
+    assert terminated(restarted, "sentinel-sidecar", None) == Ending(0, oom_killed=True)
+    error = {"exitCode": 1, "reason": "Error"}
+    assert terminated(status(error, error), "sentinel-sidecar", None) == Ending(1)
