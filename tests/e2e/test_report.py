@@ -8,7 +8,6 @@ import gzip
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from sentinel_sidecar.report.recommend import (
 )
 from sentinel_sidecar.spool.segment import segment_name
 from tests.support.agent import agent_env
+from tests.support.page import series_pixels
 from tests.support.peers import REGION
 
 HEADER = ",".join(SENTINEL_COLUMNS) + "\n"
@@ -453,23 +453,7 @@ def test_s3_without_credentials_says_so_and_asks_no_metadata_service(tmp_path: P
     assert in_pod.returncode == 2 and asked  # in a pod, the chain may ask it
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is missing (.ci/run installs it)")
 def test_headless_chromium_draws_non_blank_charts(tmp_path: Path):
-    from PIL import Image
-
     html_page(tmp_path)
-    shot = tmp_path / "shot.png"
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-                    "--hide-scrollbars", "--window-size=1000,2400", f"--screenshot={shot}",
-                    (tmp_path / "report.html").as_uri()],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
-    image = Image.open(shot).convert("RGB")
-    raw = image.tobytes()
-    pixels = [(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
-    blue = sum(1 for r, g, b in pixels if abs(r - 31) < 40 and abs(g - 119) < 40 and b > 140)
-    orange = sum(1 for r, g, b in pixels if r > 200 and 80 < g < 170 and b < 80)
-    print(f"screenshot: {image.size}, {blue} series-blue and {orange} series-orange pixels")
+    blue, orange = series_pixels(tmp_path / "report.html", tmp_path / "shot.png")
     assert blue > 2000 and orange > 500  # lines drawn in every chart, not an empty page

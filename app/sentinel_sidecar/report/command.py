@@ -104,6 +104,7 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
             raise runs.ReportError(f"none of the {len(loaded)} run(s) started in the time asked")
         groups = [fleet.summarize(engine, key, members, rules)
                   for key, members in fleet.grouped(found, group_by).items()]  # fmt: skip
+        groups.sort(key=lambda group: group.wasted_core_hours, reverse=True)
         if len(groups) == 1 and groups[0].refused:
             print(f"sentinel-sidecar: report: {groups[0].refused}", file=sys.stderr)
             return EXIT_TOO_LITTLE

@@ -6,6 +6,7 @@ recommendation per group from what the engine measured."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ class Group:
     runs: Sequence[Run]
     recommendation: Recommendation | None
     refused: str | None = None
+
+    @property
+    def wasted_core_hours(self) -> float:
+        """Core-hours its current requests hold beyond the recommendation (-inf: unknown)."""
+        savings = self.recommendation.savings() if self.recommendation else None
+        return (savings or {}).get("core_hours", -math.inf)
 
     @property
     def flags(self) -> tuple[str, ...]:

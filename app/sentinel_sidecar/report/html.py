@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import io
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -197,26 +196,19 @@ def _recommendation_rows(rec: Recommendation, rules: Rules) -> list[list[str]]:
     return rows
 
 
-def _wasted(group: Group) -> float:
-    """Core-hours the group's current requests hold beyond the recommendation (-inf: none)."""
-    savings = group.recommendation.savings() if group.recommendation else None
-    return (savings or {}).get("core_hours", -math.inf)
-
-
 def render(groups: Sequence[Group], rules: Rules, prices: Prices) -> str:
     """The page for `report --html`: one group's page, or a fleet page — a line per group,
-    then a section per group, the most wasted core-hours first."""
+    then a section per group, in the order given (the most wasted core-hours first)."""
     if len(groups) == 1:
         group = groups[0]
         latest = _identity(group.runs[-1])
         job = latest.get("job_name", ("", ""))[0] or latest.get("project_name", ("", ""))[0]
         title = f"{job}: what it used" if job else "What the workload used"
         return _page(title, _section(group, rules, prices, title, 1))
-    ordered = sorted(groups, key=_wasted, reverse=True)
     head = ["group", "runs", "hours", "cpu request", "memory", "core-hours", "GiB-hours"]
     head += ["money"] if prices.given else []
     lines = []
-    for group in ordered:
+    for group in groups:
         rec = group.recommendation
         if rec is None:
             lines.append([group.key, str(len(group.runs)), "-", "too little to recommend from",
@@ -232,7 +224,7 @@ def render(groups: Sequence[Group], rules: Rules, prices: Prices) -> str:
             line.append(f"{difference['money']:+.2f}" if "money" in difference else "-")
         lines.append(line)
     title = f"{len(groups)} jobs: what they used"
-    sections = "".join(_section(group, rules, prices, group.key, 2) for group in ordered)
+    sections = "".join(_section(group, rules, prices, group.key, 2) for group in groups)
     body = (f"<header><h1>{html.escape(title)}</h1></header>\n"
             "<p class=\"note\">Current requests minus recommended over the runs' hours, the "
             f"most wasted core-hours first.</p>\n{_table(head, lines)}{sections}")  # fmt: skip

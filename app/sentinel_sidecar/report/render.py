@@ -117,26 +117,26 @@ def as_table(groups: Sequence[Group], rules: Rules, prices: Prices) -> str:
 def _fleet(groups: Sequence[Group], prices: Prices) -> str:
     """A line per group: runs, hours, the basis, current -> recommended, the difference."""
     money = prices.given
-    head = (f"{'group':<28}{'runs':>5}{'hours':>9}{'cpu p':>8}{'peak MiB':>10}"
-            f"{'cpu request':>20}{'memory':>20}{'core-h':>10}{'GiB-h':>10}"
-            + (f"{'money':>10}" if money else ""))  # fmt: skip
+    head = (f"{'runs':>4}{'hours':>9}{'cpu p':>8}{'peak MiB':>10}{'cpu request':>20}"
+            f"{'memory':>20}{'core-h':>10}{'GiB-h':>10}" + (f"{'money':>10}" if money else "")
+            + "  group")  # fmt: skip
     lines = [head]
     for group in groups:
         rec = group.recommendation
         if rec is None:
-            lines.append(f"{group.key:<28}{len(group.runs):>5}  too little to recommend from")
+            lines.append(f"{len(group.runs):>4}  too little to recommend from  {group.key}")
             continue
         difference = rec.savings(prices) or {}
         cpu = f"{amount(rec.current, 'requests', 'cpu')} -> {rec.cpu_request}"
         memory = f"{amount(rec.current, 'requests', 'memory')} -> {rec.memory}"
-        line = (f"{group.key:<28}{rec.runs:>5}{rec.hours:>9.1f}{rec.cpu_basis:>8.2f}"
+        line = (f"{rec.runs:>4}{rec.hours:>9.1f}{rec.cpu_basis:>8.2f}"
                 f"{rec.memory_peak_mib:>10.0f}{cpu:>20}{memory:>20}"
                 f"{_signed(difference.get('core_hours')):>10}"
                 f"{_signed(difference.get('gib_hours')):>10}"
                 + (f"{_signed(difference.get('money')):>10}" if money else ""))  # fmt: skip
-        lines.append(line + ("  *" if group.flags else ""))
-    lines.append("core-h, GiB-h: current requests minus recommended over the runs' hours; "
-                 "* flagged (see below)")  # fmt: skip
+        lines.append(f"{line}  {group.key}" + (" *" if group.flags else ""))
+    lines.append("core-h, GiB-h: current requests minus recommended over the runs' hours, the "
+                 "most first; * flagged (below)")  # fmt: skip
     return "\n".join(lines)
 
 

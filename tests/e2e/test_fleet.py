@@ -1,0 +1,162 @@
+"""`report` on a generated fleet of 51 runs over five jobs (tests/support/fleet.py), local and
+on moto S3: the groups and every figure as computed here from the generated rows, the OOM-
+killed runs raising memory, a corrupt chunk left out and flagged, a group too short to judge
+refused, a run without run.json a group of its own; CSV, and the fleet's HTML page as headless
+Chromium draws it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sentinel_sidecar.identity.record import cpu_cores, memory_mib
+from tests.support.agent import agent_env
+from tests.support.fleet import FleetRun, generate, write_local, write_s3
+from tests.support.page import series_pixels
+from tests.support.peers import REGION
+
+FLEET = generate()
+
+
+def report(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sentinel_sidecar", "report", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env=agent_env(env))  # fmt: skip
+
+
+def expected(runs: list[FleetRun], source_of: Any) -> dict[str, dict[str, Any]]:
+    """Per group, from the generated rows: the VPA-style rules (p95 nearest rank, peak x 1.15,
+    x 1.2 and at least +100 MiB after an OOM kill, 10m and 16Mi steps), or a refusal."""
+    groups: dict[str, list[FleetRun]] = {}
+    for run in runs:
+        groups.setdefault(f"job={run.job}" if run.job else f"run={source_of(run)}", []).append(run)
+    answers: dict[str, dict[str, Any]] = {}
+    for key, members in groups.items():
+        rows = [row for run in members for row in run.counted]
+        samples = sum(1 for _t, cpu, memory in rows if cpu > 0 or memory > 0)
+        if samples < 5:
+            answers[key] = {"refused": True}
+            continue
+        cpu = sorted(value for _t, value, _m in rows)
+        basis = cpu[max(1, math.ceil(0.95 * len(cpu))) - 1]
+        peak = max(memory for _t, _c, memory in rows)
+        oom = sum(run.oom_killed for run in members)
+        needed = max(peak * 1.2, peak + 100) if oom else peak
+        hours = sum((run.counted[-1][0] - run.counted[0][0]) / 3600 for run in members)
+        millicores = max(10, math.ceil(round(max(basis, 0.01) * 1000, 6) / 10) * 10)
+        mib = max(16, math.ceil(round(needed * 1.15, 6) / 16) * 16)
+        requests = members[-1].requests
+        difference = None
+        if requests:
+            difference = {
+                "core_hours": round((cpu_cores(requests["cpu"]) - millicores / 1000) * hours, 3),
+                "gib_hours": round((memory_mib(requests["memory"]) - mib) / 1024 * hours, 3),
+            }
+        answers[key] = {"runs": len(members), "rows": len(rows), "basis": basis, "peak": peak,
+                        "oom": oom, "hours": hours, "cpu": millicores / 1000, "memory": mib,
+                        "difference": difference}  # fmt: skip
+    return answers
+
+
+def check(groups: list[dict[str, Any]], answers: dict[str, dict[str, Any]]) -> None:
+    """`report --format json`'s groups against the answers computed here."""
+    assert {group["group"] for group in groups} == set(answers)
+    for group in groups:
+        want = answers[group["group"]]
+        if want.get("refused"):
+            assert "too little to recommend from" in group["refused"], group
+            continue
+        basis, requests = group["basis"], group["resources"]["requests"]
+        assert (basis["runs"], basis["rows"], basis["oom_killed_runs"]) == (
+            want["runs"], want["rows"], want["oom"]), group["group"]  # fmt: skip
+        assert basis["cpu_percentile_cores"] == round(want["basis"], 4)
+        assert basis["memory_peak_mib"] == round(want["peak"], 1)
+        assert basis["hours"] == round(want["hours"], 3)
+        assert cpu_cores(requests["cpu"]) == want["cpu"]
+        assert memory_mib(requests["memory"]) == want["memory"], group["group"]
+        assert group["difference"] == want["difference"]
+
+
+def test_a_local_fleet_is_grouped_and_figured_as_computed_here(tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    write_local(FLEET, fleet)
+    result = report(str(fleet), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    groups = json.loads(result.stdout)["groups"]
+    check(groups, expected(FLEET, lambda run: str(fleet / run.key)))
+    flags = {group["group"]: group["flags"] for group in groups}
+    assert flags["job=train"][0].startswith("oom: 2 of 14 run(s) ended OOM-killed")
+    assert flags["job=infer"][0].startswith("oom: 1 of 10 run(s)")
+    [unreadable] = [flag for flag in flags["job=etl"] if flag.startswith("unreadable")]
+    assert "1 chunk(s) left out" in unreadable and "etl-05" in unreadable
+    assert "left out" in result.stderr and "000002.csv.gz" in result.stderr
+    loose = f"run={fleet / FLEET[-1].key}"
+    assert any(flag.startswith("few runs: 1") for flag in flags[loose])
+    table = report(str(fleet), "--price-core-hour", "0.04", "--price-gib-hour", "0.005")
+    assert table.returncode == 0, table.stderr
+    print(table.stdout[: table.stdout.index("\n\n")])  # the fleet's lines, for the record
+    fleet_lines = table.stdout.splitlines()[1:7]
+    assert re.match(r" +14 .* 8 -> \d+m +8Gi -> \d+Mi +\+\d.* job=train \*$", fleet_lines[0])
+    assert fleet_lines[-1].endswith("too little to recommend from  job=tiny")
+    rows = list(csv.DictReader(io.StringIO(report(str(fleet), "--format", "csv").stdout)))
+    assert len(rows) == 6 and {row["group"] for row in rows} == {g["group"] for g in groups}
+    train = next(row for row in rows if row["group"] == "job=train")
+    assert (train["runs"], train["oom_killed_runs"], train["cpu_request_current"]) == (
+        "14",
+        "2",
+        "8",
+    )
+
+
+def test_a_fleet_in_s3_reads_as_the_same_fleet(tmp_path: Path, moto):
+    bucket = moto.new_bucket()
+    write_s3(FLEET, moto.client("s3"), bucket, "fleet")
+    env = {"AWS_ENDPOINT_URL_S3": moto.endpoint, "AWS_REGION": REGION,
+           "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
+    result = report(f"s3://{bucket}/fleet", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    check(json.loads(result.stdout)["groups"],
+          expected(FLEET, lambda run: f"s3://{bucket}/fleet/{run.key}"))  # fmt: skip
+    assert f"s3://{bucket}/fleet/{FLEET[0].key}/000001.csv.gz" not in result.stderr
+
+
+def test_a_fleet_page_has_a_section_per_group_the_most_wasted_first(tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    write_local(FLEET, fleet)
+    page = tmp_path / "fleet.html"
+    result = report(str(fleet), "--html", str(page), "--since", "2026-11-05",
+                    "--price-core-hour", "0.04")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    order = re.findall(r'<section class="group"><header><h2>([^<]+)</h2>', text)
+    answers = expected([run for run in FLEET if run.started.day >= 5 and run.job], str)
+    wasted = sorted((key for key in answers if not answers[key].get("refused")),
+                    key=lambda key: -answers[key]["difference"]["core_hours"])  # fmt: skip
+    assert order[: len(wasted)] == wasted  # then the groups without a recommendation
+    assert "<h1>" in text and "money" in text and text.count("<svg") >= 3 * len(wasted)
+    assert not re.search(r"<script|<link|<img|@import", text, re.IGNORECASE)
+    blue, orange = series_pixels(page, tmp_path / "shot.png", height=6000)
+    assert blue > 5000 and orange > 2000
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_error"),
+    [(["--price-core-hour", "-1"], "--price-core-hour: -1 is not a price >= 0"),
+     (["--format", "parquet"], "invalid choice: 'parquet'")],
+)  # fmt: skip
+def test_bad_fleet_input_exits_2_naming_what_was_expected(
+    tmp_path: Path, args: list[str], expected_error: str
+):
+    write_local(FLEET[:3], tmp_path / "fleet")
+    result = report(str(tmp_path / "fleet"), *args)
+    assert result.returncode == 2 and expected_error in result.stderr
