@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from sentinel_sidecar.identity.record import cpu_cores, memory_mib
+from sentinel_sidecar.measure.rows import SENTINEL_COLUMNS
 from tests.support.agent import agent_env
 from tests.support.fleet import FleetRun, generate, write_local, write_s3
 from tests.support.page import series_pixels
@@ -160,3 +161,41 @@ def test_bad_fleet_input_exits_2_naming_what_was_expected(
     write_local(FLEET[:3], tmp_path / "fleet")
     result = report(str(tmp_path / "fleet"), *args)
     assert result.returncode == 2 and expected_error in result.stderr
+
+
+def documented_sql(label: str) -> str:
+    """The SQL block docs/fleet.md marks `<!-- sql: label -->`."""
+    text = (Path(__file__).parents[2] / "docs" / "fleet.md").read_text()
+    block = text[text.index(f"<!-- sql: {label} -->") :]
+    start = block.index("```sql\n") + len("```sql\n")
+    return block[start : block.index("\n```", start)]
+
+
+def test_the_documented_duckdb_query_agrees_with_report(tmp_path: Path, monkeypatch):
+    import duckdb
+
+    fleet = tmp_path / "fleet"
+    write_local(FLEET, fleet)
+    corrupt = next(run for run in FLEET if run.corrupt_chunk)
+    (fleet / corrupt.key / f"{corrupt.corrupt_chunk:06d}.csv.gz").unlink()  # DuckDB would stop
+    result = report(str(fleet), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    groups = {group["group"]: group for group in json.loads(result.stdout)["groups"]}
+    monkeypatch.chdir(tmp_path)  # the view reads 'fleet/job=*/run=*/*.csv.gz'
+    db = duckdb.connect()
+    db.execute(documented_sql("duckdb"))
+    answer = db.execute(documented_sql("query")).fetchall()
+    compared = 0
+    for job, runs, rows, hours, peak, cpu_p95 in answer:
+        group = groups.get(f"job={job}")
+        if group is None or "refused" in group:
+            continue
+        basis = group["basis"]
+        assert (runs, rows) == (basis["runs"], basis["rows"]), job
+        assert round(hours, 3) == basis["hours"] and round(peak, 1) == basis["memory_peak_mib"]
+        assert round(cpu_p95, 4) == basis["cpu_percentile_cores"], job
+        compared += 1
+    assert compared == 4  # train, etl, infer, backfill (tiny: too little; the loose run: no job)
+    for label in ("athena-ddl", "trino-ddl"):  # the same 32 columns as the agent writes
+        names = re.findall(r"[`\"]?(\w+)[`\"]? double", documented_sql(label))
+        assert tuple(names) == SENTINEL_COLUMNS, label

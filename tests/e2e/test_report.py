@@ -457,3 +457,13 @@ def test_headless_chromium_draws_non_blank_charts(tmp_path: Path):
     html_page(tmp_path)
     blue, orange = series_pixels(tmp_path / "report.html", tmp_path / "shot.png")
     assert blue > 2000 and orange > 500  # lines drawn in every chart, not an empty page
+
+
+def test_the_cpu_basis_is_the_percentile_at_the_requests_10_millicore_step(tmp_path: Path):
+    # The engine counts CPU figures rounded up to 10 millicores: the request is the one the
+    # raw p95 (0.4094 cores) gives, and the basis shown is that step (0.41).
+    out = output_dir(tmp_path / "out", [row(1_700_000_000 + i, 0.4 + i / 1e4, 600.0)
+                                        for i in range(100)])  # fmt: skip
+    data = json.loads(report(str(out), "--format", "json").stdout)
+    assert data["resources"]["requests"]["cpu"] == cpu_quantity(0.4094) == "410m"
+    assert data["basis"]["cpu_percentile_cores"] == 0.41

@@ -102,7 +102,7 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         found = fleet.within(found, since, until)  # runs without run.json: by their first row
         if not found:
             raise runs.ReportError(f"none of the {len(loaded)} run(s) started in the time asked")
-        groups = [fleet.summarize(engine, key, members, rules)
+        groups = [fleet.summarize(key, members, rules)
                   for key, members in fleet.grouped(found, group_by).items()]  # fmt: skip
         groups.sort(key=lambda group: group.wasted_core_hours, reverse=True)
         if len(groups) == 1 and groups[0].refused:

@@ -1,20 +1,22 @@
 """The report's engine: DuckDB (the `report` extra) reads each run's gzipped CSV chunks or
 spool segments where they lie — local files, or S3 through the httpfs extension from its pip
-package, so nothing is fetched at run time — in one streaming pass per run. What it keeps per
-run is one row per distinct `process_cpu_usage` value (how often it occurred, and the sums and
-extremes of the other columns in those rows), so a group's CPU percentile and every total are
-exact while no row is held in Python and a fleet's rows are never in memory at once. A chunk
+package, so nothing is fetched at run time — in one streaming pass per run, a thousand chunks a
+query. What it keeps of a run is one row of sums and extremes, and how many rows had each CPU
+figure at the recommendation's resolution (10 millicores, rounded up: at most 100 values a
+core), so no row is held in Python, a fleet's rows are never in memory at once, and a group's
+CPU percentile gives exactly the request that the percentile of the raw figures would. A chunk
 DuckDB cannot read is left out, named, and flagged on its run."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from sentinel_sidecar.report.figures import POINTS, Figures, Measured, Series
-from sentinel_sidecar.report.recommend import percentile
 from sentinel_sidecar.report.runs import ReportError, Run, s3_client, s3_session
 
 # The columns a report reads, by the short names the queries use; a run without one (the
@@ -30,6 +32,7 @@ COLUMNS = {
     "cgroup_oom_kills": "oom",
 }
 BATCH = 1000  # chunks per query: DuckDB keeps some state per file until its query ends
+MEMORY_LIMIT = "256MB"  # DuckDB's buffers; it keeps what it freed up to its limit
 HTTPFS_VERSION = "v1.5.5"  # the duckdb-extension-httpfs wheel's directory, pinned with duckdb
 MISSING = (
     "report needs the report extra (DuckDB and its httpfs extension): "
@@ -38,20 +41,16 @@ MISSING = (
 
 _READ = """read_csv($files, header = true, auto_detect = false, columns = $types,
                     strict_mode = true, buffer_size = 1048576)"""
-# Per run and distinct CPU value: its rows, and the sums and extremes of the other columns.
-_COUNT = """
-INSERT INTO counts
-SELECT $run, cpu, count(cpu), count(*), count(*) FILTER (WHERE coalesce(cpu, 0) > 0 OR
-       coalesce(mem, 0) > 0), min(ts), max(ts), sum(mem), max(mem), sum(gpu), max(gpu),
-       max(gpus), sum(oom), sum(rd), sum(wr)
-FROM (SELECT {select} FROM {read}) GROUP BY cpu
-"""
-_FIGURES = """
-SELECT sum(rows)::BIGINT, sum(n)::BIGINT, sum(workload)::BIGINT, min(first), max(last),
-       coalesce(sum(cpu * n), 0), coalesce(sum(mem), 0), coalesce(max(mem_peak), 0),
-       coalesce(sum(gpu), 0), coalesce(max(gpu_peak), 0), coalesce(max(gpus), 0),
+# One row over all the rows (total = 1, in the order of Figures' fields), and one per CPU
+# figure rounded up to 10 millicores (total = 0: the figure and how many rows had it).
+_MEASURE = """
+SELECT grouping(step) AS total, step, count(cpu), count(*),
+       count(*) FILTER (WHERE coalesce(cpu, 0) > 0 OR coalesce(mem, 0) > 0), min(ts), max(ts),
+       coalesce(sum(cpu), 0), coalesce(sum(mem), 0), coalesce(max(mem), 0),
+       coalesce(sum(gpu), 0), coalesce(max(gpu), 0), coalesce(max(gpus), 0),
        coalesce(sum(oom), 0), coalesce(sum(rd), 0), coalesce(sum(wr), 0)
-FROM counts WHERE run = $run
+FROM (SELECT *, ceil(round(cpu * 1000, 6) / 10) / 100 AS step FROM (SELECT {select} FROM {read}))
+GROUP BY GROUPING SETS ((), (step))
 """
 _SERIES = """
 SELECT floor((ts - $first) / $width) AS bucket, min(ts), max(cpu), max(mem), max(rd), max(wr),
@@ -71,48 +70,39 @@ class Engine:
             raise ReportError(f"{MISSING} ({exc})") from exc
         self._error: type[Exception] = duckdb.Error
         # Nothing is fetched at run time: httpfs comes from its wheel, loaded by path.
-        self._db = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                          "autoload_known_extensions": False})  # fmt: skip
+        self._spill = tempfile.TemporaryDirectory(prefix="sentinel-report-")
+        self._db = duckdb.connect(config={
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+            "memory_limit": MEMORY_LIMIT, "temp_directory": self._spill.name,
+        })  # fmt: skip
         self._db.execute("SET enable_progress_bar = false")
-        self._db.execute(
-            "CREATE TEMP TABLE counts (run INTEGER, cpu DOUBLE, n BIGINT, rows BIGINT, "
-            "workload BIGINT, first DOUBLE, last DOUBLE, mem DOUBLE, mem_peak DOUBLE, "
-            "gpu DOUBLE, gpu_peak DOUBLE, gpus DOUBLE, oom DOUBLE, rd DOUBLE, wr DOUBLE)"
-        )
         wheel = os.path.dirname(duckdb_extension_httpfs.__file__)
         self._httpfs = os.path.join(wheel, "extensions", HTTPFS_VERSION, "httpfs.duckdb_extension")
         self._instance_metadata = instance_metadata
         self._buckets: set[str] = set()
-        self._runs = 0
 
     def measure(self, run: Run, *, series: bool = False) -> Measured:
-        """Read `run`'s rows once: its figures and CPU counts (kept for `percentile`), and
-        its chart series when `series`. A chunk that cannot be read is left out and named."""
+        """Read `run`'s rows once: its figures and CPU counts, and its chart series when
+        `series`. A chunk that cannot be read is left out and named."""
         for uri in run.files:
             self._reach(uri)
-        key = self._runs
-        self._runs += 1
         header, skipped = self._header(run.files)
         read = [name for name in run.files if name not in skipped] if header else []
+        figures, counts = Figures(), Counter[float]()
         for start in range(0, len(read), BATCH):
-            skipped |= self._each(_COUNT, read[start : start + BATCH], header or [], run=key)
-        row = self._db.execute(_FIGURES, {"run": key}).fetchone()
-        figures = Figures(*row) if row and row[0] else Figures()
+            rows, left_out = self._each(_MEASURE, read[start : start + BATCH], header or [])
+            skipped |= left_out
+            for total, step, *values in rows:
+                if total:
+                    figures = figures.merged(Figures(*values))
+                elif values[0]:
+                    counts[step] += values[0]
         why = tuple(f"{name}: {reason}" for name, reason in skipped.items())
-        if not (series and figures.rows):
-            return Measured(key, figures, why)
-        kept = [name for name in read if name not in skipped]
-        return Measured(key, figures, why, self._series(kept, header or [], figures))
-
-    def percentile(self, keys: Sequence[int], percent: float) -> float:
-        """The `percent` percentile (nearest rank) of process_cpu_usage over every row of the
-        measured runs `keys`."""
-        counts = self._db.execute(
-            "SELECT cpu, sum(n)::BIGINT FROM counts WHERE list_contains($keys, run) AND n > 0 "
-            "GROUP BY cpu ORDER BY cpu",
-            {"keys": list(keys)},
-        ).fetchall()
-        return percentile(counts, percent)
+        drawn = None
+        if series and figures.rows:
+            kept = [name for name in read if name not in skipped]
+            drawn = self._series(kept, header or [], figures)
+        return Measured(figures, dict(counts), why, drawn)
 
     def _header(self, files: Sequence[str]) -> tuple[list[str] | None, dict[str, str]]:
         """The columns of the run's first readable chunk, and the chunks before it that could
@@ -138,9 +128,9 @@ class Engine:
 
     def _each(
         self, query: str, files: Sequence[str], header: Sequence[str], **values: Any
-    ) -> dict[str, str]:
-        """`query` over `files` at once; when that fails, over each file alone, leaving out
-        (and returning, with why) the files DuckDB cannot read."""
+    ) -> tuple[list[Any], dict[str, str]]:
+        """`query`'s rows over `files` at once; when that fails, over each file alone, with
+        the files DuckDB cannot read left out (returned, with why)."""
         types = {name: "DOUBLE" if name in COLUMNS else "VARCHAR" for name in header}
         select = ", ".join(
             f'"{name}" AS {short}' if name in header else f"NULL::DOUBLE AS {short}"
@@ -148,18 +138,21 @@ class Engine:
         )
         sql = query.format(select=select, read=_READ)
         try:
-            self._db.execute(sql, {"files": list(files), "types": types, **values})
-            return {}
+            return self._db.execute(
+                sql, {"files": list(files), "types": types, **values}
+            ).fetchall(), {}
         except self._error:
             if len(files) == 1:
                 raise
-        skipped = {}
+        rows, skipped = [], {}
         for name in files:
             try:
-                self._db.execute(sql, {"files": [name], "types": types, **values})
+                rows += self._db.execute(
+                    sql, {"files": [name], "types": types, **values}
+                ).fetchall()
             except self._error as exc:
                 skipped[name] = _first_line(exc)
-        return skipped
+        return rows, skipped
 
     def _series(self, files: Sequence[str], header: Sequence[str], figures: Figures) -> Series:
         """Bucket maxima over time, POINTS buckets at most; disk as MB/s of the mean interval."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 POINTS = 1500  # per chart series: a week of 1 s rows is drawn from bucket maxima
@@ -26,6 +27,29 @@ class Figures:
     oom_kills: float = 0.0  # cgroup OOM kills (extended schema)
     read_bytes: float = 0.0
     written_bytes: float = 0.0
+
+    def merged(self, other: Figures) -> Figures:
+        """These figures and `other`'s (another part of the same run) as one."""
+        if not other.rows:
+            return self
+        if not self.rows:
+            return other
+        return Figures(
+            self.rows + other.rows,
+            self.cpu_rows + other.cpu_rows,
+            self.workload_samples + other.workload_samples,
+            _either(min, self.first, other.first),
+            _either(max, self.last, other.last),
+            self.cpu_sum + other.cpu_sum,
+            self.memory_sum + other.memory_sum,
+            max(self.memory_peak_mib, other.memory_peak_mib),
+            self.gpu_sum + other.gpu_sum,
+            max(self.gpu_usage_peak, other.gpu_usage_peak),
+            max(self.gpus_peak, other.gpus_peak),
+            self.oom_kills + other.oom_kills,
+            self.read_bytes + other.read_bytes,
+            self.written_bytes + other.written_bytes,
+        )
 
     @property
     def hours(self) -> float:
@@ -77,10 +101,20 @@ class Series:
 
 @dataclass(frozen=True)
 class Measured:
-    """A run as the engine read it: its figures, the chunks it left out and why, its key
-    among the engine's counts, and its chart series when asked for."""
+    """A run as the engine read it: its figures, how many of its rows had each CPU figure at
+    the recommendation's resolution (10 millicores, rounded up), the chunks it left out and
+    why, and its chart series when asked for."""
 
-    key: int
     figures: Figures
+    cpu_counts: dict[float, int] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
     series: Series | None = None
+
+
+def _either(
+    pick: Callable[[float, float], float], a: float | None, b: float | None
+) -> float | None:
+    """`pick(a, b)`, or the one that is not None."""
+    if a is None or b is None:
+        return b if a is None else a
+    return pick(a, b)

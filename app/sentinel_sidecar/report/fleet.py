@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sentinel_sidecar.delivery.s3 import parse_s3_uri
 from sentinel_sidecar.identity.record import ContainerResources
-from sentinel_sidecar.report.recommend import Recommendation, Rules, Usage, recommend
+from sentinel_sidecar.report.recommend import (
+    Recommendation,
+    Rules,
+    Usage,
+    percentile,
+    recommend,
+)
 from sentinel_sidecar.report.runs import ReportError, Run, chunk_number, holds_a_run, s3_keys
-
-if TYPE_CHECKING:
-    from sentinel_sidecar.report.engine import Engine
 
 RUN_JSON = "run.json"
 # Fewer samples of the workload than this and a recommendation would rest on noise: the group
@@ -161,19 +165,22 @@ def too_little(runs: Sequence[Run]) -> str | None:
     )
 
 
-def summarize(engine: Engine, key: str, runs: Sequence[Run], rules: Rules) -> Group:
+def summarize(key: str, runs: Sequence[Run], rules: Rules) -> Group:
     """One group's recommendation from its measured runs, beside the current requests and
     limits of the latest run that recorded them; refused when they hold too little."""
     refusal = too_little(runs)
     if refusal is not None:
         return Group(key, runs, None, refusal)
-    figures = [run.measured.figures for run in runs if run.measured]
+    measured = [run.measured for run in runs if run.measured]
+    figures = [each.figures for each in measured]
+    counts: Counter[float] = Counter()
+    for each in measured:
+        counts.update(each.cpu_counts)
     current = ContainerResources()
     for run in runs:
         current = (run.summary.resources if run.summary else None) or current
-    keys = [run.measured.key for run in runs if run.measured]
     usage = Usage(
-        cpu_basis=engine.percentile(keys, rules.cpu_percentile),
+        cpu_basis=percentile(sorted(counts.items()), rules.cpu_percentile),
         memory_peak_mib=max(figure.memory_peak_mib for figure in figures),
         gpus_peak=max(figure.gpus_peak for figure in figures),
         runs=len(runs),

@@ -47,7 +47,9 @@ class Prices:
 class Usage:
     """What a group of runs used, over every row of every run (the report's engine sums it)."""
 
-    cpu_basis: float  # cores at the rules' percentile of every row's process_cpu_usage
+    # cores at the rules' percentile of every row's process_cpu_usage, each rounded up to 10
+    # millicores first (the request's own step: the request is the same as from raw figures)
+    cpu_basis: float
     memory_peak_mib: float
     gpus_peak: float  # the most GPUs the workload kept busy at once (process_gpu_utilized)
     runs: int
