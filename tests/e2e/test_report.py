@@ -467,3 +467,23 @@ def test_the_cpu_basis_is_the_percentile_at_the_requests_10_millicore_step(tmp_p
     data = json.loads(report(str(out), "--format", "json").stdout)
     assert data["resources"]["requests"]["cpu"] == cpu_quantity(0.4094) == "410m"
     assert data["basis"]["cpu_percentile_cores"] == 0.41
+
+
+def test_group_by_takes_the_first_of_the_keys_named_that_a_run_has(tmp_path: Path):
+    fleet = tmp_path / "fleet"
+    for name, job, tags in (("a", "train", {"team": "ml"}), ("b", None, {"team": "ml"}),
+                            ("c", None, {"team": "data"}), ("d", None, {})):  # fmt: skip
+        identity = {"tags": {"value": tags, "source": "settings"}}
+        if job:
+            identity["job_name"] = {"value": job, "source": "pod"}
+        output_dir(fleet / name, [row(1_700_000_000 + i, 0.5, 100.0) for i in range(10)],
+                   {"run_id": name, "identity": identity})  # fmt: skip
+    result = report(str(fleet), "--format", "json", "--group-by", "job,tag:team")
+    assert result.returncode == 0, result.stderr
+    groups = {group["group"]: len(group["runs"]) for group in json.loads(result.stdout)["groups"]}
+    assert groups == {"job=train": 1, "team=ml": 1, "team=data": 1, f"run={fleet / 'd'}": 1}
+    by_tag = json.loads(report(str(fleet), "--format", "json", "--group-by", "tag:team").stdout)
+    assert {group["group"] for group in by_tag["groups"]} == {"team=ml", "team=data",
+                                                             f"run={fleet / 'd'}"}  # fmt: skip
+    wrong = report(str(fleet), "--group-by", "job,run")
+    assert wrong.returncode == 2 and "--group-by: 'job,run' is not run, all" in wrong.stderr

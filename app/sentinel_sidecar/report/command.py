@@ -28,9 +28,10 @@ def add_parser(commands: Any) -> None:
     summary.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="a run (output dir, spool dir, s3://bucket/prefix/<run>) or a "
                          "directory or S3 prefix holding many")  # fmt: skip
-    summary.add_argument("--group-by", default="job", metavar="job|run|all|tag:NAME",
-                         help="one recommendation per job (its job_name, else per run), per "
-                         "run, over all runs, or per value of a tag [job]")  # fmt: skip
+    summary.add_argument("--group-by", default="job", metavar="job|tag:NAME[,...]|run|all",
+                         help="one recommendation per job (its job_name), per value of a tag, "
+                         "the first of several a run has (job,tag:team), per run, or over all "
+                         "runs; a run with none of them is a group of its own [job]")  # fmt: skip
     summary.add_argument("--since", metavar="TIME", help="only runs started at or after TIME "
                          "(ISO 8601, UTC unless it says otherwise)")  # fmt: skip
     summary.add_argument("--until", metavar="TIME", help="only runs started before TIME")
@@ -84,7 +85,8 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         group_by = fleet.check_group_by(args.group_by)
     except ValueError:
         raise ConfigError(
-            f"report --group-by: {args.group_by!r} is not job, run, all or tag:NAME"
+            f"report --group-by: {args.group_by!r} is not run, all, or job and tag:NAME "
+            "separated by commas"
         ) from None
     since, until = _time("--since", args.since), _time("--until", args.until)
     try:

@@ -91,10 +91,10 @@ def _s3_runs(uri: str, instance_metadata: bool) -> list[str]:
     return [f"s3://{bucket}/{run}" for run in sorted(runs)]
 
 
-def group_key(run: Run, group_by: str) -> str:
-    """The group of `run`: `job` (its job name, else a group of its own), `run`, `all` (one
-    group), or `tag:<name>` (that tag, else a group of its own)."""
-    if group_by == "all":
+def group_key(run: Run, group_by: Sequence[str]) -> str:
+    """The group of `run`: `all` (one group), `run` (a group each), or the first of `job` (its
+    job name) and `tag:<name>` (that tag) in `group_by` that the run has; else its own group."""
+    if tuple(group_by) == ("all",):
         return "all"
     identity = run.summary.identity if run.summary else {}
 
@@ -102,21 +102,24 @@ def group_key(run: Run, group_by: str) -> str:
         field = identity.get(name)
         return field.get("value") if isinstance(field, dict) else None
 
-    if group_by == "job":
-        job = value("job_name")
-        return f"job={job}" if job else f"run={run.source}"
-    if group_by.startswith("tag:"):
-        tags = value("tags")
-        tag = group_by[len("tag:") :]
-        found = tags.get(tag) if isinstance(tags, dict) else None
-        return f"{tag}={found}" if found else f"run={run.source}"
+    tags = value("tags")
+    for key in group_by:
+        if key == "job" and value("job_name"):
+            return f"job={value('job_name')}"
+        tag = key.removeprefix("tag:")
+        if key.startswith("tag:") and isinstance(tags, dict) and tags.get(tag):
+            return f"{tag}={tags[tag]}"
     return f"run={run.source}"
 
 
-def check_group_by(text: str) -> str:
-    """`--group-by` as given; ValueError when it is not job, run, all or tag:<name>."""
-    if text in ("job", "run", "all") or (text.startswith("tag:") and len(text) > len("tag:")):
-        return text
+def check_group_by(text: str) -> tuple[str, ...]:
+    """`--group-by` as keys tried in order: `run` or `all` alone, or a comma-separated list of
+    `job` and `tag:<name>`; ValueError when it is none of these."""
+    keys = tuple(text.split(","))
+    if keys in (("run",), ("all",)):
+        return keys
+    if all(key == "job" or (key.startswith("tag:") and len(key) > len("tag:")) for key in keys):
+        return keys
     raise ValueError(text)
 
 
@@ -143,7 +146,7 @@ def within(runs: Iterable[Run], since: float | None, until: float | None) -> lis
     return kept
 
 
-def grouped(runs: Sequence[Run], group_by: str) -> dict[str, list[Run]]:
+def grouped(runs: Sequence[Run], group_by: Sequence[str]) -> dict[str, list[Run]]:
     """The runs by group, groups in the order their first run came."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
