@@ -35,6 +35,7 @@ from sentinel_sidecar.setting import (
     choice,
     number,
     setting,
+    settings_group,
 )
 from sentinel_sidecar.spool.store import MIN_SEGMENTS, SpoolSettings
 
@@ -48,7 +49,7 @@ class ConfigError(Exception):
     """A setting has a value the agent cannot use; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
+@settings_group
 class SamplingSettings:
     """What is sampled, how often, and when the workload counts as gone."""
 
@@ -90,7 +91,7 @@ class SamplingSettings:
     )
 
 
-@dataclass(frozen=True)
+@settings_group
 class KubernetesSettings:
     """The workload's exit code from the pod's status, when no `exit_code` file holds it."""
 
@@ -131,7 +132,7 @@ class RunMetadata(TypedDict, total=False):
     tags: dict[str, str]
 
 
-@dataclass(frozen=True)
+@settings_group
 class MetadataSettings:
     """Run metadata, sent with the run (Sentinel) or written to `run.json`."""
 
@@ -160,7 +161,7 @@ class MetadataSettings:
     )
 
 
-@dataclass(frozen=True)
+@settings_group
 class CloudSettings:
     """The host and its cloud: found where allowed, your values always win."""
 
@@ -189,7 +190,7 @@ class CloudSettings:
     cloud_instance_type: str | None = setting(None, TEXT, "cloud: instance type")
 
 
-@dataclass(frozen=True)
+@settings_group
 class AgentSettings:
     """The agent's own logs and probes."""
 

@@ -1,5 +1,5 @@
 """How a setting is declared: `setting(default, rule, help)` on a field of a settings group (a
-frozen dataclass with a `TITLE`), and the rules that check a value from YAML, the environment
+`settings_group` class with a `TITLE`), and the rules that check a value from YAML, the environment
 or a flag. Groups live with what they configure (the spool's, each destination's); `config`
 composes them into the one `Settings`."""
 
@@ -13,9 +13,18 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, dataclass_transform, overload
 
 _T = TypeVar("_T")
+_Group = TypeVar("_Group")
+
+
+@dataclass_transform(frozen_default=True)
+def settings_group(cls: type[_Group]) -> type[_Group]:
+    """A settings group: frozen fields for `config.Settings` to compose, never built itself,
+    so none of a dataclass's methods are made for it (each is compiled at every start: for
+    the ten groups ~4 % of the agent's start-up instructions)."""
+    return dataclass(frozen=True, init=False, repr=False, eq=False)(cls)
 
 
 @dataclass(frozen=True)

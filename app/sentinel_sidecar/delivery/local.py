@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -15,7 +14,7 @@ from sentinel_sidecar.delivery.destination import (
     Wiring,
 )
 from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind
-from sentinel_sidecar.setting import PATH, setting
+from sentinel_sidecar.setting import PATH, setting, settings_group
 from sentinel_sidecar.spool.durable import replace_file
 from sentinel_sidecar.spool.store import LOCAL_FLOOR_SEGMENTS, unused_stamp
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
+@settings_group
 class LocalSettings:
     """Local mode, when neither a token nor an S3 URI is set."""
 

@@ -7,7 +7,6 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
@@ -26,7 +25,7 @@ from sentinel_sidecar.delivery.retry import (
     http_error_kind,
     request_timeouts,
 )
-from sentinel_sidecar.setting import TEXT, URL, Rule, setting
+from sentinel_sidecar.setting import TEXT, URL, Rule, setting, settings_group
 
 if TYPE_CHECKING:
     import requests
@@ -70,7 +69,7 @@ def _s3_uri(value: Any) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@settings_group
 class S3Settings:
     """Direct S3 mode, and the S3 that Sentinel mode uploads to."""
 

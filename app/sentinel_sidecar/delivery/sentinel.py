@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -22,7 +21,7 @@ from sentinel_sidecar.delivery.destination import (
 from sentinel_sidecar.delivery.retry import DeliveryError, ErrorKind, http_error_kind
 from sentinel_sidecar.delivery.s3 import S3Store
 from sentinel_sidecar.delivery.sentinel_api import Credentials, SentinelClient, SentinelError
-from sentinel_sidecar.setting import PATH, SECRET, URL, number, setting
+from sentinel_sidecar.setting import PATH, SECRET, URL, number, setting, settings_group
 from sentinel_sidecar.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ log = structlog.get_logger(__name__)
 REFRESH_MARGIN = 300.0  # renew the credentials when fewer seconds than this are left
 
 
-@dataclass(frozen=True)
+@settings_group
 class SentinelSettings:
     """Sentinel mode, chosen by a token (or a token file)."""
 

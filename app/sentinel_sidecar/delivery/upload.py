@@ -20,7 +20,7 @@ from sentinel_sidecar.deadline import Call, DeadlineExceeded
 from sentinel_sidecar.delivery.destination import Destination, DestinationStatus
 from sentinel_sidecar.delivery.retry import Backoff, DeliveryError, ErrorKind, retry_until
 from sentinel_sidecar.log import RunContext
-from sentinel_sidecar.setting import BYTES, SECONDS_POSITIVE, number, setting
+from sentinel_sidecar.setting import BYTES, SECONDS_POSITIVE, number, setting, settings_group
 from sentinel_sidecar.spool.durable import replace_file
 from sentinel_sidecar.spool.state import Loss, State, StateStore
 from sentinel_sidecar.spool.store import Spool
@@ -33,7 +33,7 @@ CALL_BUDGET = 30.0  # at least this long for one cycle's network calls outside t
 REFUSED_DIR = "refused"  # chunks the destination refused for good, under the spool directory
 
 
-@dataclass(frozen=True)
+@settings_group
 class UploadSettings:
     """When rows are delivered, in what pieces, and for how long after a stop."""
 

@@ -7,13 +7,12 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import structlog
 
-from sentinel_sidecar.setting import PATH, number, setting
+from sentinel_sidecar.setting import PATH, number, setting, settings_group
 from sentinel_sidecar.spool.merge import halve
 from sentinel_sidecar.spool.segment import (
     Segment,
@@ -42,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@settings_group
 class SpoolSettings:
     """Where the rows wait for delivery, and how much of the volume they may take."""
 
