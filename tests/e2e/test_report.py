@@ -487,3 +487,18 @@ def test_group_by_takes_the_first_of_the_keys_named_that_a_run_has(tmp_path: Pat
                                                              f"run={fleet / 'd'}"}  # fmt: skip
     wrong = report(str(fleet), "--group-by", "job,run")
     assert wrong.returncode == 2 and "--group-by: 'job,run' is not run, all" in wrong.stderr
+
+
+def test_a_live_spools_half_written_last_row_is_left_out_not_the_segment(tmp_path: Path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    rows = [row(1_700_000_000 + i, 0.5, 300.0) for i in range(40)]
+    half = rows[-1][: len(rows[-1]) // 2]  # the agent was writing it when report read
+    (spool / segment_name(0, 0)).write_text(HEADER + "".join(rows[:-1]) + half)
+    result = report(str(spool), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["basis"]["rows"] == 39 and data["runs"][0]["rows"] == 39
+    assert "read without the rows that do not parse" in result.stderr
+    assert any(flag.startswith("unreadable: 1 chunk(s) left out or read in part")
+               for flag in data["flags"])  # fmt: skip

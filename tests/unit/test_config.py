@@ -250,7 +250,7 @@ def _chunk(path: Path, body: bytes) -> Path:
         (lambda d: _chunk(d / "file", b"x"), "is a file; expected a local output directory"),
         (lambda d: _chunk(d / "spool" / "metrics.csv", b"a\n").parent, "no CSV header"),
         (lambda d: _chunk(d / "out" / "000001.csv.gz", b"no gzip").parent,
-         "000001.csv.gz: IO Error: Input is not a GZIP stream"),
+         "000001.csv.gz: left out (IO Error: Input is not a GZIP stream"),
         (lambda d: _chunk(d / "empty" / "run.json", b"{}").parent, "holds no chunk"),
     ],
     ids=["missing", "file", "spool-without-header", "corrupt-chunk", "no-chunks"],

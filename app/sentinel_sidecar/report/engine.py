@@ -5,7 +5,8 @@ query. What it keeps of a run is one row of sums and extremes, and how many rows
 figure at the recommendation's resolution (10 millicores, rounded up: at most 100 values a
 core), so no row is held in Python, a fleet's rows are never in memory at once, and a group's
 CPU percentile gives exactly the request that the percentile of the raw figures would. A chunk
-DuckDB cannot read is left out, named, and flagged on its run."""
+DuckDB cannot read is left out (one with rows that do not parse is read without them), named,
+and flagged on its run."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ COLUMNS = {
 }
 BATCH = 1000  # chunks per query: DuckDB keeps some state per file until its query ends
 MEMORY_LIMIT = "256MB"  # DuckDB's buffers; it keeps what it freed up to its limit
+LEFT_OUT = "left out"  # a chunk not read at all (else: read without its broken rows)
 HTTPFS_VERSION = "v1.5.5"  # the duckdb-extension-httpfs wheel's directory, pinned with duckdb
 MISSING = (
     "report needs the report extra (DuckDB and its httpfs extension): "
@@ -40,7 +42,7 @@ MISSING = (
 )
 
 _READ = """read_csv($files, header = true, auto_detect = false, columns = $types,
-                    strict_mode = true, buffer_size = 1048576)"""
+                    strict_mode = true, ignore_errors = $lenient, buffer_size = 1048576)"""
 # One row over all the rows (total = 1, in the order of Figures' fields), and one per CPU
 # figure rounded up to 10 millicores (total = 0: the figure and how many rows had it).
 _MEASURE = """
@@ -83,7 +85,7 @@ class Engine:
 
     def measure(self, run: Run, *, series: bool = False) -> Measured:
         """Read `run`'s rows once: its figures and CPU counts, and its chart series when
-        `series`. A chunk that cannot be read is left out and named."""
+        `series`. A chunk that cannot be read is left out, or read in part, and named."""
         if run.files:
             self._reach(run.files[0])  # a run's chunks are all in one place
         header, skipped = self._header(run.files)
@@ -100,7 +102,7 @@ class Engine:
         why = tuple(f"{name}: {reason}" for name, reason in skipped.items())
         drawn = None
         if series and figures.rows:
-            kept = [name for name in read if name not in skipped]
+            kept = [name for name in read if not skipped.get(name, "").startswith(LEFT_OUT)]
             drawn = self._series(kept, header or [], figures)
         return Measured(figures, dict(counts), why, drawn)
 
@@ -117,11 +119,11 @@ class Engine:
                     {"file": name},
                 ).fetchone()
             except self._error as exc:
-                skipped[name] = _first_line(exc)
+                skipped[name] = f"{LEFT_OUT} ({_first_line(exc)})"
                 continue
             header = str(row[0]).split(",") if row and row[0] else []
             if "timestamp" not in header:
-                skipped[name] = "no CSV header with a timestamp column"
+                skipped[name] = f"{LEFT_OUT} (no CSV header with a timestamp column)"
                 continue
             return header, skipped
         return None, skipped
@@ -129,30 +131,38 @@ class Engine:
     def _each(
         self, query: str, files: Sequence[str], header: Sequence[str], **values: Any
     ) -> tuple[list[Any], dict[str, str]]:
-        """`query`'s rows over `files` at once; when that fails, over each file alone, with
-        the files DuckDB cannot read left out (returned, with why)."""
+        """`query`'s rows over `files` at once. When that fails, each file alone: one with rows
+        that do not parse (a live spool's last row half written) is read without them; one
+        DuckDB cannot read at all (not gzip, cut short) is left out. Returns the rows and,
+        per file read in part or not at all, what happened."""
         types = {name: "DOUBLE" if name in COLUMNS else "VARCHAR" for name in header}
         select = ", ".join(
             f'"{name}" AS {short}' if name in header else f"NULL::DOUBLE AS {short}"
             for name, short in COLUMNS.items()
         )
         sql = query.format(select=select, read=_READ)
+
+        def rows_of(names: Sequence[str], lenient: bool = False) -> list[Any]:
+            given = {"files": list(names), "types": types, "lenient": lenient, **values}
+            return self._db.execute(sql, given).fetchall()
+
         try:
-            return self._db.execute(
-                sql, {"files": list(files), "types": types, **values}
-            ).fetchall(), {}
+            return rows_of(files), {}
         except self._error:
-            if len(files) == 1:
-                raise
-        rows, skipped = [], {}
+            pass
+        rows, troubles = [], {}
         for name in files:
             try:
-                rows += self._db.execute(
-                    sql, {"files": [name], "types": types, **values}
-                ).fetchall()
+                rows += rows_of([name])
+                continue
             except self._error as exc:
-                skipped[name] = _first_line(exc)
-        return rows, skipped
+                error = _first_line(exc)
+            try:
+                rows += rows_of([name], lenient=True)
+                troubles[name] = f"read without the rows that do not parse ({error})"
+            except self._error as exc:
+                troubles[name] = f"{LEFT_OUT} ({_first_line(exc)})"
+        return rows, troubles
 
     def _series(self, files: Sequence[str], header: Sequence[str], figures: Figures) -> Series:
         """Bucket maxima over time, POINTS buckets at most; disk as MB/s of the mean interval."""

@@ -102,8 +102,8 @@ class Series:
 @dataclass(frozen=True)
 class Measured:
     """A run as the engine read it: its figures, how many of its rows had each CPU figure at
-    the recommendation's resolution (10 millicores, rounded up), the chunks it left out and
-    why, and its chart series when asked for."""
+    the recommendation's resolution (10 millicores, rounded up), the chunks it left out or
+    read in part and why, and its chart series when asked for."""
 
     figures: Figures
     cpu_counts: dict[float, int] = field(default_factory=dict)

@@ -49,12 +49,13 @@ class Group:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """The recommendation's flags, and every chunk the engine had to leave out."""
+        """The recommendation's flags, and the chunks the engine left out or read in part."""
         own = self.recommendation.flags if self.recommendation else ()
-        left_out = [why for run in self.runs if run.measured for why in run.measured.skipped]
-        if not left_out:
+        troubles = [why for run in self.runs if run.measured for why in run.measured.skipped]
+        if not troubles:
             return own
-        return (*own, f"unreadable: {len(left_out)} chunk(s) left out, first {left_out[0]}")
+        return (*own, f"unreadable: {len(troubles)} chunk(s) left out or read in part, first "
+                      f"{troubles[0]}")  # fmt: skip
 
 
 def expand(source: str, *, instance_metadata: bool = False) -> list[str]:
