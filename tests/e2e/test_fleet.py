@@ -94,6 +94,13 @@ def test_a_local_fleet_is_grouped_and_figured_as_computed_here(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     groups = json.loads(result.stdout)["groups"]
     check(groups, expected(FLEET, lambda run: str(fleet / run.key)))
+    [train] = [group for group in groups if group["group"] == "job=train"]
+    first = next(run for run in FLEET if run.pod == "train-00")
+    [shown] = [run for run in train["runs"] if run["source"] == str(fleet / first.key)]
+    mean_cpu = sum(cpu for _t, cpu, _m in first.rows) / len(first.rows)  # 1 s rows
+    assert shown["rows"] == len(first.rows) and shown["hours"] == round(299 / 3600, 3)
+    assert shown["memory_peak_mib"] == max(memory for _t, _c, memory in first.rows)
+    assert shown["core_hours_used"] == round(mean_cpu * len(first.rows) / 3600, 3)
     flags = {group["group"]: group["flags"] for group in groups}
     assert flags["job=train"][0].startswith("oom: 2 of 14 run(s) ended OOM-killed")
     assert flags["job=infer"][0].startswith("oom: 1 of 10 run(s)")

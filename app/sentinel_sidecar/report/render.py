@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sentinel_sidecar.identity.record import ContainerResources, amount
+from sentinel_sidecar.report.figures import Figures
 from sentinel_sidecar.report.fleet import Group
 from sentinel_sidecar.report.recommend import Prices, Recommendation, Rules
+from sentinel_sidecar.report.runs import Run
 
 CSV_COLUMNS = (
     "group", "runs", "oom_killed_runs", "rows", "hours", "cpu_percentile_cores",
@@ -24,16 +26,7 @@ CSV_COLUMNS = (
 def as_dict(group: Group, prices: Prices) -> dict[str, Any]:
     """One group for `--format json`: the recommendation, its basis, the current values, the
     difference and the runs; or why there is none."""
-    runs = [
-        {
-            "source": run.source,
-            "rows": run.measured.figures.rows if run.measured else 0,
-            "run_id": run.summary.run_id if run.summary else None,
-            "oom_killed": run.oom_killed,
-            "chunks_left_out": list(run.measured.skipped) if run.measured else [],
-        }
-        for run in group.runs
-    ]
+    runs = [_run(run) for run in group.runs]
     rec = group.recommendation
     if rec is None:
         return {"refused": group.refused, "flags": list(group.flags), "runs": runs}
@@ -51,6 +44,22 @@ def as_dict(group: Group, prices: Prices) -> dict[str, Any]:
         "current": dict(rec.current),
         "difference": rec.savings(prices),
         "runs": runs,
+    }
+
+
+def _run(run: Run) -> dict[str, Any]:
+    """One run in JSON: where, its id, how it ended, and what it used."""
+    figures = run.measured.figures if run.measured else Figures()
+    return {
+        "source": run.source,
+        "run_id": run.summary.run_id if run.summary else None,
+        "oom_killed": run.oom_killed,
+        "rows": figures.rows,
+        "hours": round(figures.hours, 3),
+        "memory_peak_mib": round(figures.memory_peak_mib, 1),
+        "core_hours_used": round(figures.core_hours, 3),
+        "gib_hours_used": round(figures.gib_hours, 3),
+        "chunks_left_out_or_read_in_part": list(run.measured.skipped) if run.measured else [],
     }
 
 
