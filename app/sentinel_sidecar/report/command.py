@@ -97,7 +97,7 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         found = fleet.within(loaded, since, until)  # by run.json: nothing read for the rest
         for run in found:
             run.measured = engine.measure(run, series=args.html is not None)
-            for why in run.measured.skipped:
+            for why in run.measured.troubles:
                 print(f"sentinel-sidecar: report: {why}", file=sys.stderr)
         if all(run.measured and not run.measured.figures.rows for run in found):
             raise runs.ReportError(f"no row could be read from {len(found)} run(s)")

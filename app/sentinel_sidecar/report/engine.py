@@ -88,28 +88,28 @@ class Engine:
         `series`. A chunk that cannot be read is left out, or read in part, and named."""
         if run.files:
             self._reach(run.files[0])  # a run's chunks are all in one place
-        header, skipped = self._header(run.files)
-        read = [name for name in run.files if name not in skipped] if header else []
+        header, troubles = self._header(run.files)
+        read = [name for name in run.files if name not in troubles] if header else []
         figures, counts = Figures(), Counter[float]()
         for start in range(0, len(read), BATCH):
-            rows, left_out = self._each(_MEASURE, read[start : start + BATCH], header or [])
-            skipped |= left_out
+            rows, found = self._each(_MEASURE, read[start : start + BATCH], header or [])
+            troubles |= found
             for total, step, *values in rows:
                 if total:
                     figures = figures.merged(Figures(*values))
                 elif values[0]:
                     counts[step] += values[0]
-        why = tuple(f"{name}: {reason}" for name, reason in skipped.items())
+        why = tuple(f"{name}: {reason}" for name, reason in troubles.items())
         drawn = None
         if series and figures.rows:
-            kept = [name for name in read if not skipped.get(name, "").startswith(LEFT_OUT)]
+            kept = [name for name in read if not troubles.get(name, "").startswith(LEFT_OUT)]
             drawn = self._series(kept, header or [], figures)
         return Measured(figures, dict(counts), why, drawn)
 
     def _header(self, files: Sequence[str]) -> tuple[list[str] | None, dict[str, str]]:
         """The columns of the run's first readable chunk, and the chunks before it that could
         not be read, with why."""
-        skipped: dict[str, str] = {}
+        troubles: dict[str, str] = {}
         for name in files:
             try:
                 row = self._db.execute(
@@ -119,14 +119,14 @@ class Engine:
                     {"file": name},
                 ).fetchone()
             except self._error as exc:
-                skipped[name] = f"{LEFT_OUT} ({_first_line(exc)})"
+                troubles[name] = f"{LEFT_OUT} ({_first_line(exc)})"
                 continue
             header = str(row[0]).split(",") if row and row[0] else []
             if "timestamp" not in header:
-                skipped[name] = f"{LEFT_OUT} (no CSV header with a timestamp column)"
+                troubles[name] = f"{LEFT_OUT} (no CSV header with a timestamp column)"
                 continue
-            return header, skipped
-        return None, skipped
+            return header, troubles
+        return None, troubles
 
     def _each(
         self, query: str, files: Sequence[str], header: Sequence[str], **values: Any

@@ -107,7 +107,7 @@ class Measured:
 
     figures: Figures
     cpu_counts: dict[float, int] = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()
+    troubles: tuple[str, ...] = ()  # "<chunk>: left out (why)" or "...: read without ..."
     series: Series | None = None
 
 

@@ -51,7 +51,7 @@ class Group:
     def flags(self) -> tuple[str, ...]:
         """The recommendation's flags, and the chunks the engine left out or read in part."""
         own = self.recommendation.flags if self.recommendation else ()
-        troubles = [why for run in self.runs if run.measured for why in run.measured.skipped]
+        troubles = [why for run in self.runs if run.measured for why in run.measured.troubles]
         if not troubles:
             return own
         return (*own, f"unreadable: {len(troubles)} chunk(s) left out or read in part, first "

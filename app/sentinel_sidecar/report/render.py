@@ -59,7 +59,7 @@ def _run(run: Run) -> dict[str, Any]:
         "memory_peak_mib": round(figures.memory_peak_mib, 1),
         "core_hours_used": round(figures.core_hours, 3),
         "gib_hours_used": round(figures.gib_hours, 3),
-        "chunks_left_out_or_read_in_part": list(run.measured.skipped) if run.measured else [],
+        "chunks_left_out_or_read_in_part": list(run.measured.troubles) if run.measured else [],
     }
 
 
