@@ -125,10 +125,10 @@ def test_a_local_fleet_is_grouped_and_figured_as_computed_here(tmp_path: Path):
     )
 
 
-def test_a_fleet_in_s3_reads_as_the_same_fleet(tmp_path: Path, moto):
+def test_a_fleet_in_s3_reads_as_the_same_fleet_from_one_listing(tmp_path: Path, moto, proxy):
     bucket = moto.new_bucket()
     write_s3(FLEET, moto.client("s3"), bucket, "fleet")
-    env = {"AWS_ENDPOINT_URL_S3": moto.endpoint, "AWS_REGION": REGION,
+    env = {"AWS_ENDPOINT_URL_S3": proxy.endpoint, "AWS_REGION": REGION,
            "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
            "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
     result = report(f"s3://{bucket}/fleet", "--format", "json", env=env)
@@ -136,6 +136,8 @@ def test_a_fleet_in_s3_reads_as_the_same_fleet(tmp_path: Path, moto):
     check(json.loads(result.stdout)["groups"],
           expected(FLEET, lambda run: f"s3://{bucket}/fleet/{run.key}"))  # fmt: skip
     assert f"s3://{bucket}/fleet/{FLEET[0].key}/000001.csv.gz" not in result.stderr
+    listings = [entry for entry in proxy.log if "list-type=2" in entry.path]
+    assert len(listings) == 1, [entry.path for entry in listings]  # not one more per run
 
 
 def test_a_fleet_page_has_a_section_per_group_the_most_wasted_first(tmp_path: Path):

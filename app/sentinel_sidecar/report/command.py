@@ -91,9 +91,8 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     since, until = _time("--since", args.since), _time("--until", args.until)
     try:
         engine = Engine(instance_metadata=instance_metadata)
-        sources = [run for given in args.inputs
-                   for run in fleet.expand(given, instance_metadata=instance_metadata)]  # fmt: skip
-        loaded = [runs.load(source, instance_metadata=instance_metadata) for source in sources]
+        loaded = [run for given in args.inputs
+                  for run in fleet.runs_in(given, instance_metadata=instance_metadata)]  # fmt: skip
         found = fleet.within(loaded, since, until)  # by run.json: nothing read for the rest
         for run in found:
             run.measured = engine.measure(run, series=args.html is not None)

@@ -24,7 +24,15 @@ from sentinel_sidecar.report.recommend import (
     percentile,
     recommend,
 )
-from sentinel_sidecar.report.runs import ReportError, Run, chunk_number, holds_a_run, s3_keys
+from sentinel_sidecar.report.runs import (
+    ReportError,
+    Run,
+    chunk_number,
+    holds_a_run,
+    load,
+    s3_keys,
+    s3_run,
+)
 
 RUN_JSON = "run.json"
 # Fewer samples of the workload than this and a recommendation would rest on noise: the group
@@ -58,38 +66,42 @@ class Group:
                       f"{troubles[0]}")  # fmt: skip
 
 
-def expand(source: str, *, instance_metadata: bool = False) -> list[str]:
-    """The runs `source` holds: `[source]` when it is one run; else every run below it, in
-    order; `[source]` again when none is found (reading it then says why)."""
+def runs_in(source: str, *, instance_metadata: bool = False) -> list[Run]:
+    """The runs `source` holds: itself when it is one run; else every run below it, in order
+    (an S3 prefix listed once for all of them); itself again when none is found (reading it
+    then says why)."""
     if source.startswith("s3://"):
-        return _s3_runs(source, instance_metadata) or [source]
+        return _s3_runs(source, instance_metadata) or [
+            load(source, instance_metadata=instance_metadata)
+        ]
     directory = Path(source)
     if not directory.is_dir() or holds_a_run(directory):
-        return [source]
+        return [load(source)]
     found = []
     for parent, children, _files in os.walk(directory):
         if holds_a_run(Path(parent)):
             found.append(parent)
             children.clear()  # a spool dir's output/ is the same run
-    return sorted(found) or [source]
+    return [load(path) for path in sorted(found)] or [load(source)]
 
 
-def _s3_runs(uri: str, instance_metadata: bool) -> list[str]:
-    """The run prefixes under `uri` (each with a `run.json` or a chunk); empty when `uri` is
-    one run itself or cannot be listed."""
+def _s3_runs(uri: str, instance_metadata: bool) -> list[Run]:
+    """The runs under `uri` (each prefix with a `run.json` or a chunk), from one listing: only
+    `uri`'s own when it is a run itself; none when it cannot be listed."""
     try:
         bucket, prefix = parse_s3_uri(uri)
     except ValueError as exc:
         raise ReportError(str(exc)) from exc
     base = f"{prefix}/" if prefix else ""
-    runs = set()
+    names: dict[str, set[str]] = {}
     for key in s3_keys(bucket, base, instance_metadata):
         parent, _, name = key.rpartition("/")
         if name == RUN_JSON or chunk_number(name):
-            runs.add(parent)
-    if base.rstrip("/") in runs:
-        return []
-    return [f"s3://{bucket}/{run}" for run in sorted(runs)]
+            names.setdefault(parent, set()).add(name)
+    own = base.rstrip("/")
+    chosen = [own] if own in names else sorted(names)
+    return [s3_run(bucket, f"{run}/" if run else "", names[run], instance_metadata)
+            for run in chosen]  # fmt: skip
 
 
 def group_key(run: Run, group_by: Sequence[str]) -> str:

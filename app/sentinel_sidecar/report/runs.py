@@ -138,6 +138,9 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
     except ValueError as exc:
         raise ReportError(f"{exc}; expected {EXPECTED}") from exc
     base = f"{prefix}/" if prefix else ""
+    listed = {key[len(base) :] for key in s3_keys(bucket, base, instance_metadata)}
+    if listed:
+        return s3_run(bucket, base, listed, instance_metadata)
     s3 = s3_client(instance_metadata)
 
     def exists(name: str) -> bool:
@@ -151,24 +154,33 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
             raise ReportError(f"s3://{bucket}/{base}{name}: {exc}") from exc
         return True
 
-    listed = {key[len(base) :] for key in s3_keys(bucket, base, instance_metadata)}
-    chunks = sorted((name for name in listed if chunk_number(name)),
+    chunks: list[str] = []  # asked for by name: 6 digits wide (older runs wrote 4)
+    for digits in (NAME_DIGITS, LEGACY_NAME_DIGITS):
+        while exists(chunk_name(len(chunks) + 1, digits)):
+            chunks.append(chunk_name(len(chunks) + 1, digits))
+        if chunks:
+            break
+    named = {*chunks, *(["run.json"] if chunks and exists("run.json") else [])}
+    return s3_run(bucket, base, named, instance_metadata)
+
+
+def s3_run(bucket: str, base: str, names: set[str], instance_metadata: bool) -> Run:
+    """The run under `s3://bucket/base` whose objects (names relative to `base`) are known:
+    its chunks in the order of their numbers, and its `run.json` read when there is one."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    uri = f"s3://{bucket}/{base}".rstrip("/")
+    chunks = sorted((name for name in names if chunk_number(name)),
                     key=lambda name: chunk_number(name) or 0)  # fmt: skip
-    if not listed:  # asked for by name: 6 digits wide (older runs wrote 4)
-        for digits in (NAME_DIGITS, LEGACY_NAME_DIGITS):
-            while exists(chunk_name(len(chunks) + 1, digits)):
-                chunks.append(chunk_name(len(chunks) + 1, digits))
-            if chunks:
-                break
     if not chunks:
         raise ReportError(f"{uri} holds no chunk 000001.csv.gz; expected {EXPECTED}")
     run = Run(uri, [f"s3://{bucket}/{base}{name}" for name in chunks])
-    if "run.json" in listed or (not listed and exists("run.json")):
+    if "run.json" in names:
         try:
-            body = s3.get_object(Bucket=bucket, Key=f"{base}run.json")["Body"].read()
+            body = s3_client(instance_metadata).get_object(Bucket=bucket, Key=f"{base}run.json")
+            run.summary = _summary(body["Body"].read(), f"{uri}/run.json")
         except (ClientError, BotoCoreError) as exc:
             raise ReportError(f"{uri}/run.json: {exc}") from exc
-        run.summary = _summary(body, f"{uri}/run.json")
     return run
 
 
