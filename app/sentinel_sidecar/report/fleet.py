@@ -144,7 +144,7 @@ def started(run: Run) -> float | None:
             return datetime.fromisoformat(text).timestamp()
         except ValueError:
             pass
-    return run.measured.figures.first if run.measured else None
+    return run.figures.first
 
 
 def within(runs: Iterable[Run], since: float | None, until: float | None) -> list[Run]:
@@ -169,7 +169,7 @@ def grouped(runs: Sequence[Run], group_by: Sequence[str]) -> dict[str, list[Run]
 
 def too_little(runs: Sequence[Run]) -> str | None:
     """Why no recommendation can be made from these measured runs, or None when one can."""
-    figures = [run.measured.figures for run in runs if run.measured]
+    figures = [run.figures for run in runs]
     samples = sum(figure.workload_samples for figure in figures)
     if samples >= MIN_SAMPLES:
         return None
@@ -187,11 +187,10 @@ def summarize(key: str, runs: Sequence[Run], rules: Rules) -> Group:
     refusal = too_little(runs)
     if refusal is not None:
         return Group(key, runs, None, refusal)
-    measured = [run.measured for run in runs if run.measured]
-    figures = [each.figures for each in measured]
+    figures = [run.figures for run in runs]
     counts: Counter[float] = Counter()
-    for each in measured:
-        counts.update(each.cpu_counts)
+    for run in runs:
+        counts.update(run.measured.cpu_counts if run.measured else {})
     current = ContainerResources()
     for run in runs:
         current = (run.summary.resources if run.summary else None) or current

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sentinel_sidecar.identity.record import amount, cpu_cores, memory_mib
-from sentinel_sidecar.report.figures import Figures, Series
+from sentinel_sidecar.report.figures import Series
 from sentinel_sidecar.report.fleet import Group
 from sentinel_sidecar.report.recommend import Prices, Recommendation, Rules
-from sentinel_sidecar.report.render import as_yaml
+from sentinel_sidecar.report.render import as_yaml, fleet_cells, fleet_head
 from sentinel_sidecar.report.runs import Run
 
 
@@ -32,13 +32,9 @@ class Totals:
     gpu_hours: float
 
 
-def _figures(run: Run) -> Figures:
-    return run.measured.figures if run.measured else Figures()
-
-
 def totals(runs: Sequence[Run]) -> Totals:
     """Core-hours, GiB-hours, bytes read and written and GPU-hours over every row."""
-    figures = [_figures(run) for run in runs]
+    figures = [run.figures for run in runs]
     return Totals(sum(f.core_hours for f in figures), sum(f.gib_hours for f in figures),
                   sum(f.read_bytes for f in figures), sum(f.written_bytes for f in figures),
                   sum(f.gpu_hours for f in figures))  # fmt: skip
@@ -107,7 +103,7 @@ def _charts(runs: Sequence[Run], recommendation: Recommendation) -> list[str]:
             ("process_disk_write_bytes", "written", lambda s: s.written),
         ]),
     ]  # fmt: skip
-    if any(_figures(run).gpu_usage_peak > 0 for run in runs):
+    if any(run.figures.gpu_usage_peak > 0 for run in runs):
         charts.append(_chart("GPU", "GPUs busy", runs,
                              [("process_gpu_usage", "workload", lambda s: s.gpu)]))  # fmt: skip
     return charts
@@ -147,7 +143,7 @@ def _duration(seconds: float) -> str:
 
 def _run_seconds(run: Run) -> float:
     """How long the run was sampled: the seconds its rows cover."""
-    return _figures(run).seconds
+    return run.figures.seconds
 
 
 def _ended(run: Run) -> str:
@@ -205,24 +201,13 @@ def render(groups: Sequence[Group], rules: Rules, prices: Prices) -> str:
         job = latest.get("job_name", ("", ""))[0] or latest.get("project_name", ("", ""))[0]
         title = f"{job}: what it used" if job else "What the workload used"
         return _page(title, _section(group, rules, prices, title, 1))
-    head = ["group", "runs", "hours", "cpu request", "memory", "core-hours", "GiB-hours"]
-    head += ["money"] if prices.given else []
-    lines = []
-    for group in groups:
-        rec = group.recommendation
-        if rec is None:
-            lines.append([group.key, str(len(group.runs)), "-", "too little to recommend from",
-                          *["-"] * (len(head) - 4)])  # fmt: skip
-            continue
-        difference = rec.savings(prices) or {}
-        line = [group.key, str(rec.runs), f"{rec.hours:.1f}",
-                f"{amount(rec.current, 'requests', 'cpu')} → {rec.cpu_request}",
-                f"{amount(rec.current, 'requests', 'memory')} → {rec.memory}",
-                *(f"{difference[unit]:+.2f}" if unit in difference else "-"
-                  for unit in ("core_hours", "gib_hours"))]  # fmt: skip
-        if prices.given:
-            line.append(f"{difference['money']:+.2f}" if "money" in difference else "-")
-        lines.append(line)
+    head = ["group", *fleet_head(prices)]
+    lines = [
+        [group.key, *fleet_cells(group.recommendation, prices)] if group.recommendation
+        else [group.key, str(len(group.runs)), "too little to recommend from",
+              *["-"] * (len(head) - 3)]
+        for group in groups
+    ]  # fmt: skip
     title = f"{len(groups)} jobs: what they used"
     sections = "".join(_section(group, rules, prices, group.key, 2) for group in groups)
     body = (f"<header><h1>{html.escape(title)}</h1></header>\n"
@@ -271,7 +256,7 @@ def _section(group: Group, rules: Rules, prices: Prices, title: str, level: int)
     h1, h2 = f"h{level}", f"h{level + 1}"
     top = f"<header><{h1}>{html.escape(title)}</{h1}><p>{header}</p></header>"
     run_rows = [[str(number), _when(_started(run)), _duration(_run_seconds(run)),
-                 _ended(run), str(_figures(run).rows), run.source]
+                 _ended(run), str(run.figures.rows), run.source]
                 for number, run in enumerate(runs, start=1)]  # fmt: skip
     flags = "".join(f'<p class="flag">{html.escape(flag)}</p>' for flag in group.flags)
     runs_table = f"<{h2}>Runs</{h2}>\n" + _table(

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sentinel_sidecar.identity.record import ContainerResources, amount
-from sentinel_sidecar.report.figures import Figures
 from sentinel_sidecar.report.fleet import Group
 from sentinel_sidecar.report.recommend import Prices, Recommendation, Rules
 from sentinel_sidecar.report.runs import Run
@@ -49,7 +48,7 @@ def as_dict(group: Group, prices: Prices) -> dict[str, Any]:
 
 def _run(run: Run) -> dict[str, Any]:
     """One run in JSON: where, its id, how it ended, and what it used."""
-    figures = run.measured.figures if run.measured else Figures()
+    figures = run.figures
     return {
         "source": run.source,
         "run_id": run.summary.run_id if run.summary else None,
@@ -123,27 +122,42 @@ def as_table(groups: Sequence[Group], rules: Rules, prices: Prices) -> str:
     return "\n\n".join([fleet, *details])
 
 
+def fleet_head(prices: Prices) -> list[str]:
+    """The columns of the fleet's line per group (the table's and the HTML page's)."""
+    head = ["runs", "hours", "cpu p", "peak MiB", "cpu request", "memory", "core-h", "GiB-h"]
+    return [*head, "money"] if prices.given else head
+
+
+def fleet_cells(rec: Recommendation, prices: Prices) -> list[str]:
+    """A group's line of the fleet under `fleet_head`: runs, hours, the basis, current ->
+    recommended, the difference (current requests minus recommended over the runs' hours)."""
+    difference = rec.savings(prices) or {}
+    cells = [str(rec.runs), f"{rec.hours:.1f}", f"{rec.cpu_basis:.2f}",
+             f"{rec.memory_peak_mib:.0f}",
+             f"{amount(rec.current, 'requests', 'cpu')} -> {rec.cpu_request}",
+             f"{amount(rec.current, 'requests', 'memory')} -> {rec.memory}",
+             _signed(difference.get("core_hours")),
+             _signed(difference.get("gib_hours"))]  # fmt: skip
+    return [*cells, _signed(difference.get("money"))] if prices.given else cells
+
+
+_WIDTHS = (4, 9, 8, 10, 20, 20, 10, 10, 10)  # of the fleet's columns in the terminal
+
+
 def _fleet(groups: Sequence[Group], prices: Prices) -> str:
-    """A line per group: runs, hours, the basis, current -> recommended, the difference."""
-    money = prices.given
-    head = (f"{'runs':>4}{'hours':>9}{'cpu p':>8}{'peak MiB':>10}{'cpu request':>20}"
-            f"{'memory':>20}{'core-h':>10}{'GiB-h':>10}" + (f"{'money':>10}" if money else "")
-            + "  group")  # fmt: skip
-    lines = [head]
+    """A line per group (`fleet_cells`), the group's name last: long names keep the columns."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "".join(f"{cell:>{width}}" for cell, width in zip(cells, _WIDTHS, strict=False))
+
+    lines = [line(fleet_head(prices)) + "  group"]
     for group in groups:
         rec = group.recommendation
         if rec is None:
             lines.append(f"{len(group.runs):>4}  too little to recommend from  {group.key}")
             continue
-        difference = rec.savings(prices) or {}
-        cpu = f"{amount(rec.current, 'requests', 'cpu')} -> {rec.cpu_request}"
-        memory = f"{amount(rec.current, 'requests', 'memory')} -> {rec.memory}"
-        line = (f"{rec.runs:>4}{rec.hours:>9.1f}{rec.cpu_basis:>8.2f}"
-                f"{rec.memory_peak_mib:>10.0f}{cpu:>20}{memory:>20}"
-                f"{_signed(difference.get('core_hours')):>10}"
-                f"{_signed(difference.get('gib_hours')):>10}"
-                + (f"{_signed(difference.get('money')):>10}" if money else ""))  # fmt: skip
-        lines.append(f"{line}  {group.key}" + (" *" if group.flags else ""))
+        lines.append(f"{line(fleet_cells(rec, prices))}  {group.key}"
+                     + (" *" if group.flags else ""))  # fmt: skip
     lines.append("core-h, GiB-h: current requests minus recommended over the runs' hours, the "
                  "most first; * flagged (below)")  # fmt: skip
     return "\n".join(lines)

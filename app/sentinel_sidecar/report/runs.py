@@ -12,7 +12,7 @@ from typing import Any
 
 from sentinel_sidecar.delivery.destination import RunSummary
 from sentinel_sidecar.delivery.s3 import parse_s3_uri
-from sentinel_sidecar.report.figures import Measured
+from sentinel_sidecar.report.figures import Figures, Measured
 from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS, chunk_name
 from sentinel_sidecar.spool.store import spool_files
 
@@ -43,13 +43,18 @@ class Run:
     measured: Measured | None = None
 
     @property
+    def figures(self) -> Figures:
+        """What the engine measured in its rows; none (zeros) before it has."""
+        return self.measured.figures if self.measured else Figures()
+
+    @property
     def oom_killed(self) -> bool:
         """Ended OOM-killed: exit code 137 or the pod's `OOMKilled` in its run.json, or an OOM
         kill in its cgroup (the extended schema's `cgroup_oom_kills`)."""
         summary = self.summary
         if summary is not None and (summary.exit_code == EXIT_OOM_KILLED or summary.oom_killed):
             return True
-        return self.measured is not None and self.measured.figures.oom_kills > 0
+        return self.figures.oom_kills > 0
 
 
 def load(source: str, *, instance_metadata: bool = False) -> Run:
