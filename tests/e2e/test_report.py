@@ -233,6 +233,11 @@ def test_bad_fleet_flags_exit_2_naming_the_flag(tmp_path: Path):
     for flag, value in (("--group-by", "team"), ("--since", "last tuesday")):
         result = report(str(out), flag, value)
         assert result.returncode == 2 and flag in result.stderr
+    fleet = tmp_path / "fleet"
+    fleet_run(fleet / "a", "train", "2026-11-01T02:00:00+00:00", 0.5, 400.0)
+    none_left = report(str(fleet), "--since", "2027-01-01")
+    assert none_left.returncode == 2
+    assert "none of the 1 run(s) started in the time asked" in none_left.stderr
 
 
 @pytest.mark.parametrize(

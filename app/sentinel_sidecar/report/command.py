@@ -98,7 +98,7 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
             run.measured = engine.measure(run, series=args.html is not None)
             for why in run.measured.troubles:
                 print(f"sentinel-sidecar: report: {why}", file=sys.stderr)
-        if all(not run.figures.rows for run in found):
+        if found and all(not run.figures.rows for run in found):
             raise runs.ReportError(f"no row could be read from {len(found)} run(s)")
         found = fleet.within(found, since, until)  # runs without run.json: by their first row
         if not found:
