@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from bench.workload import rss_mib
-from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import SentinelClient
+from sentinel_sidecar.delivery.sentinel_destination import SentinelDestination
 from sentinel_sidecar.measure.rows import Schema, header_line
 from sentinel_sidecar.spool.state import State
 from sentinel_sidecar.telemetry import Telemetry

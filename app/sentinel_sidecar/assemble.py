@@ -11,7 +11,6 @@ from typing import Any
 from sentinel_sidecar.config import Settings
 from sentinel_sidecar.delivery import registry
 from sentinel_sidecar.delivery.destination import Destination, Wiring
-from sentinel_sidecar.delivery.sentinel_api import register_body
 from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
 from sentinel_sidecar.identity.probe import PROBE_SECONDS, IdentityProbe
 from sentinel_sidecar.log import RunContext
@@ -71,17 +70,17 @@ def destination(
     identity: IdentityProbe,
 ) -> Destination:
     """The destination the settings choose (`delivery/registry.py`); `new_run` when no earlier
-    state is resumed. The register body waits for the identity probe, within the deadline."""
+    state is resumed. The run's identity waits for the identity probe, within the deadline."""
 
-    def body(deadline: float) -> Mapping[str, Any]:
+    def values(deadline: float) -> Mapping[str, Any]:
         wait = min(PROBE_SECONDS + 1.0, deadline - time.monotonic())
-        return register_body(identity.result(max(0.0, wait)).values)
+        return identity.result(max(0.0, wait)).values
 
     wiring = Wiring(
         new_run=new_run,
         telemetry=telemetry,
         secret=context.secret,
-        register_body=body,
+        identity=values,
         run_name=settings.pod.name or socket.gethostname(),
     )
     return registry.build(settings, wiring)

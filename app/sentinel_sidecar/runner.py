@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -22,7 +22,6 @@ from sentinel_sidecar.delivery.upload import Uploader, UploadWorker
 from sentinel_sidecar.exit_code import Ending, workload_ending
 from sentinel_sidecar.health import HealthServer
 from sentinel_sidecar.identity.record import Identity
-from sentinel_sidecar.launch import Command
 from sentinel_sidecar.log import RunContext
 from sentinel_sidecar.measure.collect import Collector
 from sentinel_sidecar.measure.reading import Reading
@@ -39,6 +38,9 @@ from sentinel_sidecar.spool.store import (
     set_aside,
 )
 from sentinel_sidecar.telemetry import SPOOL_UNWRITABLE, Telemetry
+
+if TYPE_CHECKING:
+    from sentinel_sidecar.launch import Command  # subprocess and shutil: only for `run -- CMD`
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

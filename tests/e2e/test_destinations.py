@@ -18,8 +18,8 @@ from sentinel_sidecar.delivery.destination import Destination, RunSummary
 from sentinel_sidecar.delivery.local import LocalDestination
 from sentinel_sidecar.delivery.retry import DeliveryError
 from sentinel_sidecar.delivery.s3 import S3Destination, parse_s3_uri
-from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import SentinelClient
+from sentinel_sidecar.delivery.sentinel_destination import SentinelDestination
 from sentinel_sidecar.measure.rows import Schema, header_line
 from sentinel_sidecar.spool.state import State
 from sentinel_sidecar.spool.store import Spool

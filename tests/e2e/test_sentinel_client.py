@@ -13,13 +13,13 @@ from sentinel_sidecar.delivery.retry import (
     retry_until,
 )
 from sentinel_sidecar.delivery.s3 import parse_s3_uri
-from sentinel_sidecar.delivery.sentinel import SentinelDestination
 from sentinel_sidecar.delivery.sentinel_api import (
     REJECTED_ANSWER_BACKOFF,
     Credentials,
     SentinelClient,
     SentinelError,
 )
+from sentinel_sidecar.delivery.sentinel_destination import SentinelDestination
 from sentinel_sidecar.spool.state import State
 from sentinel_sidecar.telemetry import Telemetry
 from tests.support.peers import REGION, SENTINEL_HEADER

@@ -130,7 +130,7 @@ class Wiring:
     new_run: bool  # no earlier state is resumed
     telemetry: Telemetry
     secret: Callable[..., None]  # told every secret value that arrives, so the log redacts it
-    register_body: Callable[[float], Mapping[str, Any]]  # the run's identity, by a deadline
+    identity: Callable[[float], Mapping[str, Any]]  # the run's identity values, by a deadline
     run_name: str  # the pod's name (or the host's): direct S3 names the run after it
 
 

@@ -297,7 +297,7 @@ def _build(settings: S3Settings, wiring: Wiring) -> S3Destination:
     return S3Destination(
         settings.s3_uri,
         name=wiring.run_name,
-        identity=wiring.register_body,
+        identity=wiring.identity,
         region=settings.aws_region,
         endpoint_url=settings.s3_endpoint_url,
     )
