@@ -214,7 +214,7 @@ class AgentSettings:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PodEnv:
     """What the kubelet tells a container through its environment: the Downward API variables
     the manifests in k8s/ set, and the API's service address (set in every pod). Read once,

@@ -174,7 +174,7 @@ def _header(lines: list[bytes], name: bytes) -> str:
     return ""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     """A connection's arrival time and the bytes of its request so far."""
 

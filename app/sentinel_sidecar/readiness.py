@@ -15,7 +15,7 @@ from sentinel_sidecar.telemetry import SPOOL_FULL, SPOOL_UNWRITABLE, Telemetry
 FAILING_INTERVALS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Probe:
     """What the endpoints judge by."""
 

@@ -48,7 +48,7 @@ SPOOL_RETRY_LOG_SECONDS = 60.0  # while the spool cannot be used, one line this 
 SPOOL_HINT = "spool_dir (--spool-dir, TRACKER_SPOOL_DIR) must be a writable directory (emptyDir)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RunOutcome:
     """What a finished run delivered, and where its summary went (None: the run stays open).
     No summary when the agent was stopped before its spool could be opened."""

@@ -27,7 +27,7 @@ def settings_group(cls: type[_Group]) -> type[_Group]:
     return dataclass(frozen=True, init=False, repr=False, eq=False)(cls)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rule(Generic[_T]):
     """How a value is checked: `parse` returns it as the field's type or raises ValueError;
     `kind` names it in `--help` (`str`, `int`, `path`, ...); `allowed` says what passes."""

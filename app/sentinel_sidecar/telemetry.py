@@ -10,7 +10,7 @@ SPOOL_UNWRITABLE = "spool_unwritable"
 SPOOL_FULL = "spool_full"
 
 
-@dataclass
+@dataclass(eq=False)
 class Telemetry:
     """Counters and times the sampler and the upload worker update; each field has one writer
     thread, the health server only reads."""

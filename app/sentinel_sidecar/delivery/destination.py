@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sentinel_sidecar.telemetry import Telemetry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DestinationStatus:
     """What `/readyz` and `/metrics` show of a destination."""
 
@@ -23,7 +23,7 @@ class DestinationStatus:
     credentials_left: float | None = None  # seconds until the upload credentials expire
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RunSummary:
     """How a run ended: `run.json` in local and direct-S3 mode, the finish call for Sentinel."""
 
@@ -123,7 +123,7 @@ class Destination(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Wiring:
     """What a destination may be built with besides the settings."""
 
@@ -134,7 +134,7 @@ class Wiring:
     run_name: str  # the pod's name (or the host's): direct S3 names the run after it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DestinationKind:
     """A destination as the registry (`delivery/registry.py`) knows it: its mode name, its
     settings group (a `setting.py` group, composed into `config.Settings`), when the settings

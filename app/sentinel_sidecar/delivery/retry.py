@@ -74,7 +74,7 @@ def request_timeouts(left: float) -> tuple[float, float]:
     return min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Backoff:
     """Attempt n (from 1) waits between half and all of `base * 2**(n-1)`, raised to `floor`
     and cut at `ceiling`. Jitter spreads the retries of a fleet that failed together."""

@@ -68,7 +68,7 @@ def gzip_chunk(header: bytes, rows: bytes) -> bytes:
     return gzip.compress(header + rows, compresslevel=6, mtime=0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Chunk:
     """Chunk `seq`: the rows up to spool offset `end`, gzipped. Sent again unchanged until
     acknowledged, so an abandoned attempt that lands late stores the same object."""

@@ -134,7 +134,7 @@ def _upcloud_metadata(http: _Http) -> CloudFacts:
     return {"cloud_vendor_id": "upcloud", "cloud_zone_id": data.get("region")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cloud:
     """One cloud: its vendor id, the providerID scheme and parser, its metadata probe."""
 

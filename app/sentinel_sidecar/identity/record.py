@@ -52,7 +52,7 @@ def memory_mib(quantity: str | float) -> float:
     return float(text) / 2**20
 
 
-@dataclass
+@dataclass(eq=False)
 class Identity:
     """Field values and where each came from (`settings`, `pod`, `node`, `aws-imds`, ...)."""
 

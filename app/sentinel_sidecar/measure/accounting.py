@@ -24,7 +24,7 @@ from sentinel_sidecar.measure.process import ProcessInfo
 _START_SLACK_S = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Counters:
     """Cumulative counters of one source of workload usage (a cgroup, or the /proc-measured
     processes); IO None while unknown."""
@@ -35,7 +35,7 @@ class Counters:
     write_bytes: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Sample:
     pid: int
     ppid: int

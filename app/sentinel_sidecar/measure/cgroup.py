@@ -118,7 +118,7 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
 # --- readings ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CgroupReading:
     """Cumulative counters and gauges of one cgroup; None where the kernel does not expose one."""
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GpuReading:
     """One tick of GPU figures (DESIGN.md units): usage in GPUs (Σ utilization / 100), VRAM
     in MiB, utilized = GPUs busier than 0 %; power and cumulative energy of the workload's
@@ -89,7 +89,7 @@ def _gpu_of(reading: Reading) -> GpuReading:
     return gpu
 
 
-@dataclass
+@dataclass(eq=False)
 class _Device:
     handle: Any
     index: int
@@ -100,7 +100,7 @@ class _Device:
     lost: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Figures:
     usage: float = 0.0
     vram_mib: float = 0.0

@@ -25,7 +25,7 @@ _READ_SIZE = 65536
 _SECTOR = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SystemReading:
     """Node-level figures as seen from the pod; counters cumulative, None where unreadable."""
 
@@ -59,7 +59,7 @@ def parse_cpu(data: bytes, clock_ticks: int) -> tuple[float, float, float]:
     return (user + nice) / clock_ticks, (system + irq + softirq) / clock_ticks, busy / clock_ticks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Memory:
     """`/proc/meminfo` figures in bytes, as psutil.virtual_memory() reports them."""
 

@@ -32,7 +32,7 @@ PSS_REFRESH_SECONDS = 30.0
 IO_EVERY_TICKS = 5
 
 
-@dataclass
+@dataclass(eq=False)
 class _Memory:
     pss: int | None
     rss_at_pss: int

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProcessInfo:
     """One process as seen in `/proc/<pid>/stat`; CPU times cumulative, in seconds.
 
@@ -39,7 +39,7 @@ class ProcessInfo:
         return self.pid == 1 and self.name == "pause"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProcessUsage:
     """Memory of one process now (PSS, else RSS) and its cumulative IO."""
 

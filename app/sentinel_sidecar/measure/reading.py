@@ -10,7 +10,7 @@ from sentinel_sidecar.measure.cgroup import CgroupReading
 from sentinel_sidecar.measure.node import SystemReading
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WorkloadReading:
     """The workload at one instant: counters per source, gauges summed over sources."""
 
@@ -21,7 +21,7 @@ class WorkloadReading:
     cgroups: Sequence[CgroupReading] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Reading:
     """Everything sampled at one tick."""
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sentinel_sidecar.measure.reading import Reading, WorkloadReading
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Tick:
     """What a source may look at in one tick: the workload's processes (live and zombie),
     their environment variables, and the workload's reading."""

@@ -25,7 +25,7 @@ _AT = {name: SENTINEL_COLUMNS.index(name) for name in (*_SUMMED, "process_pid",
        "process_gpu_utilized")}  # fmt: skip
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkloadUsage:
     """Totals since the agent started (a restart starts them again, as a counter may)."""
 
