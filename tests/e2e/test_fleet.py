@@ -13,6 +13,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,16 +129,38 @@ def test_a_local_fleet_is_grouped_and_figured_as_computed_here(tmp_path: Path):
 def test_a_fleet_in_s3_reads_as_the_same_fleet_from_one_listing(tmp_path: Path, moto, proxy):
     bucket = moto.new_bucket()
     write_s3(FLEET, moto.client("s3"), bucket, "fleet")
-    env = {"AWS_ENDPOINT_URL_S3": proxy.endpoint, "AWS_REGION": REGION,
-           "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
-           "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
-    result = report(f"s3://{bucket}/fleet", "--format", "json", env=env)
+    result = report(f"s3://{bucket}/fleet", "--format", "json", env=s3_env(moto, proxy))
     assert result.returncode == 0, result.stderr
     check(json.loads(result.stdout)["groups"],
           expected(FLEET, lambda run: f"s3://{bucket}/fleet/{run.key}"))  # fmt: skip
     assert f"s3://{bucket}/fleet/{FLEET[0].key}/000001.csv.gz" not in result.stderr
     listings = [entry for entry in proxy.log if "list-type=2" in entry.path]
     assert len(listings) == 1, [entry.path for entry in listings]  # not one more per run
+
+
+def s3_env(moto: Any, proxy: Any) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL_S3": proxy.endpoint, "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("hang_only", [None, ".csv.gz"], ids=["listing", "chunks"])
+def test_an_s3_that_stops_answering_ends_the_report_in_bounded_time_naming_it(
+    moto, proxy, hang_only: str | None
+):
+    """A black hole at the listing, or only at the chunks once listed: exit 2 after the
+    timeout's few attempts, one line naming S3 and the timeout; not minutes per chunk."""
+    bucket = moto.new_bucket()
+    write_s3(FLEET[:2], moto.client("s3"), bucket, "fleet")
+    proxy.hang, proxy.hang_only = "blackhole", hang_only
+    started = time.monotonic()
+    result = report(f"s3://{bucket}/fleet", "--s3-timeout", "1", env=s3_env(moto, proxy))
+    took = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1]
+    assert "S3 did not answer" in line and "--s3-timeout" in line, line
+    assert took < 30, took  # three attempts of 1 s each, per request, then the end
 
 
 def test_a_fleet_page_has_a_section_per_group_the_most_wasted_first(tmp_path: Path):
@@ -162,7 +185,8 @@ def test_a_fleet_page_has_a_section_per_group_the_most_wasted_first(tmp_path: Pa
 @pytest.mark.parametrize(
     ("args", "expected_error"),
     [(["--price-core-hour", "-1"], "--price-core-hour: -1 is not a price >= 0"),
-     (["--format", "parquet"], "invalid choice: 'parquet'")],
+     (["--format", "parquet"], "invalid choice: 'parquet'"),
+     (["--s3-timeout", "0"], "--s3-timeout: 0 is not a number of seconds >= 1")],
 )  # fmt: skip
 def test_bad_fleet_input_exits_2_naming_what_was_expected(
     tmp_path: Path, args: list[str], expected_error: str

@@ -202,6 +202,10 @@ class LoopbackServer:
 
     hang: str | None = None
 
+    def _hangs(self, path: str) -> str | None:
+        """How the answer to a request for `path` misbehaves (`hang`)."""
+        return self.hang
+
     def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -213,11 +217,12 @@ class LoopbackServer:
     def _answer(self, handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str],
                 data: bytes) -> None:  # fmt: skip
         """Send an answer the way `hang` says."""
-        if self.hang == "blackhole":
+        hang = self._hangs(handler.path)
+        if hang == "blackhole":
             self._closing.wait(600)
             handler.close_connection = True
             return
-        if self.hang == "slow":
+        if hang == "slow":
             self._closing.wait(30)
         head = f"HTTP/1.1 {status} {http.client.responses.get(status, 'Status')}\r\n"
         if not any(key.lower() == "date" for key in headers):
@@ -225,7 +230,7 @@ class LoopbackServer:
         head += "".join(f"{key}: {value}\r\n" for key, value in headers.items())
         head += f"Content-Length: {len(data)}\r\n\r\n"
         raw = head.encode() + data
-        if self.hang != "trickle":
+        if hang != "trickle":
             handler.wfile.write(raw)
             return
         for index in range(len(raw)):
@@ -246,7 +251,8 @@ class S3Proxy(LoopbackServer):
     region in `x-amz-bucket-region`) for a request signed for another region than the bucket's
     (moto checks neither), drops connections while `down`, and refuses the next `refuse_puts`
     chunk uploads with S3's `BadDigest` (as when something on the way altered the body): a
-    refusal of the request itself, which no retry of it fixes."""
+    refusal of the request itself, which no retry of it fixes. `hang` applies to every request,
+    or with `hang_only` to those whose path holds it (".csv.gz": the chunks, not the listing)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -254,9 +260,13 @@ class S3Proxy(LoopbackServer):
         self.bucket_regions: dict[str, str] = {}  # bucket -> the only region it answers in
         self.down = False
         self.refuse_puts = 0
+        self.hang_only: str | None = None
         self.log: list[ProxyLog] = []
         self._serve(self._handler())
         self.endpoint = self.url
+
+    def _hangs(self, path: str) -> str | None:
+        return self.hang if self.hang_only is None or self.hang_only in path else None
 
     def expired_puts(self) -> list[ProxyLog]:
         return [e for e in self.log if e.method == "PUT" and e.status == 400]

@@ -62,6 +62,9 @@ def add_parser(commands: Any) -> None:
                          "too")  # fmt: skip
     summary.add_argument("--price-gib-hour", type=float, metavar="PRICE",
                          help="what a GiB-hour of memory requests costs")  # fmt: skip
+    summary.add_argument("--s3-timeout", type=float, default=30.0, metavar="SECONDS",
+                         help="how long one request to S3 may go unanswered before it is tried "
+                         "again (three tries, then the report ends)")  # fmt: skip
 
 
 def main(argv: Sequence[str], environ: dict[str, str]) -> int:
@@ -77,9 +80,14 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
     from sentinel_sidecar.report.engine import Engine
 
     rules, prices = _rules(args), _prices(args)
-    # boto3's chain asks the instance metadata service last: only where there is one to ask.
-    instance_metadata = PodEnv.from_environ(environ).in_pod or (
-        environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false"
+    if not (math.isfinite(args.s3_timeout) and args.s3_timeout >= 1):
+        raise ConfigError(f"report --s3-timeout: {args.s3_timeout:g} is not a number of "
+                          "seconds >= 1")  # fmt: skip
+    access = runs.S3Access(
+        # boto3's chain asks the instance metadata service last: only where there is one.
+        instance_metadata=PodEnv.from_environ(environ).in_pod
+        or environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "false",
+        timeout=args.s3_timeout,
     )
     try:
         group_by = fleet.check_group_by(args.group_by)
@@ -90,9 +98,9 @@ def report(args: argparse.Namespace, environ: dict[str, str]) -> int:
         ) from None
     since, until = _time("--since", args.since), _time("--until", args.until)
     try:
-        engine = Engine(instance_metadata=instance_metadata)
+        engine = Engine(access=access)
         loaded = [run for given in args.inputs
-                  for run in fleet.runs_in(given, instance_metadata=instance_metadata)]  # fmt: skip
+                  for run in fleet.runs_in(given, access=access)]  # fmt: skip
         found = fleet.within(loaded, since, until)  # by run.json: nothing read for the rest
         for run in found:
             run.measured = engine.measure(run, series=args.html is not None)

@@ -6,11 +6,13 @@ figure at the recommendation's resolution (10 millicores, rounded up: at most 10
 core), so no row is held in Python, a fleet's rows are never in memory at once, and a group's
 CPU percentile gives exactly the request that the percentile of the raw figures would. A chunk
 DuckDB cannot read is left out (one with rows that do not parse is read without them), named,
-and flagged on its run."""
+and flagged on its run; S3 not answering ends the report."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -18,7 +20,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sentinel_sidecar.report.figures import POINTS, Figures, Measured, Series
-from sentinel_sidecar.report.runs import ReportError, Run, s3_client, s3_session
+from sentinel_sidecar.report.runs import (
+    DEFAULT_ACCESS,
+    S3_ATTEMPTS,
+    ReportError,
+    Run,
+    S3Access,
+    s3_client,
+    s3_session,
+    transport_errors,
+)
 
 # The columns a report reads, by the short names the queries use; a run without one (the
 # sentinel schema has no cgroup_oom_kills) reads it as empty.
@@ -36,6 +47,10 @@ BATCH = 1000  # chunks per query: DuckDB keeps some state per file until its que
 MEMORY_LIMIT = "256MB"  # DuckDB's buffers; it keeps what it freed up to its limit
 LEFT_OUT = "left out"  # a chunk not read at all (else: read without its broken rows)
 HTTPFS_VERSION = "v1.5.5"  # the duckdb-extension-httpfs wheel's directory, pinned with duckdb
+# httpfs's words for a request that got no answer ("Timeout was reached error for HTTP HEAD to
+# '...'", "Could not connect to server error for HTTP GET to '...'"); S3's own answers are
+# "HTTP Error: HTTP GET error on '...' (HTTP 404)".
+_UNANSWERED = re.compile(r"error for HTTP [A-Z]+ to '")
 MISSING = (
     "report needs the report extra (DuckDB and its httpfs extension): "
     "pip install 'sentinel-sidecar[report]' (in a checkout: pip install -e '.[report]')"
@@ -64,7 +79,7 @@ FROM (SELECT {select} FROM {read}) WHERE ts IS NOT NULL GROUP BY bucket
 class Engine:
     """One DuckDB connection for a report: each run read once, groups summed from that."""
 
-    def __init__(self, *, instance_metadata: bool = False) -> None:
+    def __init__(self, *, access: S3Access = DEFAULT_ACCESS) -> None:
         try:
             import duckdb
             import duckdb_extension_httpfs
@@ -80,7 +95,7 @@ class Engine:
         # Nothing is fetched at run time: httpfs comes from its wheel, loaded by path.
         wheel = os.path.dirname(duckdb_extension_httpfs.__file__)
         self._httpfs = os.path.join(wheel, "extensions", HTTPFS_VERSION, "httpfs.duckdb_extension")
-        self._instance_metadata = instance_metadata
+        self._access = access
         self._buckets: set[str] = set()
 
     def measure(self, run: Run, *, series: bool = False) -> Measured:
@@ -119,6 +134,7 @@ class Engine:
                     {"file": name},
                 ).fetchone()
             except self._error as exc:
+                self._answered(exc, name)
                 troubles[name] = f"{LEFT_OUT} ({_first_line(exc)})"
                 continue
             header = str(row[0]).split(",") if row and row[0] else []
@@ -133,8 +149,9 @@ class Engine:
     ) -> tuple[list[Any], dict[str, str]]:
         """`query`'s rows over `files` at once. When that fails, each file alone: one with rows
         that do not parse (a live spool's last row half written) is read without them; one
-        DuckDB cannot read at all (not gzip, cut short) is left out. Returns the rows and,
-        per file read in part or not at all, what happened."""
+        DuckDB cannot read at all (not gzip, cut short) is left out; S3 not answering ends
+        the report (ReportError), as going on would wait the same for every chunk. Returns
+        the rows and, per file read in part or not at all, what happened."""
         types = {name: "DOUBLE" if name in COLUMNS else "VARCHAR" for name in header}
         select = ", ".join(
             f'"{name}" AS {short}' if name in header else f"NULL::DOUBLE AS {short}"
@@ -148,14 +165,15 @@ class Engine:
 
         try:
             return rows_of(files), {}
-        except self._error:
-            pass
+        except self._error as exc:
+            self._answered(exc, f"{files[0]} and the {len(files) - 1} chunk(s) after it")
         rows, troubles = [], {}
         for name in files:
             try:
                 rows += rows_of([name])
                 continue
             except self._error as exc:
+                self._answered(exc, name)
                 error = _first_line(exc)
             try:
                 rows += rows_of([name], lenient=True)
@@ -191,16 +209,19 @@ class Engine:
             return
         if not self._buckets:
             self._db.execute(f"LOAD '{self._httpfs}'")
+            # Each request waited for as long as boto3's (whole seconds), tried as often.
+            self._db.execute(f"SET http_timeout = {math.ceil(self._access.timeout)}")
+            self._db.execute(f"SET http_retries = {S3_ATTEMPTS - 1}")
         self._buckets.add(bucket)
-        client = s3_client(self._instance_metadata)
-        keys = s3_session(self._instance_metadata).get_credentials().get_frozen_credentials()
+        client = s3_client(self._access)
+        keys = s3_session(self._access).get_credentials().get_frozen_credentials()
         endpoint = urlsplit(client.meta.endpoint_url)
         aws = (endpoint.hostname or "").endswith((".amazonaws.com", ".amazonaws.com.cn"))
         options: dict[str, str | bool] = {
             "KEY_ID": keys.access_key,
             "SECRET": keys.secret_key,
             "SESSION_TOKEN": keys.token or "",
-            "REGION": _bucket_region(client, bucket) or client.meta.region_name or "us-east-1",
+            "REGION": self._region(client, bucket) or client.meta.region_name or "us-east-1",
             "SCOPE": f"s3://{bucket}",
         }
         if not aws:  # MinIO, Ceph, R2, s3rver, moto: path-style on the endpoint given
@@ -209,20 +230,27 @@ class Engine:
         fields = ", ".join(f"{name} {_literal(value)}" for name, value in options.items())
         self._db.execute(f"CREATE SECRET (TYPE s3, {fields})")
 
+    def _region(self, client: Any, bucket: str) -> str | None:
+        """The bucket's region as S3 says it (HeadBucket), None when it does not."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
-def _bucket_region(client: Any, bucket: str) -> str | None:
-    """The bucket's region as S3 says it (HeadBucket), None when it does not."""
-    from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            answer = client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            answer = exc.response
+        except transport_errors() as exc:
+            raise self._access.unanswered(f"s3://{bucket}", exc) from exc
+        except BotoCoreError:
+            return None
+        headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region")
+        return str(region) if region else None
 
-    try:
-        answer = client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        answer = exc.response
-    except BotoCoreError:
-        return None
-    headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-    region = headers.get("x-amz-bucket-region")
-    return str(region) if region else None
+    def _answered(self, exc: Exception, what: str) -> None:
+        """ReportError when `exc` is httpfs saying S3 gave no answer at all (a timeout, a
+        connection refused or reset), not an answer or a chunk it could not read."""
+        if _UNANSWERED.search(str(exc)):
+            raise self._access.unanswered(what, _first_line(exc))
 
 
 def _literal(value: str | bool) -> str:

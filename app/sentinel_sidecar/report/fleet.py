@@ -25,8 +25,10 @@ from sentinel_sidecar.report.recommend import (
     recommend,
 )
 from sentinel_sidecar.report.runs import (
+    DEFAULT_ACCESS,
     ReportError,
     Run,
+    S3Access,
     chunk_number,
     holds_a_run,
     load,
@@ -66,14 +68,12 @@ class Group:
                       f"{troubles[0]}")  # fmt: skip
 
 
-def runs_in(source: str, *, instance_metadata: bool = False) -> list[Run]:
+def runs_in(source: str, *, access: S3Access = DEFAULT_ACCESS) -> list[Run]:
     """The runs `source` holds: itself when it is one run; else every run below it, in order
     (an S3 prefix listed once for all of them); itself again when none is found (reading it
     then says why)."""
     if source.startswith("s3://"):
-        return _s3_runs(source, instance_metadata) or [
-            load(source, instance_metadata=instance_metadata)
-        ]
+        return _s3_runs(source, access) or [load(source, access=access)]
     directory = Path(source)
     if not directory.is_dir() or holds_a_run(directory):
         return [load(source)]
@@ -85,7 +85,7 @@ def runs_in(source: str, *, instance_metadata: bool = False) -> list[Run]:
     return [load(path) for path in sorted(found)] or [load(source)]
 
 
-def _s3_runs(uri: str, instance_metadata: bool) -> list[Run]:
+def _s3_runs(uri: str, access: S3Access) -> list[Run]:
     """The runs under `uri` (each prefix with a `run.json` or a chunk), from one listing: only
     `uri`'s own when it is a run itself; none when it cannot be listed."""
     try:
@@ -94,13 +94,13 @@ def _s3_runs(uri: str, instance_metadata: bool) -> list[Run]:
         raise ReportError(str(exc)) from exc
     base = f"{prefix}/" if prefix else ""
     names: dict[str, set[str]] = {}
-    for key in s3_keys(bucket, base, instance_metadata):
+    for key in s3_keys(bucket, base, access):
         parent, _, name = key.rpartition("/")
         if name == RUN_JSON or chunk_number(name):
             names.setdefault(parent, set()).add(name)
     own = base.rstrip("/")
     chosen = [own] if own in names else sorted(names)
-    return [s3_run(bucket, f"{run}/" if run else "", names[run], instance_metadata)
+    return [s3_run(bucket, f"{run}/" if run else "", names[run], access)
             for run in chosen]  # fmt: skip
 
 

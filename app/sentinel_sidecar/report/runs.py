@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.delivery.destination import RunSummary
+from sentinel_sidecar.delivery.retry import CONNECT_TIMEOUT, READ_TIMEOUT
 from sentinel_sidecar.delivery.s3 import parse_s3_uri
 from sentinel_sidecar.report.figures import Figures, Measured
 from sentinel_sidecar.spool.state import LEGACY_NAME_DIGITS, NAME_DIGITS, chunk_name
@@ -28,8 +29,31 @@ NO_CREDENTIALS = (
 )
 
 
+S3_ATTEMPTS = 3  # per request to S3, for the listing, run.json and every chunk alike
+
+
 class ReportError(Exception):
     """The input is not a delivered output, or a part of it is unreadable; one line."""
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """How `report` reaches S3: the instance metadata service asked for credentials or not
+    (only in a pod or when told), and how long one request may go unanswered
+    (`--s3-timeout`) before it is tried again, `S3_ATTEMPTS` times in all."""
+
+    instance_metadata: bool = False
+    timeout: float = READ_TIMEOUT
+
+    def unanswered(self, what: str, error: object) -> ReportError:
+        """The report's end when S3 stopped answering: one line naming what and the wait."""
+        return ReportError(
+            f"S3 did not answer for {what} ({S3_ATTEMPTS} attempts of {self.timeout:g} s; "
+            f"--s3-timeout sets the wait): {error}"
+        )
+
+
+DEFAULT_ACCESS = S3Access()
 
 
 @dataclass
@@ -57,11 +81,11 @@ class Run:
         return self.figures.oom_kills > 0
 
 
-def load(source: str, *, instance_metadata: bool = False) -> Run:
-    """One run from an output directory, a spool directory or an S3 run prefix (credentials
-    from the instance metadata service only with `instance_metadata`)."""
+def load(source: str, *, access: S3Access = DEFAULT_ACCESS) -> Run:
+    """One run from an output directory, a spool directory or an S3 run prefix (reached as
+    `access` says)."""
     if source.startswith("s3://"):
-        return _from_s3(source, instance_metadata)
+        return _from_s3(source, access)
     directory = Path(source)
     if not directory.is_dir():
         what = "does not exist" if not directory.exists() else "is a file"
@@ -98,14 +122,14 @@ def holds_a_run(path: Path) -> bool:
 
 
 @functools.cache
-def s3_session(instance_metadata: bool) -> Any:
+def s3_session(access: S3Access) -> Any:
     """A botocore session on its credential chain, without the instance-metadata step unless
     asked (on a laptop that step waits on 169.254.169.254); ReportError without credentials.
     One per process: every input of a report and the engine share it."""
     import botocore.session
 
     session = botocore.session.get_session()
-    if not instance_metadata:
+    if not access.instance_metadata:
         session.get_component("credential_provider").remove("iam-role")
     if session.get_credentials() is None:
         raise ReportError(NO_CREDENTIALS)
@@ -113,27 +137,44 @@ def s3_session(instance_metadata: bool) -> Any:
 
 
 @functools.cache
-def s3_client(instance_metadata: bool) -> Any:
-    """An S3 client on `s3_session`'s credentials (one per process, ~100 ms to build)."""
+def s3_client(access: S3Access) -> Any:
+    """An S3 client on `s3_session`'s credentials (one per process, ~100 ms to build), each
+    request waited for `access.timeout` at most and tried `S3_ATTEMPTS` times."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.session.Session(botocore_session=s3_session(instance_metadata)).client("s3")
+    config = Config(
+        connect_timeout=min(CONNECT_TIMEOUT, access.timeout),
+        read_timeout=access.timeout,
+        retries={"mode": "standard", "max_attempts": S3_ATTEMPTS},
+    )
+    return boto3.session.Session(botocore_session=s3_session(access)).client("s3", config=config)
 
 
-def s3_keys(bucket: str, prefix: str, instance_metadata: bool) -> set[str]:
+def transport_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors for a request S3 never answered (timeouts, connections refused,
+    reset or closed), apart from S3's own answers."""
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    return ConnectionError, HTTPClientError
+
+
+def s3_keys(bucket: str, prefix: str, access: S3Access) -> set[str]:
     """The keys under `prefix`; none when listing is refused (an uploader's credentials may
     read objects without listing them: a run is then found by its chunks' names)."""
     from botocore.exceptions import ClientError
 
-    pages = s3_client(instance_metadata).get_paginator("list_objects_v2")
+    pages = s3_client(access).get_paginator("list_objects_v2")
     try:
         return {item["Key"] for page in pages.paginate(Bucket=bucket, Prefix=prefix)
                 for item in page.get("Contents", [])}  # fmt: skip
     except ClientError:
         return set()
+    except transport_errors() as exc:
+        raise access.unanswered(f"the listing of s3://{bucket}/{prefix}", exc) from exc
 
 
-def _from_s3(uri: str, instance_metadata: bool) -> Run:
+def _from_s3(uri: str, access: S3Access) -> Run:
     """The chunks and `run.json` under a run prefix: listed, or asked for by name (HEAD)
     when listing is refused."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -143,10 +184,10 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
     except ValueError as exc:
         raise ReportError(f"{exc}; expected {EXPECTED}") from exc
     base = f"{prefix}/" if prefix else ""
-    listed = {key[len(base) :] for key in s3_keys(bucket, base, instance_metadata)}
+    listed = {key[len(base) :] for key in s3_keys(bucket, base, access)}
     if listed:
-        return s3_run(bucket, base, listed, instance_metadata)
-    s3 = s3_client(instance_metadata)
+        return s3_run(bucket, base, listed, access)
+    s3 = s3_client(access)
 
     def exists(name: str) -> bool:
         try:
@@ -155,6 +196,8 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return False
             raise ReportError(f"s3://{bucket}/{base}{name}: {exc}") from exc
+        except transport_errors() as exc:
+            raise access.unanswered(f"s3://{bucket}/{base}{name}", exc) from exc
         except BotoCoreError as exc:
             raise ReportError(f"s3://{bucket}/{base}{name}: {exc}") from exc
         return True
@@ -166,10 +209,10 @@ def _from_s3(uri: str, instance_metadata: bool) -> Run:
         if chunks:
             break
     named = {*chunks, *(["run.json"] if chunks and exists("run.json") else [])}
-    return s3_run(bucket, base, named, instance_metadata)
+    return s3_run(bucket, base, named, access)
 
 
-def s3_run(bucket: str, base: str, names: set[str], instance_metadata: bool) -> Run:
+def s3_run(bucket: str, base: str, names: set[str], access: S3Access) -> Run:
     """The run under `s3://bucket/base` whose objects (names relative to `base`) are known:
     its chunks in the order of their numbers, and its `run.json` read when there is one."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -182,8 +225,10 @@ def s3_run(bucket: str, base: str, names: set[str], instance_metadata: bool) -> 
     run = Run(uri, [f"s3://{bucket}/{base}{name}" for name in chunks])
     if "run.json" in names:
         try:
-            body = s3_client(instance_metadata).get_object(Bucket=bucket, Key=f"{base}run.json")
+            body = s3_client(access).get_object(Bucket=bucket, Key=f"{base}run.json")
             run.summary = _summary(body["Body"].read(), f"{uri}/run.json")
+        except transport_errors() as exc:
+            raise access.unanswered(f"{uri}/run.json", exc) from exc
         except (ClientError, BotoCoreError) as exc:
             raise ReportError(f"{uri}/run.json: {exc}") from exc
     return run
