@@ -37,11 +37,13 @@ from bench.workload import rss_mib
 FIRST_ROW_TIMEOUT = 30.0  # s; under callgrind the same start takes about a minute
 
 
-def _agent(spool: Path, target: int, checkout: Path | None) -> tuple[list[str], dict[str, str]]:
+def _agent(
+    spool: Path, target: int, checkout: Path | None, env: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
     argv = [sys.executable, "-m", "sentinel_sidecar", "run", "--pid", str(target),
             "--spool-dir", str(spool), "--health-port", str(free_port()),
             "--log-level", "warning"]  # fmt: skip
-    env = dict(os.environ)
+    env = {**os.environ, **env}
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout / "app")  # ahead of the installed (editable) package
     return argv, env
@@ -49,12 +51,12 @@ def _agent(spool: Path, target: int, checkout: Path | None) -> tuple[list[str], 
 
 @contextmanager
 def _started(
-    prefix: list[str], checkout: Path | None
+    prefix: list[str], checkout: Path | None, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """The agent (behind `prefix`) tracking a sleeper; cleaned up after."""
     sleeper = subprocess.Popen(["sleep", "600"])
     spool = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    argv, env = _agent(spool, sleeper.pid, checkout)
+    argv, env = _agent(spool, sleeper.pid, checkout, env or {})
     agent = subprocess.Popen([*prefix, *argv], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -92,10 +94,10 @@ def instructions_once(checkout: Path | None = None) -> int:
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     out = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
-    os.environ["PYTHONHASHSEED"] = "0"  # the same dict and set orders every run
     try:
         prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p"]
-        with _started(prefix, checkout) as (agent, spool):
+        seeded = {"PYTHONHASHSEED": "0"}  # the same dict and set orders every run
+        with _started(prefix, checkout, seeded) as (agent, spool):
             _wait_first_row(spool, FIRST_ROW_TIMEOUT * 10)
             subprocess.run(["callgrind_control", "--dump", str(agent.pid)],
                            check=True, stdout=subprocess.DEVNULL,
@@ -110,7 +112,6 @@ def instructions_once(checkout: Path | None = None) -> int:
         summary = next(line for line in _read(dumped).splitlines() if line.startswith("summary:"))
         return int(summary.split()[1])
     finally:
-        del os.environ["PYTHONHASHSEED"]
         shutil.rmtree(out, ignore_errors=True)
 
 
