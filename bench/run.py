@@ -8,6 +8,7 @@ Writes bench/results/<date>.json and docs/PERFORMANCE.md, prints the Markdown ta
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -70,7 +71,7 @@ def start_agent(pid: int, interval: float, spool: Path, *extra: str) -> subproce
 
 def per_tick(sizes: list[int], ticks: int) -> list[dict[str, Any]]:
     """Wall and CPU time of one sample (reads + row + spool append) per workload size and path."""
-    results = []
+    results: list[dict[str, Any]] = []
     for size in sizes:
         for path in ("proc", "cgroup"):
             workload = Workload(size, CGROUP_ROOT if path == "cgroup" else None)
@@ -268,11 +269,7 @@ def free_port() -> int:
 
 
 def _has_peer() -> bool:
-    try:
-        import resource_tracker  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("resource_tracker") is not None
 
 
 def _peer_version() -> str:
@@ -661,11 +658,12 @@ while True:
 def pod_accuracy(quick: bool) -> dict[str, Any]:
     """Errors per workload shape on the /proc path in a simulated pod (root only)."""
     from bench import accuracy
+    from tests.support.pod import SHAPES
 
     reason = accuracy.available()
     if reason is not None:
         return {"skipped": reason}
-    names = ["short_children", "shared_workers"] if quick else sorted(accuracy.SHAPES)
+    names = ["short_children", "shared_workers"] if quick else sorted(SHAPES)
     return {"shapes": accuracy.shapes(names, with_peer={"short_children"})}
 
 
