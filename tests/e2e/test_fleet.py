@@ -35,6 +35,13 @@ def report(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
                           env=agent_env(env))  # fmt: skip
 
 
+def s3_env(moto: Any, proxy: Any) -> dict[str, str]:
+    """`report`'s environment for the moto fleet, through the S3 proxy."""
+    return {"AWS_ENDPOINT_URL_S3": proxy.endpoint, "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
+
+
 def expected(runs: list[FleetRun], source_of: Any) -> dict[str, dict[str, Any]]:
     """Per group, from the generated rows: the VPA-style rules (p95 nearest rank, peak x 1.15,
     x 1.2 and at least +100 MiB after an OOM kill, 10m and 16Mi steps), or a refusal."""
@@ -136,12 +143,6 @@ def test_a_fleet_in_s3_reads_as_the_same_fleet_from_one_listing(tmp_path: Path, 
     assert f"s3://{bucket}/fleet/{FLEET[0].key}/000001.csv.gz" not in result.stderr
     listings = [entry for entry in proxy.log if "list-type=2" in entry.path]
     assert len(listings) == 1, [entry.path for entry in listings]  # not one more per run
-
-
-def s3_env(moto: Any, proxy: Any) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL_S3": proxy.endpoint, "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": moto.user["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": moto.user["aws_secret_access_key"]}  # fmt: skip
 
 
 @pytest.mark.parametrize("hang_only", [None, ".csv.gz"], ids=["listing", "chunks"])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel_sidecar.config import EXIT_USAGE, ConfigError, PodEnv
+from sentinel_sidecar.delivery.retry import READ_TIMEOUT
 from sentinel_sidecar.identity.record import cpu_cores, memory_mib
 
 EXIT_TOO_LITTLE = 3  # too few samples of the workload to recommend from
@@ -62,7 +63,7 @@ def add_parser(commands: Any) -> None:
                          "too")  # fmt: skip
     summary.add_argument("--price-gib-hour", type=float, metavar="PRICE",
                          help="what a GiB-hour of memory requests costs")  # fmt: skip
-    summary.add_argument("--s3-timeout", type=float, default=30.0, metavar="SECONDS",
+    summary.add_argument("--s3-timeout", type=float, default=READ_TIMEOUT, metavar="SECONDS",
                          help="how long one request to S3 may go unanswered before it is tried "
                          "again (three tries, then the report ends)")  # fmt: skip
 
