@@ -1,6 +1,9 @@
-"""The package's shape: modules import each other without a cycle."""
+"""The package's shape: modules import each other without a cycle, layers stay apart, and local
+mode imports nothing another mode needs."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent.parent / "app" / "sentinel_sidecar"
@@ -102,3 +105,24 @@ def test_every_destination_and_source_is_declared_once():
     ):
         filled = [name for column_set in COLUMN_SETS for name in column_set.columns(extended)]
         assert len(filled) == len(set(filled)) and set(filled) <= set(schema)
+
+
+def test_what_local_mode_imports_leaves_out_every_other_mode():
+    # Each import is compiled and run at every start (docs/PERFORMANCE.md): `run` in local
+    # mode loads no network client, no Sentinel code, no YAML and no launcher for `-- CMD`.
+    script = (
+        "import sys\n"
+        "from sentinel_sidecar import deferred\n"
+        "deferred.defer_unused()  # as cli.main does first\n"
+        "from sentinel_sidecar import assemble, cli, config, runner\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    loaded = set(result.stdout.split())
+    assert "sentinel_sidecar.runner" in loaded, result.stderr
+    left_out = {"sentinel_sidecar.delivery.sentinel_destination",
+                "sentinel_sidecar.delivery.sentinel_api", "sentinel_sidecar.launch",
+                "sentinel_sidecar.report.engine", "subprocess", "boto3", "botocore",
+                "requests", "yaml"}  # fmt: skip
+    assert not sorted(loaded & left_out)
